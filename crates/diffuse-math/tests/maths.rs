@@ -1,0 +1,110 @@
+//! Closed-form properties of schedules, spacings and steps that need no reference numbers.
+
+use diffuse_math::step::{ddim, ddpm};
+use diffuse_math::{BetaSchedule, MathError, NoiseSchedule, TimestepSpacing};
+
+#[test]
+fn alphas_cumprod_is_the_running_product() {
+    for kind in BetaSchedule::ALL {
+        let s = NoiseSchedule::with_defaults(kind, 50).unwrap();
+        let mut acc = 1.0;
+        for t in 0..50 {
+            acc *= 1.0 - s.betas[t];
+            assert!((s.alphas_cumprod[t] - acc).abs() < 1e-15);
+            assert!(s.betas[t] > 0.0 && s.betas[t] < 1.0);
+        }
+        assert!(s.alphas_cumprod.windows(2).all(|w| w[1] < w[0]), "{kind} ᾱ decreases");
+        assert!(s.log_snr(0) > s.log_snr(49));
+    }
+}
+
+#[test]
+fn linear_schedule_endpoints() {
+    let s = NoiseSchedule::new(BetaSchedule::Linear, 1000, 1e-4, 0.02).unwrap();
+    assert_eq!(s.betas[0], 1e-4);
+    assert!((s.betas[999] - 0.02).abs() < 1e-15);
+    // ᾱ_T of the DDPM paper's schedule is about 4e-5: the chain ends near pure noise.
+    assert!(s.alphas_cumprod[999] < 1e-4 && s.alphas_cumprod[999] > 1e-5);
+}
+
+#[test]
+fn cosine_schedule_is_capped_and_nonzero() {
+    let s = NoiseSchedule::with_defaults(BetaSchedule::Cosine, 1000).unwrap();
+    assert!(s.betas.iter().all(|&b| b > 0.0 && b <= 0.999));
+    assert_eq!(s.betas[999], 0.999);
+}
+
+#[test]
+fn spacings_for_ten_of_a_thousand() {
+    let leading = TimestepSpacing::Leading.timesteps(1000, 10).unwrap();
+    assert_eq!(leading, vec![900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+    let trailing = TimestepSpacing::Trailing.timesteps(1000, 10).unwrap();
+    assert_eq!(trailing, vec![999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+    let lin = TimestepSpacing::Linspace.timesteps(1000, 10).unwrap();
+    assert_eq!(lin, vec![999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+    // Full-length grids visit every train step once.
+    for sp in [TimestepSpacing::Leading, TimestepSpacing::Trailing, TimestepSpacing::Linspace] {
+        let all = sp.timesteps(1000, 1000).unwrap();
+        assert_eq!(all, (0..1000).rev().collect::<Vec<i64>>(), "{sp}");
+        let pairs = sp.pairs(1000, 7).unwrap();
+        assert_eq!(pairs.last().unwrap().1, -1);
+        assert!(pairs.windows(2).all(|w| w[0].1 == w[1].0));
+    }
+}
+
+#[test]
+fn bad_parameters_are_rejected() {
+    assert!(matches!("cosin".parse::<BetaSchedule>(), Err(MathError::Unknown { .. })));
+    assert!("middle".parse::<TimestepSpacing>().is_err());
+    assert!(TimestepSpacing::Leading.timesteps(1000, 0).is_err());
+    assert!(TimestepSpacing::Leading.timesteps(1000, 1001).is_err());
+    assert!(NoiseSchedule::new(BetaSchedule::Linear, 1000, 0.02, 1e-4).is_err());
+    assert!(NoiseSchedule::new(BetaSchedule::Linear, 1, 1e-4, 0.02).is_err());
+    assert!(ddim(0.5, 0.9, 1.5).is_err());
+}
+
+#[test]
+fn ddim_eta_one_is_ddpm_fixed_small() {
+    let s = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
+    for (t, prev) in [(999, 949), (500, 499), (10, -1)] {
+        let (a, ap) = (s.alpha_bar(t), s.alpha_bar(prev));
+        let d = ddim(a, ap, 1.0).unwrap();
+        let p = ddpm(a, ap, false);
+        assert!((d.c_x0 - p.c_x0).abs() < 1e-12 && (d.c_eps - p.c_eps).abs() < 1e-12);
+        assert!((d.std - p.std).abs() < 1e-12, "t={t}");
+    }
+}
+
+#[test]
+fn ddpm_step_reproduces_posterior_mean() {
+    // With x_t = √ᾱ x₀ + √(1−ᾱ) ε, the (x̂₀, ε̂) form must equal c₀ x₀ + c_t x_t of the posterior.
+    let s = NoiseSchedule::with_defaults(BetaSchedule::Cosine, 1000).unwrap();
+    for t in [1usize, 37, 500, 998] {
+        let (x0, eps) = (0.3, -1.2);
+        let a = s.alphas_cumprod[t];
+        let xt = a.sqrt() * x0 + (1.0 - a).sqrt() * eps;
+        let post = s.posterior(t);
+        let c = ddpm(a, s.alpha_bar(t as i64 - 1), false);
+        let want = post.coef_x0 * x0 + post.coef_xt * xt;
+        assert!((c.apply(x0, eps, 0.0) - want).abs() < 1e-12);
+        assert!((c.std.powi(2) - post.variance_small).abs() < 1e-12);
+        assert!((ddpm(a, s.alpha_bar(t as i64 - 1), true).std.powi(2) - post.variance_large).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn ddim_deterministic_step_returns_x0_for_an_oracle() {
+    // An oracle that knows x₀ (and so the true ε) is moved exactly onto the forward marginal at t_prev,
+    // and the final step to ᾱ = 1 returns x₀ itself.
+    let s = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
+    let (x0, eps) = (0.7, 0.4);
+    let mut x = s.alpha_bar(999).sqrt() * x0 + (1.0 - s.alpha_bar(999)).sqrt() * eps;
+    for (t, prev) in TimestepSpacing::Trailing.pairs(1000, 13).unwrap() {
+        let a = s.alpha_bar(t);
+        let e = (x - a.sqrt() * x0) / (1.0 - a).sqrt();
+        x = ddim(a, s.alpha_bar(prev), 0.0).unwrap().apply(x0, e, 0.0);
+        let ap = s.alpha_bar(prev);
+        assert!((x - (ap.sqrt() * x0 + (1.0 - ap).sqrt() * eps)).abs() < 1e-12);
+    }
+    assert!((x - x0).abs() < 1e-12);
+}
