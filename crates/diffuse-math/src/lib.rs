@@ -4,10 +4,12 @@
 //! - [`spacing`]: which train timesteps a K-step sampler visits.
 //! - [`step`]: the per-step coefficients of the DDPM and DDIM updates.
 
+pub mod prediction;
 pub mod schedule;
 pub mod spacing;
 pub mod step;
 
+pub use prediction::Prediction;
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use spacing::TimestepSpacing;
 

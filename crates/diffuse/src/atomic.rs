@@ -1,0 +1,45 @@
+//! Atomic file writes: temporary file in the same folder, fsync, rename. A reader (or a resumed run) sees the
+//! old file or the new one, never half of one.
+
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable; not every file system lets a folder be opened, so best effort.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_whole_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("diffuse-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.txt");
+        super::write(&p, b"first version").unwrap();
+        super::write(&p, b"2nd").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"2nd");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(super::write(&dir.join("missing/b.txt"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+//! diffuse: train, sample and evaluate diffusion models on burn.
+//!
+//! Every model is a denoiser and every sampler talks only to a denoiser:
+//! [`nn`] holds the networks, [`denoise`] turns a network's output into (x̂₀, ε̂),
+//! [`sample`] walks a timestep grid with the step coefficients of `diffuse_math::step`,
+//! [`train`] fits a network with the forward process of [`forward`].
+
+pub mod atomic;
+pub mod data;
+pub mod denoise;
+pub mod device;
+pub mod error;
+pub mod forward;
+pub mod imageio;
+pub mod nn;
+pub mod plot;
+pub mod rng;
+pub mod sample;
+
+pub use error::{Error, Result};

@@ -1,0 +1,381 @@
+//! The DDPM UNet (Ho et al. 2020, appendix B): sinusoidal time embedding and MLP, ResBlocks with GroupNorm,
+//! SiLU and a per-channel time shift, self-attention at chosen resolutions, skip connections between the
+//! down and up paths.
+
+use super::groups_for;
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use serde::{Deserialize, Serialize};
+
+/// Shape of a UNet; stored in the run's config.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    pub in_channels: usize,
+    /// Image height and width; each level halves them, so they must divide by 2^(levels − 1).
+    pub height: usize,
+    pub width: usize,
+    pub base_channels: usize,
+    /// Channel multiplier per resolution level.
+    pub channel_mults: Vec<usize>,
+    pub blocks_per_level: usize,
+    /// Resolutions (height in pixels) where self-attention follows each ResBlock; the middle always has one.
+    pub attention_resolutions: Vec<usize>,
+    pub heads: usize,
+    pub max_groups: usize,
+    pub dropout: f64,
+}
+
+impl UNetConfig {
+    /// The default for an image size: small enough to train in minutes on two cores.
+    pub fn for_image(channels: usize, height: usize, width: usize) -> Self {
+        let small = height.max(width) <= 16;
+        Self {
+            in_channels: channels,
+            height,
+            width,
+            base_channels: if small { 64 } else { 32 },
+            channel_mults: if small { vec![1, 2] } else { vec![1, 2, 2] },
+            blocks_per_level: if small { 1 } else { 2 },
+            attention_resolutions: if small { vec![4] } else { vec![height / 4] },
+            heads: 4,
+            max_groups: 8,
+            dropout: 0.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let levels = self.channel_mults.len();
+        let factor = 1usize << levels.saturating_sub(1);
+        let bad = |m: String| Err(Error::Config(m));
+        if levels == 0 || self.base_channels == 0 || self.blocks_per_level == 0 || self.in_channels == 0 {
+            return bad("UNet needs at least one level, one block and non-zero channels".into());
+        }
+        if self.height % factor != 0 || self.width % factor != 0 {
+            return bad(format!(
+                "image {}×{} does not divide by 2^{} for {} levels; use fewer channel multipliers",
+                self.height,
+                self.width,
+                levels - 1,
+                levels
+            ));
+        }
+        let mid = self.base_channels * self.channel_mults.last().unwrap();
+        for c in self.channel_mults.iter().map(|m| m * self.base_channels).chain([mid]) {
+            if c % self.heads.max(1) != 0 {
+                return bad(format!("{c} channels do not split into {} heads", self.heads));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Result<UNet> {
+        self.validate()?;
+        Ok(UNet::new(self, device))
+    }
+}
+
+fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+fn conv1(cin: usize, cout: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [1, 1]).init(device)
+}
+
+/// Sinusoidal features of the timestep (Vaswani et al.), then a two-layer MLP.
+#[derive(Module, Debug)]
+pub struct TimeEmbedding {
+    lin1: Linear,
+    lin2: Linear,
+    dim: usize,
+}
+
+impl TimeEmbedding {
+    fn new(dim: usize, out: usize, device: &Device) -> Self {
+        Self {
+            lin1: LinearConfig::new(dim, out).init(device),
+            lin2: LinearConfig::new(out, out).init(device),
+            dim,
+        }
+    }
+
+    /// `t`: [b] timesteps (train-step units) → [b, out].
+    pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
+        let half = self.dim / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+            .collect();
+        let freqs = Tensor::<1>::from_floats(freqs.as_slice(), &t.device()).unsqueeze_dim::<2>(0);
+        let args = t.unsqueeze_dim::<2>(1) * freqs;
+        let emb = Tensor::cat(vec![args.clone().sin(), args.cos()], 1);
+        self.lin2.forward(silu(self.lin1.forward(emb)))
+    }
+}
+
+/// GroupNorm → SiLU → conv → + time shift → GroupNorm → SiLU → dropout → conv, with a 1×1 skip when the
+/// channel count changes.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time: Linear,
+    norm2: GroupNorm,
+    dropout: Dropout,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    fn new(cin: usize, cout: usize, temb: usize, cfg: &UNetConfig, device: &Device) -> Self {
+        Self {
+            norm1: GroupNormConfig::new(groups_for(cin, cfg.max_groups), cin).init(device),
+            conv1: conv3(cin, cout, device),
+            time: LinearConfig::new(temb, cout).init(device),
+            norm2: GroupNormConfig::new(groups_for(cout, cfg.max_groups), cout).init(device),
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+            // Zero-initialised: each block starts as the identity, which steadies early training.
+            conv2: Conv2dConfig::new([cout, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            skip: (cin != cout).then(|| conv1(cin, cout, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let shift = self.time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
+        let h = silu(self.norm2.forward(h + shift));
+        let h = self.conv2.forward(self.dropout.forward(h));
+        let skip = match &self.skip {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
+
+/// Multi-head self-attention over the pixels of a feature map, with a residual connection.
+#[derive(Module, Debug)]
+pub struct AttnBlock {
+    norm: GroupNorm,
+    qkv: Conv2d,
+    proj: Conv2d,
+    heads: usize,
+}
+
+impl AttnBlock {
+    fn new(c: usize, cfg: &UNetConfig, device: &Device) -> Self {
+        Self {
+            norm: GroupNormConfig::new(groups_for(c, cfg.max_groups), c).init(device),
+            qkv: conv1(c, 3 * c, device),
+            proj: Conv2dConfig::new([c, c], [1, 1]).with_initializer(Initializer::Zeros).init(device),
+            heads: cfg.heads,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let (heads, n) = (self.heads, h * w);
+        let d = c / heads;
+        let mut qkv = self.qkv.forward(self.norm.forward(x.clone())).chunk(3, 1).into_iter();
+        // [b, c, h, w] → [b, heads, n, d]
+        let mut split = || qkv.next().unwrap().reshape([b, heads, d, n]).swap_dims(2, 3);
+        let (q, k, v) = (split(), split(), split());
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
+        let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
+        let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
+        x + self.proj.forward(out)
+    }
+}
+
+/// One resolution of the down path: ResBlocks (each followed by attention where configured), then a
+/// stride-2 convolution unless it is the last level.
+#[derive(Module, Debug)]
+pub struct DownLevel {
+    blocks: Vec<ResBlock>,
+    attns: Vec<AttnBlock>,
+    down: Option<Conv2d>,
+}
+
+/// One resolution of the up path: one more ResBlock than the down path (it also takes the level's input
+/// skip), then a nearest-neighbour ×2 upsampling and a convolution unless it is the top level.
+#[derive(Module, Debug)]
+pub struct UpLevel {
+    blocks: Vec<ResBlock>,
+    attns: Vec<AttnBlock>,
+    up: Option<Conv2d>,
+}
+
+#[derive(Module, Debug)]
+pub struct UNet {
+    time: TimeEmbedding,
+    conv_in: Conv2d,
+    down: Vec<DownLevel>,
+    mid1: ResBlock,
+    mid_attn: AttnBlock,
+    mid2: ResBlock,
+    up: Vec<UpLevel>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl UNet {
+    fn new(cfg: &UNetConfig, device: &Device) -> Self {
+        let base = cfg.base_channels;
+        let temb = 4 * base;
+        let levels = cfg.channel_mults.len();
+        let mut skips = vec![base];
+        let (mut ch, mut res) = (base, cfg.height);
+        let mut down = Vec::new();
+        for (i, m) in cfg.channel_mults.iter().enumerate() {
+            let out = base * m;
+            let attn_here = cfg.attention_resolutions.contains(&res);
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..cfg.blocks_per_level {
+                blocks.push(ResBlock::new(ch, out, temb, cfg, device));
+                ch = out;
+                if attn_here {
+                    attns.push(AttnBlock::new(ch, cfg, device));
+                }
+                skips.push(ch);
+            }
+            let last = i + 1 == levels;
+            let down_conv = (!last).then(|| {
+                Conv2dConfig::new([ch, ch], [3, 3])
+                    .with_stride([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .init(device)
+            });
+            if !last {
+                skips.push(ch);
+                res /= 2;
+            }
+            down.push(DownLevel { blocks, attns, down: down_conv });
+        }
+        let mid1 = ResBlock::new(ch, ch, temb, cfg, device);
+        let mid_attn = AttnBlock::new(ch, cfg, device);
+        let mid2 = ResBlock::new(ch, ch, temb, cfg, device);
+        let mut up = Vec::new();
+        for (i, m) in cfg.channel_mults.iter().enumerate().rev() {
+            let out = base * m;
+            let attn_here = cfg.attention_resolutions.contains(&res);
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..=cfg.blocks_per_level {
+                let skip = skips.pop().expect("one skip per down block");
+                blocks.push(ResBlock::new(ch + skip, out, temb, cfg, device));
+                ch = out;
+                if attn_here {
+                    attns.push(AttnBlock::new(ch, cfg, device));
+                }
+            }
+            let up_conv = (i > 0).then(|| conv3(ch, ch, device));
+            if i > 0 {
+                res *= 2;
+            }
+            up.push(UpLevel { blocks, attns, up: up_conv });
+        }
+        Self {
+            time: TimeEmbedding::new(base, temb, device),
+            conv_in: conv3(cfg.in_channels, base, device),
+            down,
+            mid1,
+            mid_attn,
+            mid2,
+            up,
+            norm_out: GroupNormConfig::new(groups_for(ch, cfg.max_groups), ch).init(device),
+            conv_out: Conv2dConfig::new([ch, cfg.in_channels], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+        }
+    }
+
+    /// `x`: [b, c, h, w] noisy images; `t`: [b] timesteps. Returns the network output (ε, x₀ or v).
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
+        let temb = self.time.forward(t);
+        let mut h = self.conv_in.forward(x);
+        let mut skips = vec![h.clone()];
+        for level in &self.down {
+            for (i, block) in level.blocks.iter().enumerate() {
+                h = block.forward(h, temb.clone());
+                if let Some(attn) = level.attns.get(i) {
+                    h = attn.forward(h);
+                }
+                skips.push(h.clone());
+            }
+            if let Some(down) = &level.down {
+                h = down.forward(h);
+                skips.push(h.clone());
+            }
+        }
+        h = self.mid1.forward(h, temb.clone());
+        h = self.mid_attn.forward(h);
+        h = self.mid2.forward(h, temb.clone());
+        for level in &self.up {
+            for (i, block) in level.blocks.iter().enumerate() {
+                let skip = skips.pop().expect("one skip per up block");
+                h = block.forward(Tensor::cat(vec![h, skip], 1), temb.clone());
+                if let Some(attn) = level.attns.get(i) {
+                    h = attn.forward(h);
+                }
+            }
+            if let Some(up) = &level.up {
+                let [_, _, hh, ww] = h.dims();
+                let opts = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([hh * 2, ww * 2]);
+                h = up.forward(interpolate(h, opts));
+            }
+        }
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(c: usize, h: usize, w: usize, mults: Vec<usize>) -> UNetConfig {
+        UNetConfig {
+            base_channels: 8,
+            channel_mults: mults,
+            attention_resolutions: vec![h / 2],
+            heads: 2,
+            ..UNetConfig::for_image(c, h, w)
+        }
+    }
+
+    #[test]
+    fn output_shape_matches_input_at_every_supported_size() {
+        let device = crate::device::device();
+        for (c, h, w, mults) in [(1, 8, 8, vec![1, 2]), (1, 28, 28, vec![1, 2, 2]), (3, 32, 32, vec![1, 2, 2, 2])] {
+            let net = tiny(c, h, w, mults).init(&device).unwrap();
+            let x = Tensor::<4>::zeros([2, c, h, w], &device);
+            let t = Tensor::<1>::from_floats([3.0, 900.0], &device);
+            assert_eq!(net.forward(x, t).dims(), [2, c, h, w]);
+            assert!(net.num_params() > 1000);
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_rejected() {
+        let device = crate::device::device();
+        let e = tiny(1, 28, 28, vec![1, 2, 2, 2]).init(&device).unwrap_err().to_string();
+        assert!(e.contains("does not divide"), "{e}");
+        let mut cfg = tiny(1, 8, 8, vec![1, 2]);
+        cfg.heads = 3;
+        assert!(cfg.init(&device).is_err());
+    }
+}

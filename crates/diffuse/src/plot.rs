@@ -1,0 +1,168 @@
+//! Small line plots rendered straight to PNG (loss curves, schedules): axes, tick values in a 3×5 pixel font,
+//! one colour per series. No font files, no plotting dependency.
+
+use image::{Rgb, RgbImage};
+
+pub const COLOURS: [[u8; 3]; 4] = [[31, 119, 180], [214, 39, 40], [44, 160, 44], [148, 103, 189]];
+
+/// A named series of (x, y) points.
+pub struct Series<'a> {
+    pub points: &'a [(f64, f64)],
+}
+
+const W: u32 = 640;
+const H: u32 = 400;
+const LEFT: u32 = 60;
+const BOTTOM: u32 = 30;
+const TOP: u32 = 16;
+const RIGHT: u32 = 16;
+
+fn glyph(c: char) -> [u8; 5] {
+    match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '.' => [0, 0, 0, 0, 2],
+        '-' => [0, 0, 7, 0, 0],
+        'e' => [0, 7, 7, 4, 7],
+        _ => [0; 5],
+    }
+}
+
+fn text(img: &mut RgbImage, x: u32, y: u32, s: &str) {
+    for (i, c) in s.chars().enumerate() {
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..3 {
+                if bits & (4 >> col) != 0 {
+                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                        let (px, py) = (x + i as u32 * 8 + col * 2 + dx, y + row as u32 * 2 + dy);
+                        if px < img.width() && py < img.height() {
+                            img.put_pixel(px, py, Rgb([0, 0, 0]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), colour: [u8; 3]) {
+    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
+    for i in 0..=n {
+        let f = i as f64 / n as f64;
+        let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
+        if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
+            img.put_pixel(x as u32, y as u32, Rgb(colour));
+        }
+    }
+}
+
+/// Renders series on shared axes; `log_y` plots log10(y) (non-positive values are skipped).
+pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let ty = |y: f64| if log_y { y.log10() } else { y };
+    let pts: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .filter(|&(x, y)| x.is_finite() && ty(y).is_finite())
+        .map(|(x, y)| (x, ty(y)))
+        .collect();
+    if pts.is_empty() {
+        return img;
+    }
+    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in &pts {
+        (xmin, xmax, ymin, ymax) = (xmin.min(x), xmax.max(x), ymin.min(y), ymax.max(y));
+    }
+    if xmax == xmin {
+        xmax = xmin + 1.0;
+    }
+    if ymax == ymin {
+        ymax = ymin + 1.0;
+    }
+    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
+    let to_px = |x: f64, y: f64| {
+        (LEFT as f64 + (x - xmin) / (xmax - xmin) * pw, TOP as f64 + (ymax - y) / (ymax - ymin) * ph)
+    };
+    let axis = [0, 0, 0];
+    line(&mut img, (LEFT as f64, TOP as f64), (LEFT as f64, TOP as f64 + ph), axis);
+    line(&mut img, (LEFT as f64, TOP as f64 + ph), (LEFT as f64 + pw, TOP as f64 + ph), axis);
+    for i in 0..=4 {
+        let f = i as f64 / 4.0;
+        let (yv, xv) = (ymin + (ymax - ymin) * f, xmin + (xmax - xmin) * f);
+        let (_, py) = to_px(xmin, yv);
+        let label = if log_y { fmt_tick(10f64.powf(yv)) } else { fmt_tick(yv) };
+        line(&mut img, (LEFT as f64 - 4.0, py), (LEFT as f64, py), axis);
+        text(&mut img, 2, (py as u32).saturating_sub(5), &label);
+        let (px, _) = to_px(xv, ymin);
+        line(&mut img, (px, TOP as f64 + ph), (px, TOP as f64 + ph + 4.0), axis);
+        text(&mut img, (px as u32).saturating_sub(12), H - BOTTOM + 10, &fmt_tick(xv));
+    }
+    for (k, s) in series.iter().enumerate() {
+        let colour = COLOURS[k % COLOURS.len()];
+        let mut prev: Option<(f64, f64)> = None;
+        for &(x, y) in s.points {
+            if !(x.is_finite() && ty(y).is_finite()) {
+                prev = None;
+                continue;
+            }
+            let p = to_px(x, ty(y));
+            if let Some(q) = prev {
+                line(&mut img, q, p, colour);
+            }
+            prev = Some(p);
+        }
+    }
+    img
+}
+
+/// A moving average over `window` points, to make a noisy loss curve readable.
+pub fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let w = window.max(1);
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= w {
+                sum -= points[i - w].1;
+            }
+            (x, sum / (i + 1).min(w) as f64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothing_is_a_trailing_mean() {
+        let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
+        let s = smooth(&pts, 2);
+        assert_eq!(s.iter().map(|p| p.1).collect::<Vec<_>>(), vec![0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+
+    #[test]
+    fn plot_draws_series_in_colour() {
+        let pts = [(0.0, 1.0), (1.0, 0.1), (2.0, 0.01)];
+        let img = line_plot(&[Series { points: &pts }], true);
+        assert!(img.pixels().any(|p| p.0 == COLOURS[0]));
+    }
+}
