@@ -68,7 +68,11 @@ impl FromStr for Prediction {
             "eps" | "epsilon" => Ok(Prediction::Eps),
             "x0" | "sample" => Ok(Prediction::X0),
             "v" | "v_prediction" => Ok(Prediction::V),
-            _ => Err(MathError::Unknown { kind: "prediction", value: s.into(), expected: Self::NAMES }),
+            _ => Err(MathError::Unknown {
+                kind: "prediction",
+                value: s.into(),
+                expected: Self::NAMES,
+            }),
         }
     }
 }
@@ -81,7 +85,7 @@ mod tests {
     fn every_parameterisation_recovers_x0_and_eps_from_its_target() {
         let (x0, eps) = (0.37, -1.3);
         for p in [Prediction::Eps, Prediction::X0, Prediction::V] {
-            for abar in [0.9999, 0.5, 0.01] {
+            for abar in [0.9999f64, 0.5, 0.01] {
                 let x = abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps;
                 let (cx, ce) = p.target(abar);
                 let out = cx * x0 + ce * eps;

@@ -75,9 +75,7 @@ pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     match n {
         0 => vec![],
         1 => vec![a],
-        _ => (0..n)
-            .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
-            .collect(),
+        _ => (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect(),
     }
 }
 
@@ -90,20 +88,13 @@ pub struct NoiseSchedule {
 }
 
 impl NoiseSchedule {
-    pub fn new(
-        kind: BetaSchedule,
-        timesteps: usize,
-        beta_start: f64,
-        beta_end: f64,
-    ) -> Result<Self, MathError> {
+    pub fn new(kind: BetaSchedule, timesteps: usize, beta_start: f64, beta_end: f64) -> Result<Self, MathError> {
         if timesteps < 2 {
             return Err(MathError::Invalid(format!(
                 "timesteps must be at least 2, got {timesteps}"
             )));
         }
-        if kind != BetaSchedule::Cosine
-            && !(beta_start > 0.0 && beta_start <= beta_end && beta_end < 1.0)
-        {
+        if kind != BetaSchedule::Cosine && !(beta_start > 0.0 && beta_start <= beta_end && beta_end < 1.0) {
             return Err(MathError::Invalid(format!(
                 "need 0 < beta-start <= beta-end < 1, got {beta_start} and {beta_end}"
             )));
@@ -163,11 +154,7 @@ impl NoiseSchedule {
 
     /// ᾱ at train step t; ᾱ = 1 before the first step (t < 0), DDIM's `set_alpha_to_one`.
     pub fn alpha_bar(&self, t: i64) -> f64 {
-        if t < 0 {
-            1.0
-        } else {
-            self.alphas_cumprod[t as usize]
-        }
+        if t < 0 { 1.0 } else { self.alphas_cumprod[t as usize] }
     }
 
     /// log-SNR λ_t = log(ᾱ / (1 − ᾱ)).

@@ -14,7 +14,10 @@ fn fixtures() -> Option<Value> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_json::from_str(&text).expect("fixture file is valid JSON")),
         Err(_) => {
-            eprintln!("SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)", path.display());
+            eprintln!(
+                "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
+                path.display()
+            );
             None
         }
     }
@@ -42,7 +45,12 @@ fn schedules_match_diffusers() {
         assert_eq!(s.len(), betas.len());
         for t in 0..betas.len() {
             // diffusers computes betas in float32: 1e-6 relative is float32's resolution with margin.
-            assert!(rel(s.betas[t], betas[t]) < 1e-6, "{name} beta[{t}]: {} vs {}", s.betas[t], betas[t]);
+            assert!(
+                rel(s.betas[t], betas[t]) < 1e-6,
+                "{name} beta[{t}]: {} vs {}",
+                s.betas[t],
+                betas[t]
+            );
             // ...and accumulates ᾱ in float32, which drifts by ~1e-5 relative over 1000 products.
             assert!((s.alphas_cumprod[t] - abar[t]).abs() < 1e-4, "{name} abar[{t}]");
         }
@@ -58,9 +66,18 @@ fn ddpm_posterior_matches_diffusers() {
         let p = s.posterior(t);
         // diffusers' float32 ᾱ makes 1 − ᾱ_t lose digits at small t (1 − ᾱ₁ ≈ 2e-4 carries ~3e-4 relative error).
         let tol = if t < 10 { 1e-3 } else { 1e-4 };
-        assert!(rel(p.coef_x0, case["coef_x0"].as_f64().unwrap()) < tol, "coef_x0 at {t}");
-        assert!(rel(p.coef_xt, case["coef_xt"].as_f64().unwrap()) < tol, "coef_xt at {t}");
-        assert!(rel(p.variance_small, case["variance_fixed_small"].as_f64().unwrap()) < tol, "var at {t}");
+        assert!(
+            rel(p.coef_x0, case["coef_x0"].as_f64().unwrap()) < tol,
+            "coef_x0 at {t}"
+        );
+        assert!(
+            rel(p.coef_xt, case["coef_xt"].as_f64().unwrap()) < tol,
+            "coef_xt at {t}"
+        );
+        assert!(
+            rel(p.variance_small, case["variance_fixed_small"].as_f64().unwrap()) < tol,
+            "var at {t}"
+        );
     }
 }
 
@@ -79,19 +96,31 @@ fn ddim_step_cases_match_diffusers() {
         let s = schedule(case["schedule"].as_str().unwrap());
         let spacing: TimestepSpacing = case["spacing"].as_str().unwrap().parse().unwrap();
         let k = case["num_inference_steps"].as_u64().unwrap() as usize;
-        let grid: Vec<i64> = case["timesteps"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let grid: Vec<i64> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         assert_eq!(spacing.timesteps(1000, k).unwrap(), grid, "{spacing} grid");
         let t = case["t"].as_i64().unwrap();
         let eta = case["eta"].as_f64().unwrap();
         let c = ddim(s.alpha_bar(t), s.alpha_bar(diffusers_prev(t, k)), eta).unwrap();
-        let (x, eps, z) = (floats(&case["sample"]), floats(&case["model_output"]), floats(&case["variance_noise"]));
+        let (x, eps, z) = (
+            floats(&case["sample"]),
+            floats(&case["model_output"]),
+            floats(&case["variance_noise"]),
+        );
         let (want_prev, want_x0) = (floats(&case["prev_sample"]), floats(&case["pred_original_sample"]));
         let a = s.alpha_bar(t);
         for i in 0..x.len() {
             let x0 = (x[i] - (1.0 - a).sqrt() * eps[i]) / a.sqrt();
             assert!(rel(x0, want_x0[i]) < 1e-4, "x0 {case}");
             let prev = c.apply(x0, eps[i], z[i]);
-            assert!((prev - want_prev[i]).abs() < 1e-4 * (1.0 + want_prev[i].abs()), "prev {case}");
+            assert!(
+                (prev - want_prev[i]).abs() < 1e-4 * (1.0 + want_prev[i].abs()),
+                "prev {case}"
+            );
         }
     }
 }
@@ -132,8 +161,14 @@ fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
             .collect();
         let (m, sd) = (case["data_mean"].as_f64().unwrap(), case["data_std"].as_f64().unwrap());
         let (mean, std) = ddim_affine(&s, &pairs, m, sd);
-        assert!(rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3, "mean {case}: {mean}");
-        assert!(rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3, "std {case}: {std}");
+        assert!(
+            rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3,
+            "mean {case}: {mean}"
+        );
+        assert!(
+            rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3,
+            "std {case}: {std}"
+        );
         if spacing != TimestepSpacing::Linspace {
             // For these spacings diffusers' rule and our grid pairs are the same steps (any t < 0 means ᾱ = 1).
             let ours: Vec<(i64, i64)> = spacing.pairs(1000, k).unwrap();

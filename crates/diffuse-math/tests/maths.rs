@@ -43,7 +43,11 @@ fn spacings_for_ten_of_a_thousand() {
     let lin = TimestepSpacing::Linspace.timesteps(1000, 10).unwrap();
     assert_eq!(lin, vec![999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
     // Full-length grids visit every train step once.
-    for sp in [TimestepSpacing::Leading, TimestepSpacing::Trailing, TimestepSpacing::Linspace] {
+    for sp in [
+        TimestepSpacing::Leading,
+        TimestepSpacing::Trailing,
+        TimestepSpacing::Linspace,
+    ] {
         let all = sp.timesteps(1000, 1000).unwrap();
         assert_eq!(all, (0..1000).rev().collect::<Vec<i64>>(), "{sp}");
         let pairs = sp.pairs(1000, 7).unwrap();
@@ -54,7 +58,10 @@ fn spacings_for_ten_of_a_thousand() {
 
 #[test]
 fn bad_parameters_are_rejected() {
-    assert!(matches!("cosin".parse::<BetaSchedule>(), Err(MathError::Unknown { .. })));
+    assert!(matches!(
+        "cosin".parse::<BetaSchedule>(),
+        Err(MathError::Unknown { .. })
+    ));
     assert!("middle".parse::<TimestepSpacing>().is_err());
     assert!(TimestepSpacing::Leading.timesteps(1000, 0).is_err());
     assert!(TimestepSpacing::Leading.timesteps(1000, 1001).is_err());

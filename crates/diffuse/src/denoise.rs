@@ -18,10 +18,12 @@ pub trait Denoiser {
 /// Turns a network output into (x̂₀, ε̂) for its parameterisation.
 pub fn from_output(x: Tensor<4>, out: Tensor<4>, alpha_bar: f64, prediction: Prediction) -> Denoised {
     let (fx0, feps) = prediction.to_x0_eps(alpha_bar);
-    let affine = |a: diffuse_math::prediction::Affine| {
-        x.clone().mul_scalar(a.x_coef) + out.clone().mul_scalar(a.out_coef)
-    };
-    Denoised { x0: affine(fx0), eps: affine(feps) }
+    let affine =
+        |a: diffuse_math::prediction::Affine| x.clone().mul_scalar(a.x_coef) + out.clone().mul_scalar(a.out_coef);
+    Denoised {
+        x0: affine(fx0),
+        eps: affine(feps),
+    }
 }
 
 /// A trained UNet as a denoiser; `clip` clamps x̂₀ to the data range [−1, 1] (as diffusers' `clip_sample`).
@@ -56,7 +58,10 @@ impl Denoiser for OracleX0<'_> {
     fn denoise(&self, x: Tensor<4>, t: i64) -> Denoised {
         let ab = self.schedule.alpha_bar(t);
         let eps = (x - self.x0.clone().mul_scalar(ab.sqrt())).mul_scalar(1.0 / (1.0 - ab).sqrt());
-        Denoised { x0: self.x0.clone(), eps }
+        Denoised {
+            x0: self.x0.clone(),
+            eps,
+        }
     }
 }
 

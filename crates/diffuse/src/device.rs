@@ -1,6 +1,8 @@
-//! The compute device: burn's flex CPU backend (the only one compiled in for now).
+//! The compute device (burn's flex CPU backend), and seeded module construction.
 
-use burn::prelude::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::{Device, Tensor};
+use std::sync::Mutex;
 
 /// The inference device.
 pub fn device() -> Device {
@@ -10,4 +12,23 @@ pub fn device() -> Device {
 /// The training device (with the autodiff tape).
 pub fn train_device() -> Device {
     device().autodiff()
+}
+
+/// burn draws initial weights lazily from one process-wide generator; this lock makes "seed, build, draw"
+/// one step, so that two models built at once (parallel tests, say) still get their seed's weights.
+static INIT: Mutex<()> = Mutex::new(());
+
+/// Builds a module with weights drawn from `seed`.
+pub fn init_seeded<M: Module>(seed: u64, device: &Device, build: impl FnOnce(&Device) -> M) -> M {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let _ = p.val(); // materialises the lazy initialisation
+        }
+    }
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(seed);
+    let module = build(device);
+    module.visit(&mut Touch);
+    module
 }

@@ -11,10 +11,13 @@ pub fn add_noise(x0: Tensor<4>, eps: Tensor<4>, alpha_bar: &[f64]) -> Tensor<4> 
 /// Two [b, 1, 1, 1] coefficient tensors from one function of each item's ᾱ.
 pub fn per_item(alpha_bar: &[f64], device: &Device, f: impl Fn(f64) -> (f64, f64)) -> (Tensor<4>, Tensor<4>) {
     let b = alpha_bar.len();
-    let (p, q): (Vec<f32>, Vec<f32>) = alpha_bar.iter().map(|&ab| {
-        let (p, q) = f(ab);
-        (p as f32, q as f32)
-    }).unzip();
+    let (p, q): (Vec<f32>, Vec<f32>) = alpha_bar
+        .iter()
+        .map(|&ab| {
+            let (p, q) = f(ab);
+            (p as f32, q as f32)
+        })
+        .unzip();
     let make = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device);
     (make(p), make(q))
 }

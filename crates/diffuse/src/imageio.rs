@@ -16,7 +16,10 @@ pub struct PngImage {
 
 /// Reads a PNG as grey (1) or RGB (3); `channels` None picks from the file's colour type.
 pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
-    let bad = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| bad(e.to_string()))?;
     let channels = channels.unwrap_or(if img.color().has_color() { 3 } else { 1 });
@@ -25,11 +28,18 @@ pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
         1 => img.to_luma8().into_raw(),
         3 => {
             let rgb = img.to_rgb8().into_raw();
-            (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<_>>()).collect()
+            (0..3)
+                .flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<_>>())
+                .collect()
         }
         n => return Err(bad(format!("{n} channels are not supported"))),
     };
-    Ok(PngImage { channels, height: h, width: w, pixels })
+    Ok(PngImage {
+        channels,
+        height: h,
+        width: w,
+        pixels,
+    })
 }
 
 /// One image (c × h × w in [-1, 1]) as an RGB picture, each pixel repeated `scale` times.
@@ -47,7 +57,8 @@ fn to_rgb(img: &[f32], c: usize, h: usize, w: usize, scale: usize) -> RgbImage {
 
 fn encode(img: DynamicImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Png).expect("PNG encoding into memory cannot fail");
+    img.write_to(&mut out, ImageFormat::Png)
+        .expect("PNG encoding into memory cannot fail");
     out.into_inner()
 }
 

@@ -6,6 +6,7 @@
 //! [`train`] fits a network with the forward process of [`forward`].
 
 pub mod atomic;
+pub mod classifier;
 pub mod data;
 pub mod denoise;
 pub mod device;
@@ -15,6 +16,9 @@ pub mod imageio;
 pub mod nn;
 pub mod plot;
 pub mod rng;
+pub mod run;
+pub mod safetensors_io;
 pub mod sample;
+pub mod train;
 
 pub use error::{Error, Result};

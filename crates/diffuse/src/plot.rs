@@ -57,7 +57,10 @@ fn fmt_tick(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
         format!("{v:.1e}")
     } else {
-        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -97,11 +100,24 @@ pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
     }
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |x: f64, y: f64| {
-        (LEFT as f64 + (x - xmin) / (xmax - xmin) * pw, TOP as f64 + (ymax - y) / (ymax - ymin) * ph)
+        (
+            LEFT as f64 + (x - xmin) / (xmax - xmin) * pw,
+            TOP as f64 + (ymax - y) / (ymax - ymin) * ph,
+        )
     };
     let axis = [0, 0, 0];
-    line(&mut img, (LEFT as f64, TOP as f64), (LEFT as f64, TOP as f64 + ph), axis);
-    line(&mut img, (LEFT as f64, TOP as f64 + ph), (LEFT as f64 + pw, TOP as f64 + ph), axis);
+    line(
+        &mut img,
+        (LEFT as f64, TOP as f64),
+        (LEFT as f64, TOP as f64 + ph),
+        axis,
+    );
+    line(
+        &mut img,
+        (LEFT as f64, TOP as f64 + ph),
+        (LEFT as f64 + pw, TOP as f64 + ph),
+        axis,
+    );
     for i in 0..=4 {
         let f = i as f64 / 4.0;
         let (yv, xv) = (ymin + (ymax - ymin) * f, xmin + (xmax - xmin) * f);

@@ -1,7 +1,7 @@
 //! The 1,797 8×8 handwritten digits (UCI Optical Recognition of Handwritten Digits, test set, as shipped by
 //! scikit-learn; CC BY 4.0, E. Alpaydin and C. Kaynak), embedded in the binary. Values 0..16, label last.
 
-use super::{to_unit, Dataset, Split};
+use super::{Dataset, Split, to_unit};
 use crate::{Error, Result};
 use std::io::Read;
 
@@ -24,7 +24,10 @@ pub fn load(split: Split) -> Result<Dataset> {
             .collect::<Result<_, _>>()
             .map_err(|e| Error::Data(format!("embedded digits row {row}: {e}")))?;
         if values.len() != 65 {
-            return Err(Error::Data(format!("embedded digits row {row}: {} values", values.len())));
+            return Err(Error::Data(format!(
+                "embedded digits row {row}: {} values",
+                values.len()
+            )));
         }
         images.extend(values[..64].iter().map(|&v| to_unit(v as f32, 16.0)));
         labels.push(values[64]);

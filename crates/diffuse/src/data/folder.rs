@@ -1,7 +1,7 @@
 //! A folder of PNG images, or a folder of class folders of PNG images (the class is the folder name).
 //! The first image fixes the size and whether the set is grey (1 channel) or colour (3).
 
-use super::{to_unit, Dataset};
+use super::{Dataset, to_unit};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +41,10 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         images: Vec::new(),
         labels: labelled.then(Vec::new),
         class_names: if labelled {
-            classes.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+            classes
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
         } else {
             Vec::new()
         },
@@ -51,7 +54,10 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         if (img.height, img.width) != (ds.height, ds.width) {
             return Err(Error::Image {
                 path: path.clone(),
-                reason: format!("{}×{} differs from the first image's {}×{}", img.width, img.height, ds.width, ds.height),
+                reason: format!(
+                    "{}×{} differs from the first image's {}×{}",
+                    img.width, img.height, ds.width, ds.height
+                ),
             });
         }
         ds.images.extend(img.pixels.iter().map(|&v| to_unit(v as f32, 255.0)));

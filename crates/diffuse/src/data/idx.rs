@@ -1,14 +1,23 @@
 //! IDX files (MNIST, Fashion-MNIST), raw or gzip-compressed. Declared sizes are checked against the bytes
 //! present before anything is allocated from them.
 
-use super::{to_unit, Dataset, Split};
+use super::{Dataset, Split, to_unit};
 use crate::{Error, Result};
 use std::io::Read;
 use std::path::Path;
 
 pub const MNIST_CLASSES: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 pub const FASHION_CLASSES: &[&str] = &[
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 ];
 
 /// Decompressed files larger than this are refused (MNIST's training images are 47 MB).
@@ -30,7 +39,10 @@ pub fn read_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
         return Err("not an IDX file (bad magic)".into());
     }
     if bytes[2] != 0x08 {
-        return Err(format!("IDX element type 0x{:02x} is not supported (only unsigned bytes)", bytes[2]));
+        return Err(format!(
+            "IDX element type 0x{:02x} is not supported (only unsigned bytes)",
+            bytes[2]
+        ));
     }
     let rank = bytes[3] as usize;
     if rank == 0 || rank > 4 {
@@ -79,7 +91,11 @@ fn parse(path: &Path) -> Result<Idx> {
 pub fn load_files(name: &str, images: &Path, labels: Option<&Path>) -> Result<Dataset> {
     let img = parse(images)?;
     if img.dims.len() != 3 {
-        return Err(Error::Data(format!("{}: expected n×h×w images, got dims {:?}", images.display(), img.dims)));
+        return Err(Error::Data(format!(
+            "{}: expected n×h×w images, got dims {:?}",
+            images.display(),
+            img.dims
+        )));
     }
     let labels = match labels {
         Some(p) => {
@@ -96,7 +112,9 @@ pub fn load_files(name: &str, images: &Path, labels: Option<&Path>) -> Result<Da
         }
         None => None,
     };
-    let num_classes = labels.as_ref().map_or(0, |l| l.iter().max().map_or(0, |&m| m as usize + 1));
+    let num_classes = labels
+        .as_ref()
+        .map_or(0, |l| l.iter().max().map_or(0, |&m| m as usize + 1));
     Ok(Dataset {
         name: name.to_string(),
         channels: 1,
@@ -159,7 +177,11 @@ mod tests {
 
     #[test]
     fn rejects_lies_and_truncation_before_allocating() {
-        assert!(read_idx(&idx(&[2, 1, 3], &[1, 2, 3])).unwrap_err().contains("declares 6"));
+        assert!(
+            read_idx(&idx(&[2, 1, 3], &[1, 2, 3]))
+                .unwrap_err()
+                .contains("declares 6")
+        );
         assert!(read_idx(&idx(&[u32::MAX, u32::MAX, u32::MAX], &[])).is_err());
         assert!(read_idx(&[0, 0, 8]).is_err());
         assert!(read_idx(&[1, 2, 8, 1, 0, 0, 0, 0]).unwrap_err().contains("magic"));
@@ -177,7 +199,11 @@ mod tests {
             e.write_all(bytes).unwrap();
             e.finish().unwrap()
         };
-        std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&idx(&[2, 2, 2], &[0, 255, 0, 255, 1, 2, 3, 4]))).unwrap();
+        std::fs::write(
+            dir.join("train-images-idx3-ubyte.gz"),
+            gz(&idx(&[2, 2, 2], &[0, 255, 0, 255, 1, 2, 3, 4])),
+        )
+        .unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(&[2], &[7, 3])).unwrap();
         let ds = load_mnist_dir("mnist", &dir, Split::Train, MNIST_CLASSES).unwrap();
         assert_eq!((ds.len(), ds.height, ds.width), (2, 2, 2));
@@ -185,7 +211,12 @@ mod tests {
         assert_eq!(&ds.images[..2], &[-1.0, 1.0]);
         std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(&[3], &[7, 3, 1])).unwrap();
         assert!(load_mnist_dir("mnist", &dir, Split::Train, MNIST_CLASSES).is_err());
-        assert!(load_mnist_dir("mnist", &dir, Split::Test, MNIST_CLASSES).unwrap_err().to_string().contains("t10k"));
+        assert!(
+            load_mnist_dir("mnist", &dir, Split::Test, MNIST_CLASSES)
+                .unwrap_err()
+                .to_string()
+                .contains("t10k")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ mod idx;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub use idx::{read_idx, Idx};
+pub use idx::{Idx, read_idx};
 
 /// An image data set held in memory.
 #[derive(Clone, Debug)]
@@ -81,8 +81,16 @@ impl Dataset {
         let ds = match kind {
             "digits" if arg.is_empty() => digits::load(split)?,
             "mnist" | "fashion-mnist" => {
-                let dir = if arg.is_empty() { default_dir(kind)? } else { PathBuf::from(arg) };
-                let names = if kind == "mnist" { idx::MNIST_CLASSES } else { idx::FASHION_CLASSES };
+                let dir = if arg.is_empty() {
+                    default_dir(kind)?
+                } else {
+                    PathBuf::from(arg)
+                };
+                let names = if kind == "mnist" {
+                    idx::MNIST_CLASSES
+                } else {
+                    idx::FASHION_CLASSES
+                };
                 idx::load_mnist_dir(kind, &dir, split, names)?
             }
             "idx" => {
@@ -149,7 +157,10 @@ mod tests {
             assert!(labels.iter().filter(|&&l| l == c).count() > 170);
         }
         assert!(all.images.iter().all(|v| (-1.0..=1.0).contains(v)));
-        let (train, test) = (Dataset::load("digits", Split::Train).unwrap(), Dataset::load("digits", Split::Test).unwrap());
+        let (train, test) = (
+            Dataset::load("digits", Split::Train).unwrap(),
+            Dataset::load("digits", Split::Test).unwrap(),
+        );
         assert_eq!(train.len() + test.len(), 1797);
         assert_eq!(train.image(0), all.image(0));
     }

@@ -1,5 +1,6 @@
 //! Networks: the UNet noise predictor and the small evaluation classifier.
 
+pub mod classifier_net;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig};

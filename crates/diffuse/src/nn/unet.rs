@@ -6,7 +6,9 @@ use super::groups_for;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::interpolate;
@@ -39,7 +41,7 @@ impl UNetConfig {
             in_channels: channels,
             height,
             width,
-            base_channels: if small { 64 } else { 32 },
+            base_channels: 32,
             channel_mults: if small { vec![1, 2] } else { vec![1, 2, 2] },
             blocks_per_level: if small { 1 } else { 2 },
             attention_resolutions: if small { vec![4] } else { vec![height / 4] },
@@ -155,7 +157,11 @@ impl ResBlock {
 
     fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let shift = self.time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
+        let shift = self
+            .time
+            .forward(silu(temb))
+            .unsqueeze_dim::<3>(2)
+            .unsqueeze_dim::<4>(3);
         let h = silu(self.norm2.forward(h + shift));
         let h = self.conv2.forward(self.dropout.forward(h));
         let skip = match &self.skip {
@@ -180,7 +186,9 @@ impl AttnBlock {
         Self {
             norm: GroupNormConfig::new(groups_for(c, cfg.max_groups), c).init(device),
             qkv: conv1(c, 3 * c, device),
-            proj: Conv2dConfig::new([c, c], [1, 1]).with_initializer(Initializer::Zeros).init(device),
+            proj: Conv2dConfig::new([c, c], [1, 1])
+                .with_initializer(Initializer::Zeros)
+                .init(device),
             heads: cfg.heads,
         }
     }
@@ -263,7 +271,11 @@ impl UNet {
                 skips.push(ch);
                 res /= 2;
             }
-            down.push(DownLevel { blocks, attns, down: down_conv });
+            down.push(DownLevel {
+                blocks,
+                attns,
+                down: down_conv,
+            });
         }
         let mid1 = ResBlock::new(ch, ch, temb, cfg, device);
         let mid_attn = AttnBlock::new(ch, cfg, device);
@@ -286,7 +298,11 @@ impl UNet {
             if i > 0 {
                 res *= 2;
             }
-            up.push(UpLevel { blocks, attns, up: up_conv });
+            up.push(UpLevel {
+                blocks,
+                attns,
+                up: up_conv,
+            });
         }
         Self {
             time: TimeEmbedding::new(base, temb, device),
@@ -360,7 +376,11 @@ mod tests {
     #[test]
     fn output_shape_matches_input_at_every_supported_size() {
         let device = crate::device::device();
-        for (c, h, w, mults) in [(1, 8, 8, vec![1, 2]), (1, 28, 28, vec![1, 2, 2]), (3, 32, 32, vec![1, 2, 2, 2])] {
+        for (c, h, w, mults) in [
+            (1, 8, 8, vec![1, 2]),
+            (1, 28, 28, vec![1, 2, 2]),
+            (3, 32, 32, vec![1, 2, 2, 2]),
+        ] {
             let net = tiny(c, h, w, mults).init(&device).unwrap();
             let x = Tensor::<4>::zeros([2, c, h, w], &device);
             let t = Tensor::<1>::from_floats([3.0, 900.0], &device);

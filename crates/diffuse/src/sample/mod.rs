@@ -22,7 +22,9 @@ pub enum Sampler {
 impl Sampler {
     pub fn name(&self) -> String {
         match self {
-            Sampler::Ddpm { large_variance } => format!("ddpm ({} variance)", if *large_variance { "large" } else { "small" }),
+            Sampler::Ddpm { large_variance } => {
+                format!("ddpm ({} variance)", if *large_variance { "large" } else { "small" })
+            }
             Sampler::Ddim { eta } => format!("ddim (eta {eta})"),
         }
     }
@@ -108,6 +110,44 @@ pub fn start(seed: u64, first: usize, n: usize, shape: [usize; 3], device: &Devi
     let noise = rng::normals_per_stream(&mut streams, per);
     let x = Tensor::<4>::from_data(TensorData::new(noise, [n, shape[0], shape[1], shape[2]]), device);
     (x, streams)
+}
+
+/// Draws images `0..n` of `seed` in batches of at most `batch`; returns them concatenated (n × c × h × w)
+/// with x̂₀ snapshots (kept for the first batch only) at step indices `keep_x0`.
+#[allow(clippy::too_many_arguments)]
+pub fn draw(
+    denoiser: &dyn Denoiser,
+    plan: &Plan,
+    seed: u64,
+    n: usize,
+    shape: [usize; 3],
+    batch: usize,
+    init_noise: Option<&[f32]>,
+    keep_x0: &[usize],
+    device: &Device,
+    mut on_step: impl FnMut(),
+) -> (Vec<f32>, Vec<(i64, Vec<f32>)>) {
+    let per: usize = shape.iter().product();
+    let mut images = Vec::with_capacity(n * per);
+    let mut strip = Vec::new();
+    for first in (0..n).step_by(batch.max(1)) {
+        let m = batch.max(1).min(n - first);
+        let (mut x, streams) = start(seed, first, m, shape, device);
+        let mut streams = streams;
+        if let Some(noise) = init_noise {
+            let data = noise[first * per..(first + m) * per].to_vec();
+            x = Tensor::<4>::from_data(TensorData::new(data, [m, shape[0], shape[1], shape[2]]), device);
+        }
+        let keep: &[usize] = if first == 0 { keep_x0 } else { &[] };
+        let out = run(denoiser, plan, x, &mut streams, keep, |_| on_step());
+        images.extend(to_vec(out.x));
+        strip.extend(out.x0_at.into_iter().map(|(t, x0)| (t, to_vec(x0))));
+    }
+    (images, strip)
+}
+
+pub fn to_vec(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec().expect("f32 tensor")
 }
 
 #[cfg(test)]

@@ -17,8 +17,16 @@ fn oracle_x0_is_returned_exactly_by_ddim_eta0_and_ddpm() {
     let target: Vec<f32> = (0..2 * 16).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
     let x0 = Tensor::<4>::from_data(TensorData::new(target.clone(), [2, 1, 4, 4]), &device);
     let oracle = OracleX0 { x0, schedule: &s };
-    for spacing in [TimestepSpacing::Leading, TimestepSpacing::Trailing, TimestepSpacing::Linspace] {
-        for (sampler, steps) in [(Sampler::Ddim { eta: 0.0 }, 10), (Sampler::Ddim { eta: 0.0 }, 1000), (Sampler::Ddpm { large_variance: false }, 50)] {
+    for spacing in [
+        TimestepSpacing::Leading,
+        TimestepSpacing::Trailing,
+        TimestepSpacing::Linspace,
+    ] {
+        for (sampler, steps) in [
+            (Sampler::Ddim { eta: 0.0 }, 10),
+            (Sampler::Ddim { eta: 0.0 }, 1000),
+            (Sampler::Ddpm { large_variance: false }, 50),
+        ] {
             let plan = Plan::new(sampler, &s, steps, spacing).unwrap();
             assert_eq!(plan.nfe(), steps);
             let (x, mut streams) = start(1, 0, 2, [1, 4, 4], &device);
@@ -34,7 +42,11 @@ fn oracle_x0_is_returned_exactly_by_ddim_eta0_and_ddpm() {
 /// (the sample mean) and slope (the sample std) without any sampling error.
 fn affine_outcome(s: &NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> (f64, f64) {
     let device = crate::device::device();
-    let den = GaussianData { mean: 0.1, std: 0.8, schedule: s };
+    let den = GaussianData {
+        mean: 0.1,
+        std: 0.8,
+        schedule: s,
+    };
     let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, s, steps, spacing).unwrap();
     let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0], [2, 1, 1, 1]), &device);
     let (_, mut streams) = start(0, 0, 2, [1, 1, 1], &device);
@@ -58,8 +70,14 @@ fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
         }
         let s = schedule(case["schedule"].as_str().unwrap().parse().unwrap());
         let (mean, std) = affine_outcome(&s, case["steps"].as_u64().unwrap() as usize, spacing);
-        let (em, es) = (case["expected_mean"].as_f64().unwrap(), case["expected_std"].as_f64().unwrap());
-        assert!((mean - em).abs() < 1e-4 && (std - es).abs() < 1e-4, "{case}: {mean} {std}");
+        let (em, es) = (
+            case["expected_mean"].as_f64().unwrap(),
+            case["expected_std"].as_f64().unwrap(),
+        );
+        assert!(
+            (mean - em).abs() < 1e-4 && (std - es).abs() < 1e-4,
+            "{case}: {mean} {std}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 8);
@@ -68,7 +86,10 @@ fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
 fn moments(v: &[f32]) -> (f64, f64) {
     let n = v.len() as f64;
     let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    (mean, (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt())
+    (
+        mean,
+        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt(),
+    )
 }
 
 #[test]
@@ -77,7 +98,11 @@ fn stochastic_samplers_reproduce_gaussian_data() {
     // deviation belongs would show up here as a wrong spread.
     let device = crate::device::device();
     let s = schedule(BetaSchedule::Linear);
-    let den = GaussianData { mean: 0.1, std: 0.8, schedule: &s };
+    let den = GaussianData {
+        mean: 0.1,
+        std: 0.8,
+        schedule: &s,
+    };
     // Fewer steps shrink the spread a little (diffusers' deterministic DDIM-100 gives 0.783), hence the
     // looser bound there; a variance-for-std slip would miss by far more.
     for (sampler, steps, tol) in [
@@ -90,14 +115,23 @@ fn stochastic_samplers_reproduce_gaussian_data() {
         let (x, mut streams) = start(11, 0, 4, [1, 50, 100], &device);
         let (mean, std) = moments(&values(run(&den, &plan, x, &mut streams, &[], |_| {}).x));
         eprintln!("{sampler:?} {steps}: mean {mean:.4} std {std:.4}");
-        assert!((mean - 0.1).abs() < 0.02 && (std - 0.8).abs() < tol, "{sampler:?} {steps}: {mean} {std}");
+        assert!(
+            (mean - 0.1).abs() < 0.02 && (std - 0.8).abs() < tol,
+            "{sampler:?} {steps}: {mean} {std}"
+        );
     }
 }
 
 #[test]
 fn ddpm_large_variance_adds_more_noise_than_small() {
     let s = schedule(BetaSchedule::Linear);
-    let small = Plan::new(Sampler::Ddpm { large_variance: false }, &s, 20, TimestepSpacing::Leading).unwrap();
+    let small = Plan::new(
+        Sampler::Ddpm { large_variance: false },
+        &s,
+        20,
+        TimestepSpacing::Leading,
+    )
+    .unwrap();
     let large = Plan::new(Sampler::Ddpm { large_variance: true }, &s, 20, TimestepSpacing::Leading).unwrap();
     for (a, b) in small.coefs.iter().zip(&large.coefs).take(19) {
         assert!(b.std > a.std);

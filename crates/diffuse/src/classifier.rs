@@ -1,0 +1,200 @@
+//! The evaluation classifier: trained on real labelled images, it measures how recognisable generated
+//! images are (share classified with confidence) and whether every class appears (coverage).
+
+use crate::data::Dataset;
+use crate::nn::classifier_net::ClassifierNet;
+use crate::safetensors_io::{self, Contents};
+use crate::{Error, Result, rng};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const META: &str = "classifier.json";
+const WEIGHTS: &str = "weights.safetensors";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassifierMeta {
+    pub data: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub class_names: Vec<String>,
+    pub test_accuracy: f64,
+}
+
+pub struct Classifier {
+    pub meta: ClassifierMeta,
+    net: ClassifierNet,
+}
+
+/// What the classifier says about a set of images.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub n: usize,
+    pub threshold: f64,
+    /// Share of images whose top class has probability ≥ threshold.
+    pub confident_share: f64,
+    pub mean_confidence: f64,
+    /// Images per predicted class.
+    pub histogram: Vec<usize>,
+    pub classes_present: usize,
+    pub num_classes: usize,
+    /// Accuracy against the images' labels, when they have some.
+    pub accuracy: Option<f64>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} images: {:.1}% classified with confidence >= {}, mean confidence {:.3}, {}/{} classes present, per class {:?}",
+            self.n,
+            self.confident_share * 100.0,
+            self.threshold,
+            self.mean_confidence,
+            self.classes_present,
+            self.num_classes,
+            self.histogram
+        )?;
+        if let Some(a) = self.accuracy {
+            write!(f, ", accuracy {:.2}%", a * 100.0)?;
+        }
+        Ok(())
+    }
+}
+
+fn images(data: &Dataset, idx: &[usize], device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(data.gather(idx), [idx.len(), data.channels, data.height, data.width]),
+        device,
+    )
+}
+
+/// Trains on `train`, reports accuracy on `test`, and saves to `out`. Returns the test accuracy.
+pub fn train(train: &Dataset, test: &Dataset, out: &Path, steps: usize, seed: u64) -> Result<f64> {
+    let labels = train
+        .labels
+        .as_ref()
+        .ok_or_else(|| Error::Data(format!("{} has no labels", train.name)))?;
+    if train.num_classes() < 2 {
+        return Err(Error::Data("a classifier needs at least two classes".into()));
+    }
+    let device = crate::device::train_device();
+    let mut net = crate::device::init_seeded(seed, &device, |d| {
+        ClassifierNet::new(train.channels, train.num_classes(), d)
+    });
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init();
+    let b = 64;
+    for step in 0..steps {
+        let mut r = rng::stream(seed, step as u64);
+        let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..train.len())).collect();
+        let y: Vec<i64> = idx.iter().map(|&i| labels[i] as i64).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b]), &device);
+        let logp = log_softmax(net.forward(images(train, &idx, &device)), 1);
+        let loss = logp.gather(1, y.unsqueeze_dim::<2>(1)).mean().neg();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let lr = if step < steps * 3 / 4 { 2e-3 } else { 2e-4 };
+        net = optim.step(lr, net, grads);
+    }
+    let clf = Classifier {
+        meta: ClassifierMeta {
+            data: train.name.clone(),
+            channels: train.channels,
+            height: train.height,
+            width: train.width,
+            class_names: train.class_names.clone(),
+            test_accuracy: 0.0,
+        },
+        net: net.valid(),
+    };
+    let acc = clf.score(test, 0.9)?.accuracy.unwrap_or(0.0);
+    let meta = ClassifierMeta {
+        test_accuracy: acc,
+        ..clf.meta.clone()
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut c = Contents::default();
+    c.groups.insert("classifier".into(), safetensors_io::collect(&clf.net));
+    safetensors_io::write(&out.join(WEIGHTS), &c)?;
+    crate::atomic::write(
+        &out.join(META),
+        serde_json::to_string_pretty(&meta).expect("serialises").as_bytes(),
+    )?;
+    Ok(acc)
+}
+
+impl Classifier {
+    pub fn load(dir: &Path) -> Result<Classifier> {
+        let path = dir.join(META);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let meta: ClassifierMeta =
+            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let device = crate::device::device();
+        let wpath = dir.join(WEIGHTS);
+        let c = safetensors_io::read(&wpath)?;
+        let group = c
+            .groups
+            .get("classifier")
+            .ok_or_else(|| Error::checkpoint(&wpath, "holds no classifier weights"))?;
+        let net = safetensors_io::load(
+            ClassifierNet::new(meta.channels, meta.class_names.len(), &device),
+            group,
+            false,
+            &wpath,
+        )?;
+        Ok(Classifier { meta, net })
+    }
+
+    /// Class probabilities [n][classes].
+    pub fn probabilities(&self, data: &Dataset) -> Result<Vec<Vec<f32>>> {
+        let m = &self.meta;
+        if (data.channels, data.height, data.width) != (m.channels, m.height, m.width) {
+            return Err(Error::Data(format!(
+                "images are {}×{}×{}, the classifier takes {}×{}×{}",
+                data.channels, data.height, data.width, m.channels, m.height, m.width
+            )));
+        }
+        let device = crate::device::device();
+        let k = m.class_names.len();
+        let mut out = Vec::with_capacity(data.len());
+        for start in (0..data.len()).step_by(256) {
+            let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
+            let p: Vec<f32> = softmax(self.net.forward(images(data, &idx, &device)), 1)
+                .into_data()
+                .try_into_vec()
+                .expect("f32");
+            out.extend(p.chunks(k).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn score(&self, data: &Dataset, threshold: f64) -> Result<Report> {
+        let probs = self.probabilities(data)?;
+        let k = self.meta.class_names.len();
+        let mut histogram = vec![0; k];
+        let (mut confident, mut conf_sum, mut correct) = (0, 0.0, 0);
+        for (i, p) in probs.iter().enumerate() {
+            let (arg, &max) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("classes");
+            histogram[arg] += 1;
+            conf_sum += max as f64;
+            confident += (max as f64 >= threshold) as usize;
+            if let Some(l) = &data.labels {
+                correct += (l[i] as usize == arg) as usize;
+            }
+        }
+        let n = probs.len().max(1) as f64;
+        Ok(Report {
+            n: probs.len(),
+            threshold,
+            confident_share: confident as f64 / n,
+            mean_confidence: conf_sum / n,
+            classes_present: histogram.iter().filter(|&&c| c > 0).count(),
+            num_classes: k,
+            histogram,
+            accuracy: data.labels.as_ref().map(|_| correct as f64 / n),
+        })
+    }
+}

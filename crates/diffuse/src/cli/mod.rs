@@ -1,0 +1,53 @@
+//! Command-line interface: argument definitions and dispatch.
+
+mod sample_cmd;
+mod schedule_cmd;
+mod train_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "diffuse",
+    version,
+    about = "Train, sample and evaluate diffusion models (DDPM, DDIM) on the CPU",
+    long_about = "Train, sample and evaluate diffusion models (DDPM, DDIM) on the CPU.\n\n\
+Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
+diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid out/grid.png"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a DDPM noise predictor (or resume one) and write a run directory.
+    Train(train_cmd::TrainArgs),
+    /// Draw images from a trained run with DDPM or DDIM.
+    Sample(sample_cmd::SampleArgs),
+    /// Print a noise schedule (β, ᾱ, log-SNR per train step), optionally as JSON or a plot.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Train or apply the small classifier that measures sample quality.
+    #[command(subcommand)]
+    Classifier(train_cmd::ClassifierCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train_cmd::train(a),
+        Command::Sample(a) => sample_cmd::sample(a),
+        Command::Schedule(a) => schedule_cmd::schedule(a),
+        Command::Classifier(c) => train_cmd::classifier(c),
+    }
+}
+
+/// Parses "1,2,2" into numbers.
+pub fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|v| v.trim().parse::<T>().map_err(|_| format!("'{v}' is not a number")))
+        .collect()
+}

@@ -1,0 +1,190 @@
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use diffuse::denoise::UNetDenoiser;
+use diffuse::run::{self, Weights};
+use diffuse::sample::{self, Plan, Sampler};
+use diffuse::{imageio, safetensors_io};
+use diffuse_math::TimestepSpacing;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplerName {
+    Ddpm,
+    Ddim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Variance {
+    /// β̃_t, the true posterior variance.
+    Small,
+    /// β_t.
+    Large,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  diffuse sample --run runs/digits --sampler ddpm --steps 1000 --n 64 --seed 0 --out-dir out/ddpm --grid out/ddpm.png\n  \
+diffuse sample --run runs/digits --sampler ddim --steps 50 --eta 0 --n 64 --seed 0 --out-dir out/ddim --strip out/strip.png"
+)]
+pub struct SampleArgs {
+    /// A run directory written by `diffuse train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// ddpm (ancestral) or ddim.
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: SamplerName,
+    /// Sampling steps (network evaluations per image); at most the train timesteps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM η: 0 deterministic, 1 as much noise as DDPM.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// DDPM posterior variance.
+    #[arg(long, value_enum, default_value = "small")]
+    variance: Variance,
+    /// Which train timesteps the steps visit: leading | trailing | linspace (diffusers' meanings).
+    #[arg(long, default_value = "trailing")]
+    timestep_spacing: String,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed: image i is the same for any --n and --batch-size.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder for the images, written as 00000.png, 00001.png, … at native resolution.
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Also write an upscaled grid of all images.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Also write a denoising strip: x̂₀ of the first 8 images at 10 points of the trajectory, then the result.
+    #[arg(long)]
+    strip: Option<PathBuf>,
+    /// Start from this noise (a safetensors file with one f32 tensor [n, c, h, w]) instead of the seed's.
+    #[arg(long)]
+    init_noise: Option<PathBuf>,
+    /// Images per network call.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Sample with the EMA weights or the raw ones.
+    #[arg(long, value_enum, default_value = "ema")]
+    weights: Weights,
+    /// Do not clamp x̂₀ to [-1, 1] at each step.
+    #[arg(long)]
+    no_clip: bool,
+}
+
+fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f32>> {
+    let c = safetensors_io::read(path)?;
+    let tensors: Vec<_> = c.groups.values().flat_map(|g| g.values()).collect();
+    let [t] = tensors.as_slice() else {
+        bail!(
+            "{}: expected exactly one f32 tensor, found {}",
+            path.display(),
+            tensors.len()
+        );
+    };
+    let want = vec![n, shape[0], shape[1], shape[2]];
+    if t.shape != want {
+        bail!(
+            "{}: noise has shape {:?}, need {want:?} (--n images of the run's size)",
+            path.display(),
+            t.shape
+        );
+    }
+    if t.data.iter().any(|v| !v.is_finite()) {
+        bail!("{}: noise holds non-finite values", path.display());
+    }
+    Ok(t.data.clone())
+}
+
+pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
+    let spacing: TimestepSpacing = a.timestep_spacing.parse()?;
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let sampler = match a.sampler {
+        SamplerName::Ddpm => Sampler::Ddpm {
+            large_variance: matches!(a.variance, Variance::Large),
+        },
+        SamplerName::Ddim => Sampler::Ddim { eta: a.eta },
+    };
+    let device = diffuse::device::device();
+    let run = run::load(&a.run, a.weights, &device)?;
+    let cfg = &run.config;
+    let plan = Plan::new(sampler, &run.schedule, a.steps, spacing)?;
+    let shape = [cfg.channels, cfg.height, cfg.width];
+    let noise = a.init_noise.as_deref().map(|p| read_noise(p, a.n, shape)).transpose()?;
+    let strip_at: Vec<usize> = if a.strip.is_some() {
+        (0..10).map(|k| k * (plan.nfe() - 1) / 9).collect()
+    } else {
+        Vec::new()
+    };
+    let den = UNetDenoiser {
+        net: &run.net,
+        schedule: &run.schedule,
+        prediction: cfg.prediction()?,
+        clip: !a.no_clip,
+    };
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let bar = indicatif::ProgressBar::new((a.n.div_ceil(a.batch_size.max(1)) * plan.nfe()) as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} steps  ETA {eta}",
+    )?);
+    let started = Instant::now();
+    let (images, strip) = sample::draw(
+        &den,
+        &plan,
+        a.seed,
+        a.n,
+        shape,
+        a.batch_size,
+        noise.as_deref(),
+        &strip_at,
+        &device,
+        || bar.inc(1),
+    );
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
+    let per = c * h * w;
+    for i in 0..a.n {
+        imageio::write_png(
+            &a.out_dir.join(format!("{i:05}.png")),
+            &images[i * per..(i + 1) * per],
+            c,
+            h,
+            w,
+        )?;
+    }
+    if let Some(grid) = &a.grid {
+        imageio::write_grid(grid, &images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
+    }
+    if let Some(path) = &a.strip {
+        // Rows: images; columns: x̂₀ at the kept steps, then the final sample.
+        let rows = a.n.min(8).min(a.batch_size);
+        let cols = strip.len() + 1;
+        let mut tiles = Vec::with_capacity(rows * cols * per);
+        for r in 0..rows {
+            for (_, x0) in &strip {
+                tiles.extend_from_slice(&x0[r * per..(r + 1) * per]);
+            }
+            tiles.extend_from_slice(&images[r * per..(r + 1) * per]);
+        }
+        imageio::write_grid(path, &tiles, rows * cols, c, h, w, cols)?;
+    }
+    println!(
+        "{} images with {} ({} steps, {} spacing, NFE {} per image) in {:.2} s: {:.1} images/s, {:.1} NFE/s; written to {}",
+        a.n,
+        sampler.name(),
+        plan.nfe(),
+        spacing,
+        plan.nfe(),
+        secs,
+        a.n as f64 / secs,
+        (a.n * plan.nfe()) as f64 / secs,
+        a.out_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,66 @@
+use anyhow::Context;
+use clap::Args;
+use diffuse::plot::{Series, line_plot};
+use diffuse_math::{BetaSchedule, NoiseSchedule};
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(
+    after_help = "Examples:\n  diffuse schedule --schedule cosine --timesteps 1000 --json\n  \
+diffuse schedule --schedule linear --plot linear.png"
+)]
+pub struct ScheduleArgs {
+    /// linear | scaled-linear | cosine | sigmoid
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Number of train timesteps T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    /// First β (default: 1e-4, or 8.5e-4 for scaled-linear; unused by cosine).
+    #[arg(long)]
+    beta_start: Option<f64>,
+    /// Last β (default: 0.02, or 0.012 for scaled-linear; unused by cosine).
+    #[arg(long)]
+    beta_end: Option<f64>,
+    /// Print {"betas": [...], "alphas_cumprod": [...]} instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a PNG plot of ᾱ (blue) and log-SNR rescaled to [0, 1] (red) against t.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
+    let kind: BetaSchedule = a.schedule.parse()?;
+    let (ds, de) = kind.default_range();
+    let s = NoiseSchedule::new(kind, a.timesteps, a.beta_start.unwrap_or(ds), a.beta_end.unwrap_or(de))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "betas": s.betas, "alphas_cumprod": s.alphas_cumprod })
+        );
+    } else {
+        println!("t\tbeta\talpha_bar\tlog_snr");
+        for t in 0..s.len() {
+            println!(
+                "{t}\t{:.8e}\t{:.8e}\t{:.5}",
+                s.betas[t],
+                s.alphas_cumprod[t],
+                s.log_snr(t)
+            );
+        }
+    }
+    if let Some(path) = a.plot {
+        let abar: Vec<(f64, f64)> = (0..s.len()).map(|t| (t as f64, s.alphas_cumprod[t])).collect();
+        let snr: Vec<f64> = (0..s.len()).map(|t| s.log_snr(t)).collect();
+        let (lo, hi) = snr.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        let scaled: Vec<(f64, f64)> = snr
+            .iter()
+            .enumerate()
+            .map(|(t, v)| (t as f64, (v - lo) / (hi - lo)))
+            .collect();
+        let img = line_plot(&[Series { points: &abar }, Series { points: &scaled }], false);
+        diffuse::imageio::write_rgb(&path, img).with_context(|| "writing the schedule plot")?;
+    }
+    Ok(())
+}

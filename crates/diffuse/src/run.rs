@@ -1,0 +1,184 @@
+//! A run directory: `config.json` (what was trained, how), `checkpoint.safetensors` (weights, EMA weights,
+//! optimizer state, step), `loss.csv`, `loss.png`, sample grids.
+
+use crate::nn::{UNet, UNetConfig};
+use crate::safetensors_io;
+use crate::{Error, Result};
+use burn::prelude::Device;
+use diffuse_math::{BetaSchedule, NoiseSchedule, Prediction};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const FORMAT: u32 = 1;
+
+/// The discrete noise schedule a model was trained with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    pub kind: String,
+    pub timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+}
+
+impl ScheduleConfig {
+    pub fn new(kind: BetaSchedule, timesteps: usize, range: Option<(f64, f64)>) -> Self {
+        let (beta_start, beta_end) = range.unwrap_or(kind.default_range());
+        Self {
+            kind: kind.name().into(),
+            timesteps,
+            beta_start,
+            beta_end,
+        }
+    }
+
+    pub fn build(&self) -> Result<NoiseSchedule> {
+        let kind: BetaSchedule = self.kind.parse()?;
+        Ok(NoiseSchedule::new(
+            kind,
+            self.timesteps,
+            self.beta_start,
+            self.beta_end,
+        )?)
+    }
+}
+
+/// Optimisation settings; with the seed they fix every random draw of training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip; 0 disables.
+    pub grad_clip: f64,
+    pub ema_decay: f64,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    pub sample_every: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub format: u32,
+    pub data: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub class_names: Vec<String>,
+    pub prediction: String,
+    pub schedule: ScheduleConfig,
+    pub unet: UNetConfig,
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    pub fn prediction(&self) -> Result<Prediction> {
+        Ok(self.prediction.parse()?)
+    }
+
+    /// Checks everything that can be checked before training starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT {
+            return Err(Error::Config(format!(
+                "format {} is not supported (this diffuse reads {FORMAT})",
+                self.format
+            )));
+        }
+        self.schedule.build()?;
+        self.prediction()?;
+        self.unet.validate()?;
+        let t = &self.train;
+        if (self.unet.in_channels, self.unet.height, self.unet.width) != (self.channels, self.height, self.width) {
+            return Err(Error::Config("the UNet's image shape differs from the data's".into()));
+        }
+        if t.batch_size == 0 || t.steps == 0 {
+            return Err(Error::Config("steps and batch size must be positive".into()));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite())
+            || !(0.0..1.0).contains(&t.ema_decay)
+            || t.grad_clip < 0.0
+            || t.weight_decay < 0.0
+        {
+            return Err(Error::Config(format!(
+                "need lr > 0, 0 <= ema decay < 1, grad clip >= 0, weight decay >= 0 (got {}, {}, {}, {})",
+                t.lr, t.ema_decay, t.grad_clip, t.weight_decay
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn read(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Config(format!("{} is not a run: no {CONFIG_FILE}", dir.display())),
+            _ => Error::io(&path, e),
+        })?;
+        let cfg: RunConfig =
+            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("config serialises");
+        crate::atomic::write(&dir.join(CONFIG_FILE), text.as_bytes())
+    }
+}
+
+/// Which weights to sample with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// The exponential moving average of the weights (usually the better sampler).
+    Ema,
+    /// The raw optimised weights.
+    Raw,
+}
+
+/// A trained model ready to sample.
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub config: RunConfig,
+    pub schedule: NoiseSchedule,
+    pub net: UNet,
+    pub step: usize,
+}
+
+pub fn checkpoint_step(contents: &safetensors_io::Contents, path: &Path) -> Result<usize> {
+    contents
+        .metadata
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::checkpoint(path, "no training step in its metadata"))
+}
+
+/// Loads a run's config and weights for inference.
+pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> {
+    let config = RunConfig::read(dir)?;
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Err(Error::checkpoint(
+            &path,
+            "missing: the run has not written a checkpoint yet",
+        ));
+    }
+    let contents = safetensors_io::read(&path)?;
+    let group = match weights {
+        Weights::Ema => "ema",
+        Weights::Raw => "model",
+    };
+    let tensors = contents
+        .groups
+        .get(group)
+        .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{group}' weights")))?;
+    let net = safetensors_io::load(config.unet.init(device)?, tensors, false, &path)?;
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        schedule: config.schedule.build()?,
+        step: checkpoint_step(&contents, &path)?,
+        config,
+        net,
+    })
+}

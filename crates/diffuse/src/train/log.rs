@@ -1,0 +1,76 @@
+//! The loss log (`loss.csv`), its curve (`loss.png`) and the progress bar.
+
+use crate::plot::{Series, line_plot, smooth};
+use crate::{Error, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::Path;
+
+pub const LOSS_FILE: &str = "loss.csv";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossRow {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+pub fn write(dir: &Path, rows: &[LossRow], total_steps: usize) -> Result<()> {
+    let mut csv = String::from("step,loss,lr,grad_norm\n");
+    for r in rows {
+        csv.push_str(&format!("{},{},{},{}\n", r.step, r.loss, r.lr, r.grad_norm));
+    }
+    crate::atomic::write(&dir.join(LOSS_FILE), csv.as_bytes())?;
+    let raw: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.loss)).collect();
+    let window = (total_steps / 100).clamp(1, 200);
+    let smoothed = smooth(&raw, window);
+    crate::imageio::write_rgb(&dir.join("loss.png"), line_plot(&[Series { points: &smoothed }], true))
+}
+
+pub fn read(dir: &Path) -> Result<Vec<LossRow>> {
+    let path = dir.join(LOSS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            match (f.first().and_then(|v| v.parse().ok()), num(1), num(2), num(3)) {
+                (Some(step), Some(loss), Some(lr), Some(grad_norm)) => Ok(LossRow {
+                    step,
+                    loss,
+                    lr,
+                    grad_norm,
+                }),
+                _ => Err(Error::Data(format!("{}: bad line '{line}'", path.display()))),
+            }
+        })
+        .collect()
+}
+
+pub fn recent_mean(rows: &[LossRow], n: usize) -> f64 {
+    let tail = &rows[rows.len().saturating_sub(n)..];
+    tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64
+}
+
+/// A bar with loss, steps/s and ETA on stderr; hidden when `show` is false or stderr is not a terminal.
+pub fn progress(total: usize, at: usize, show: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(total as u64),
+        if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
+            .expect("valid template"),
+    );
+    bar.set_position(at as u64);
+    bar
+}

@@ -1,0 +1,270 @@
+//! Training: ε / x₀ / v regression on the forward process, AdamW with linear warm-up, global gradient-norm
+//! clipping, EMA weights, atomic checkpoints and exact resume.
+//!
+//! Every random draw of step k (batch, timesteps, noise, dropout) comes from a stream seeded by
+//! (seed, k), so a run resumed from its checkpoint at step k repeats the uninterrupted run's losses.
+
+mod ema;
+mod log;
+
+use crate::data::Dataset;
+use crate::denoise::UNetDenoiser;
+use crate::forward::{add_noise, per_item};
+use crate::nn::UNet;
+use crate::run::{self, CHECKPOINT_FILE, RunConfig};
+use crate::safetensors_io::{self, Contents};
+use crate::sample::{self, Plan, Sampler};
+use crate::{Error, Result, rng};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use burn::tensor::Bytes;
+use diffuse_math::{NoiseSchedule, TimestepSpacing};
+use rand::Rng;
+use std::path::Path;
+use std::time::Instant;
+
+pub use log::LossRow;
+
+/// Tag mixed into the seed so training draws never coincide with sampling draws.
+const TRAIN_STREAM: u64 = 0x7472_6169_6e00;
+
+/// What a finished (or stopped) training reports.
+#[derive(Debug)]
+pub struct Summary {
+    pub steps: usize,
+    pub resumed_from: Option<usize>,
+    pub seconds: f64,
+    pub final_loss: f64,
+    pub params: usize,
+}
+
+/// Options that do not change the trained model.
+pub struct Options {
+    pub resume: bool,
+    pub progress: bool,
+    /// Stop (as if killed) after this step: for tests of resume.
+    pub stop_after: Option<usize>,
+}
+
+struct State {
+    model: UNet,
+    ema: UNet,
+    optim: ModuleOptimizer,
+    step: usize,
+    losses: Vec<LossRow>,
+}
+
+fn optimizer(cfg: &RunConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+        .with_weight_decay(cfg.train.weight_decay as f32)
+        .init()
+}
+
+fn fresh(cfg: &RunConfig) -> Result<State> {
+    let device = crate::device::train_device();
+    cfg.unet.validate()?;
+    let model = crate::device::init_seeded(cfg.train.seed, &device, |d| cfg.unet.init(d).expect("validated"));
+    let ema = model.valid();
+    Ok(State {
+        model,
+        ema,
+        optim: optimizer(cfg),
+        step: 0,
+        losses: Vec::new(),
+    })
+}
+
+fn restore(cfg: &RunConfig, out: &Path) -> Result<State> {
+    let path = out.join(CHECKPOINT_FILE);
+    let c = safetensors_io::read(&path)?;
+    let group = |name: &str| {
+        c.groups
+            .get(name)
+            .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{name}' weights")))
+    };
+    let device = crate::device::train_device();
+    let model = safetensors_io::load(cfg.unet.init(&device)?, group("model")?, true, &path)?;
+    let ema = safetensors_io::load(cfg.unet.init(&crate::device::device())?, group("ema")?, true, &path)?;
+    let blob = c
+        .blobs
+        .get("optimizer")
+        .ok_or_else(|| Error::checkpoint(&path, "holds no optimizer state"))?;
+    let optim = optimizer(cfg)
+        .from_bytes(Bytes::from_bytes_vec(blob.clone()))
+        .map_err(|e| Error::checkpoint(&path, format!("bad optimizer state: {e}")))?;
+    let step = run::checkpoint_step(&c, &path)?;
+    let losses = log::read(out)?.into_iter().filter(|r| r.step <= step).collect();
+    Ok(State {
+        model,
+        ema,
+        optim,
+        step,
+        losses,
+    })
+}
+
+fn save(cfg: &RunConfig, out: &Path, s: &State) -> Result<()> {
+    let mut c = Contents::default();
+    c.groups.insert("model".into(), safetensors_io::collect(&s.model));
+    c.groups.insert("ema".into(), safetensors_io::collect(&s.ema));
+    let bytes = s
+        .optim
+        .into_bytes()
+        .map_err(|e| Error::checkpoint(out, format!("optimizer state: {e}")))?;
+    c.blobs.insert("optimizer".into(), bytes.to_vec());
+    c.metadata.insert("step".into(), s.step.to_string());
+    c.metadata.insert("format".into(), run::FORMAT.to_string());
+    // Loss log first: a crash between the two leaves a log that is ahead, which resume truncates.
+    log::write(out, &s.losses, cfg.train.steps)?;
+    safetensors_io::write(&out.join(CHECKPOINT_FILE), &c)
+}
+
+/// Global L2 norm of all gradients, scaled down to `max` if above it; returns the norm before clipping.
+fn clip_grad_norm(model: &UNet, grads: &mut GradientsParams, max: f64) -> f64 {
+    struct Norm<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor for Norm<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(p.id) {
+                self.1 += g.square().sum().into_scalar::<f32>() as f64;
+            }
+        }
+    }
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.remove::<D>(p.id) {
+                self.0.register::<D>(p.id, g.mul_scalar(self.1));
+            }
+        }
+    }
+    let mut n = Norm(grads, 0.0);
+    model.visit(&mut n);
+    let norm = n.1.sqrt();
+    if max > 0.0 && norm > max {
+        model.visit(&mut Scale(grads, max / norm));
+    }
+    norm
+}
+
+/// One batch of step `step`: inputs x_t, timesteps and regression targets, all drawn from that step's stream.
+fn batch(
+    cfg: &RunConfig,
+    data: &Dataset,
+    schedule: &NoiseSchedule,
+    step: usize,
+    device: &Device,
+) -> Result<(Tensor<4>, Tensor<1>, Tensor<4>)> {
+    let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
+    let b = cfg.train.batch_size;
+    let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..data.len())).collect();
+    let ts: Vec<usize> = (0..b).map(|_| r.random_range(0..schedule.len())).collect();
+    let shape = [b, data.channels, data.height, data.width];
+    let x0 = Tensor::<4>::from_data(TensorData::new(data.gather(&idx), shape), device);
+    let eps = Tensor::<4>::from_data(
+        TensorData::new(rng::normals(&mut r, b * data.image_size()), shape),
+        device,
+    );
+    let abar: Vec<f64> = ts.iter().map(|&t| schedule.alphas_cumprod[t]).collect();
+    let prediction = cfg.prediction()?;
+    let (cx, ce) = per_item(&abar, device, |ab| prediction.target(ab));
+    let target = x0.clone() * cx + eps.clone() * ce;
+    let xt = add_noise(x0, eps, &abar);
+    let t = Tensor::<1>::from_floats(ts.iter().map(|&t| t as f32).collect::<Vec<_>>().as_slice(), device);
+    Ok((xt, t, target))
+}
+
+/// Trains (or resumes) the run in `out` on `data`.
+pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Result<Summary> {
+    cfg.validate()?;
+    if (data.channels, data.height, data.width) != (cfg.channels, cfg.height, cfg.width) {
+        return Err(Error::Data(format!(
+            "images are {}×{}×{} but the run expects {}×{}×{}",
+            data.channels, data.height, data.width, cfg.channels, cfg.height, cfg.width
+        )));
+    }
+    let schedule = cfg.schedule.build()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    cfg.write(out)?; // on resume this records an extended step count
+    let has_ckpt = out.join(CHECKPOINT_FILE).exists();
+    let mut s = if opts.resume && has_ckpt {
+        restore(cfg, out)?
+    } else {
+        fresh(cfg)?
+    };
+    let resumed_from = (s.step > 0).then_some(s.step);
+    let device = crate::device::train_device();
+    let params = s.model.num_params();
+    let bar = log::progress(cfg.train.steps, s.step, opts.progress);
+    let started = Instant::now();
+    let t = &cfg.train;
+    let end = opts.stop_after.map_or(t.steps, |k| k.min(t.steps));
+    while s.step < end {
+        let step = s.step;
+        if cfg.unet.dropout > 0.0 {
+            // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
+            device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
+        }
+        let (xt, tt, target) = batch(cfg, data, &schedule, step, &device)?;
+        let pred = s.model.forward(xt, tt);
+        let loss = (pred - target).square().mean();
+        let grads = loss.backward();
+        let value = loss.into_scalar::<f32>();
+        if !value.is_finite() {
+            bar.abandon();
+            return Err(Error::NonFinite { step: step + 1, value });
+        }
+        let mut grads = GradientsParams::from_grads(grads, &s.model);
+        let grad_norm = clip_grad_norm(&s.model, &mut grads, t.grad_clip);
+        let lr = t.lr * ((step + 1) as f64 / t.warmup_steps.max(1) as f64).min(1.0);
+        s.model = s.optim.step(lr, s.model, grads);
+        s.ema = ema::update(s.ema, &s.model, ema::decay(t.ema_decay, step));
+        s.step += 1;
+        s.losses.push(LossRow {
+            step: s.step,
+            loss: value as f64,
+            lr,
+            grad_norm,
+        });
+        bar.set_position(s.step as u64);
+        bar.set_message(format!("loss {:.4}", log::recent_mean(&s.losses, 50)));
+        let last = s.step == t.steps;
+        if last || (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0) {
+            save(cfg, out, &s)?;
+        }
+        if last || (t.sample_every > 0 && s.step % t.sample_every == 0) {
+            preview(cfg, &schedule, &s.ema, out, s.step)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Summary {
+        steps: s.step,
+        resumed_from,
+        seconds: started.elapsed().as_secs_f64(),
+        final_loss: log::recent_mean(&s.losses, 100),
+        params,
+    })
+}
+
+/// A DDIM-50 grid of 64 EMA samples (fixed seed 0, so grids of successive steps compare).
+fn preview(cfg: &RunConfig, schedule: &NoiseSchedule, ema: &UNet, out: &Path, step: usize) -> Result<()> {
+    let device = crate::device::device();
+    let steps = 50.min(schedule.len());
+    let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, schedule, steps, TimestepSpacing::Trailing)?;
+    let den = UNetDenoiser {
+        net: ema,
+        schedule,
+        prediction: cfg.prediction()?,
+        clip: true,
+    };
+    let shape = [cfg.channels, cfg.height, cfg.width];
+    let (images, _) = sample::draw(&den, &plan, 0, 64, shape, 64, None, &[], &device, || {});
+    let dir = out.join("samples");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
+    crate::imageio::write_grid(&dir.join(format!("step-{step:06}.png")), &images, 64, c, h, w, 8)?;
+    crate::imageio::write_grid(&out.join("samples.png"), &images, 64, c, h, w, 8)
+}

@@ -1,0 +1,298 @@
+//! The `diffuse` binary as a user runs it: outputs, determinism, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn diffuse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = diffuse(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs a command that must fail cleanly: exit 1, a one-line `error:` message containing `needle`, no panic.
+fn fails(args: &[&str], needle: &str) {
+    let o = diffuse(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {err}");
+    assert!(
+        err.starts_with("error: ") && err.contains(needle),
+        "{args:?}: expected '{needle}' in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffuse-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny trained run shared by the tests of this file.
+fn tiny_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = tmp("run").join("r");
+        ok(&[
+            "train",
+            "--data",
+            "digits",
+            "--out",
+            s(&out),
+            "--seed",
+            "1",
+            "--steps",
+            "30",
+            "--batch-size",
+            "8",
+            "--base-channels",
+            "8",
+            "--heads",
+            "2",
+            "--quiet",
+            "--checkpoint-every",
+            "10",
+        ]);
+        out
+    })
+}
+
+#[test]
+fn schedule_json_has_both_arrays() {
+    let out = ok(&["schedule", "--schedule", "cosine", "--timesteps", "50", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["betas"].as_array().unwrap().len(), 50);
+    assert_eq!(v["alphas_cumprod"].as_array().unwrap().len(), 50);
+    let table = ok(&["schedule", "--schedule", "sigmoid", "--timesteps", "10"]);
+    assert_eq!(table.lines().count(), 11);
+    fails(&["schedule", "--schedule", "cosin"], "unknown schedule 'cosin'");
+    fails(&["schedule", "--beta-start", "0.5", "--beta-end", "0.1"], "beta");
+}
+
+#[test]
+fn training_writes_a_complete_run_and_refuses_to_overwrite_it() {
+    let run = tiny_run();
+    for f in [
+        "config.json",
+        "checkpoint.safetensors",
+        "loss.csv",
+        "loss.png",
+        "samples.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("loss.csv")).unwrap().lines().count(),
+        31
+    );
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    fails(&["train", "--out", s(run), "--steps", "5"], "already holds a run");
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), before);
+    fails(
+        &["train", "--data", "cifar", "--out", s(&tmp("nodata"))],
+        "unknown data 'cifar'",
+    );
+    fails(
+        &["train", "--out", s(&tmp("badunet")), "--channel-mults", "1,2,2,2,2"],
+        "does not divide",
+    );
+    fails(
+        &["train", "--out", s(&tmp("badpred")), "--prediction", "noise"],
+        "unknown prediction",
+    );
+}
+
+#[test]
+fn sampling_is_deterministic_and_per_image() {
+    let run = tiny_run();
+    let (a, b, c) = (tmp("sa"), tmp("sb"), tmp("sc"));
+    let common = [
+        "sample",
+        "--run",
+        s(run),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "10",
+        "--eta",
+        "0.5",
+        "--seed",
+        "4",
+    ];
+    let said = ok(&[
+        &common[..],
+        &["--n", "3", "--out-dir", s(&a), "--grid", s(&a.join("grid.png"))],
+    ]
+    .concat());
+    assert!(said.contains("images/s") && said.contains("NFE 10"), "{said}");
+    ok(&[&common[..], &["--n", "3", "--out-dir", s(&b)]].concat());
+    ok(&[&common[..], &["--n", "1", "--out-dir", s(&c), "--batch-size", "1"]].concat());
+    for i in 0..3 {
+        let f = format!("{i:05}.png");
+        assert_eq!(
+            std::fs::read(a.join(&f)).unwrap(),
+            std::fs::read(b.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(a.join("00000.png")).unwrap(),
+        std::fs::read(c.join("00000.png")).unwrap()
+    );
+    let img = image::open(a.join("00000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8));
+    assert!(image::open(a.join("grid.png")).unwrap().width() > 8);
+
+    // DDPM with a strip, too.
+    let d = tmp("sd");
+    ok(&[
+        "sample",
+        "--run",
+        s(run),
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "20",
+        "--n",
+        "2",
+        "--seed",
+        "1",
+        "--out-dir",
+        s(&d),
+        "--strip",
+        s(&d.join("strip.png")),
+    ]);
+    assert!(d.join("strip.png").is_file() && d.join("00001.png").is_file());
+}
+
+#[test]
+fn given_noise_makes_ddim_eta0_deterministic() {
+    let run = tiny_run();
+    let dir = tmp("noise");
+    let noise: Vec<f32> = (0..2 * 64).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let mut c = diffuse::safetensors_io::Contents::default();
+    let t = diffuse::safetensors_io::NamedTensor {
+        id: 0,
+        shape: vec![2, 1, 8, 8],
+        data: noise,
+    };
+    c.groups.entry("".into()).or_default().insert("noise".into(), t);
+    let path = dir.join("noise.safetensors");
+    diffuse::safetensors_io::write(&path, &c).unwrap();
+    // Different seeds, same given noise: identical images.
+    for seed in ["1", "2"] {
+        let out = dir.join(seed);
+        ok(&[
+            "sample",
+            "--run",
+            s(run),
+            "--steps",
+            "8",
+            "--n",
+            "2",
+            "--seed",
+            seed,
+            "--out-dir",
+            s(&out),
+            "--init-noise",
+            s(&path),
+        ]);
+    }
+    assert_eq!(
+        std::fs::read(dir.join("1/00001.png")).unwrap(),
+        std::fs::read(dir.join("2/00001.png")).unwrap()
+    );
+    fails(
+        &[
+            "sample",
+            "--run",
+            s(run),
+            "--n",
+            "3",
+            "--out-dir",
+            s(&dir.join("x")),
+            "--init-noise",
+            s(&path),
+        ],
+        "noise has shape",
+    );
+}
+
+#[test]
+fn bad_sampling_input_gets_a_clear_error() {
+    let run = tiny_run();
+    let out = tmp("bad");
+    let o = s(&out);
+    fails(
+        &["sample", "--run", s(run), "--steps", "0", "--out-dir", o],
+        "steps must be between 1 and the 1000",
+    );
+    fails(
+        &["sample", "--run", s(run), "--steps", "1001", "--out-dir", o],
+        "steps must be between",
+    );
+    fails(
+        &["sample", "--run", s(run), "--eta", "1.5", "--out-dir", o],
+        "eta must be in [0, 1]",
+    );
+    fails(
+        &[
+            "sample",
+            "--run",
+            s(run),
+            "--timestep-spacing",
+            "middle",
+            "--out-dir",
+            o,
+        ],
+        "unknown timestep spacing",
+    );
+    fails(
+        &["sample", "--run", s(&out.join("nope")), "--out-dir", o],
+        "is not a run",
+    );
+
+    // A truncated checkpoint, and weights that do not fit the config.
+    let broken = tmp("broken");
+    for f in ["config.json", "checkpoint.safetensors"] {
+        std::fs::copy(run.join(f), broken.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    std::fs::write(broken.join("checkpoint.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    fails(
+        &["sample", "--run", s(&broken), "--out-dir", o],
+        "not a valid safetensors file",
+    );
+    std::fs::write(broken.join("checkpoint.safetensors"), &bytes).unwrap();
+    let cfg = std::fs::read_to_string(run.join("config.json")).unwrap();
+    std::fs::write(
+        broken.join("config.json"),
+        cfg.replace("\"base_channels\": 8", "\"base_channels\": 16"),
+    )
+    .unwrap();
+    fails(
+        &["sample", "--run", s(&broken), "--out-dir", o],
+        "does not fit the model",
+    );
+    std::fs::write(broken.join("config.json"), "{ not json").unwrap();
+    fails(&["sample", "--run", s(&broken), "--out-dir", o], "config.json");
+    std::fs::remove_file(broken.join("checkpoint.safetensors")).unwrap();
+    std::fs::write(broken.join("config.json"), &cfg).unwrap();
+    fails(&["sample", "--run", s(&broken), "--out-dir", o], "missing");
+}

@@ -1,0 +1,170 @@
+//! Training end to end on tiny models: overfitting, exact resume, determinism, non-finite loss.
+
+use diffuse::data::{Dataset, Split};
+use diffuse::denoise::UNetDenoiser;
+use diffuse::nn::UNetConfig;
+use diffuse::run::{self, FORMAT, RunConfig, ScheduleConfig, TrainConfig, Weights};
+use diffuse::sample::{self, Plan, Sampler};
+use diffuse::train::{self, Options};
+use diffuse_math::{BetaSchedule, TimestepSpacing};
+use std::path::PathBuf;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffuse-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
+    RunConfig {
+        format: FORMAT,
+        data: "digits".into(),
+        channels: 1,
+        height: 8,
+        width: 8,
+        class_names: vec![],
+        prediction: prediction.into(),
+        schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
+        unet: UNetConfig {
+            base_channels: 16,
+            heads: 2,
+            ..UNetConfig::for_image(1, 8, 8)
+        },
+        train: TrainConfig {
+            steps,
+            batch_size: 16,
+            lr: 2e-3,
+            warmup_steps: 10,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.9,
+            seed: 3,
+            checkpoint_every: 10,
+            sample_every: 0,
+        },
+    }
+}
+
+fn quiet() -> Options {
+    Options {
+        resume: false,
+        progress: false,
+        stop_after: None,
+    }
+}
+
+#[test]
+fn tiny_unet_overfits_one_digit_and_samples_it() {
+    let data = Dataset::load("digits", Split::Train).unwrap().subset(&[0]);
+    let out = tmp("overfit");
+    let mut cfg = tiny_config(400, "eps");
+    cfg.train.checkpoint_every = 0;
+    let s = train::train(&cfg, &data, &out, &quiet()).unwrap();
+    let rows = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let losses: Vec<f64> = rows
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let early = losses[..20].iter().sum::<f64>() / 20.0;
+    assert!(s.final_loss < early * 0.25, "loss {early} -> {}", s.final_loss);
+
+    // With a single training image, every sample must come out as that image.
+    let device = diffuse::device::device();
+    let r = run::load(&out, Weights::Raw, &device).unwrap();
+    let den = UNetDenoiser {
+        net: &r.net,
+        schedule: &r.schedule,
+        prediction: r.config.prediction().unwrap(),
+        clip: true,
+    };
+    let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, &r.schedule, 25, TimestepSpacing::Trailing).unwrap();
+    let (images, _) = sample::draw(&den, &plan, 9, 4, [1, 8, 8], 4, None, &[], &device, || {});
+    let target = data.image(0);
+    for img in images.chunks(64) {
+        let mse = img.iter().zip(target).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / 64.0;
+        assert!(mse < 0.02, "sample differs from the one training image: mse {mse}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn resumed_run_repeats_the_uninterrupted_one() {
+    let data = Dataset::load("digits", Split::Train).unwrap();
+    let cfg = tiny_config(20, "v");
+    let whole = tmp("whole");
+    train::train(&cfg, &data, &whole, &quiet()).unwrap();
+    let parts = tmp("parts");
+    train::train(
+        &cfg,
+        &data,
+        &parts,
+        &Options {
+            stop_after: Some(10),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    // A run killed after step 13 has its last checkpoint at step 10; it resumes from there.
+    train::train(
+        &cfg,
+        &data,
+        &parts,
+        &Options {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let read = |d: &PathBuf, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(
+        String::from_utf8(read(&parts, "loss.csv")).unwrap(),
+        String::from_utf8(read(&whole, "loss.csv")).unwrap()
+    );
+    // Weights and EMA weights bit for bit (parameter ids are random per process, so they are not compared).
+    let weights = |d: &PathBuf| {
+        let c = diffuse::safetensors_io::read(&d.join("checkpoint.safetensors")).unwrap();
+        c.groups
+            .into_iter()
+            .map(|(g, ts)| (g, ts.into_iter().map(|(k, t)| (k, t.shape, t.data)).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        weights(&parts) == weights(&whole),
+        "resumed weights differ from the uninterrupted run's"
+    );
+    std::fs::remove_dir_all(&whole).unwrap();
+    std::fs::remove_dir_all(&parts).unwrap();
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    let data = Dataset::load("digits", Split::Train).unwrap();
+    let mut cfg = tiny_config(5, "eps");
+    let out = tmp("nan");
+    train::train(&cfg, &data, &out, &quiet()).unwrap();
+    let good = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    // Continue on data that has gone bad: step 6 is the first to see it.
+    let mut poisoned = data.clone();
+    poisoned.images.iter_mut().step_by(7).for_each(|v| *v = f32::NAN);
+    cfg.train.steps = 10;
+    let e = train::train(
+        &cfg,
+        &poisoned,
+        &out,
+        &Options {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("non-finite loss (NaN) at step 6"), "{msg}");
+    assert_eq!(std::fs::read(out.join("checkpoint.safetensors")).unwrap(), good);
+    assert_eq!(
+        run::load(&out, Weights::Raw, &diffuse::device::device()).unwrap().step,
+        5
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
