@@ -97,11 +97,12 @@ impl RunConfig {
         if t.batch_size == 0 || t.steps == 0 {
             return Err(Error::Config("steps and batch size must be positive".into()));
         }
-        if !(t.lr > 0.0 && t.lr.is_finite())
-            || !(0.0..1.0).contains(&t.ema_decay)
-            || t.grad_clip < 0.0
-            || t.weight_decay < 0.0
-        {
+        let sane = t.lr > 0.0
+            && t.lr.is_finite()
+            && (0.0..1.0).contains(&t.ema_decay)
+            && t.grad_clip >= 0.0
+            && t.weight_decay >= 0.0;
+        if !sane {
             return Err(Error::Config(format!(
                 "need lr > 0, 0 <= ema decay < 1, grad clip >= 0, weight decay >= 0 (got {}, {}, {}, {})",
                 t.lr, t.ema_decay, t.grad_clip, t.weight_decay

@@ -58,7 +58,7 @@ impl UNetConfig {
         if levels == 0 || self.base_channels == 0 || self.blocks_per_level == 0 || self.in_channels == 0 {
             return bad("UNet needs at least one level, one block and non-zero channels".into());
         }
-        if self.height % factor != 0 || self.width % factor != 0 {
+        if !self.height.is_multiple_of(factor) || !self.width.is_multiple_of(factor) {
             return bad(format!(
                 "image {}×{} does not divide by 2^{} for {} levels; use fewer channel multipliers",
                 self.height,
@@ -69,7 +69,7 @@ impl UNetConfig {
         }
         let mid = self.base_channels * self.channel_mults.last().unwrap();
         for c in self.channel_mults.iter().map(|m| m * self.base_channels).chain([mid]) {
-            if c % self.heads.max(1) != 0 {
+            if !c.is_multiple_of(self.heads.max(1)) {
                 return bad(format!("{c} channels do not split into {} heads", self.heads));
             }
         }
