@@ -14,7 +14,10 @@ fn fixtures() -> Option<Value> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(serde_json::from_str(&text).expect("fixture file is valid JSON")),
         Err(_) => {
-            eprintln!(
+            // Written past the test harness's capture so that the skip is seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
                 path.display()
             );

@@ -220,8 +220,10 @@ pub struct ClassifierTrainArgs {
     /// Output directory for the classifier.
     #[arg(long)]
     out: PathBuf,
+    /// Optimiser steps (batch 64).
     #[arg(long, default_value_t = 1500)]
     steps: usize,
+    /// Seed for initialisation and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -238,6 +240,7 @@ pub struct ClassifierScoreArgs {
     /// Or a data set (its held-out split unless --split says otherwise).
     #[arg(long)]
     data: Option<String>,
+    /// Which part of --data to classify.
     #[arg(long, value_enum, default_value = "test")]
     split: Split,
     /// A prediction counts as confident at or above this probability.
