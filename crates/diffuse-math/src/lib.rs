@@ -2,15 +2,22 @@
 //!
 //! - [`schedule`]: discrete β schedules and the quantities derived from them (ᾱ, σ, SNR, posterior).
 //! - [`spacing`]: which train timesteps a K-step sampler visits.
-//! - [`step`]: the per-step coefficients of the DDPM and DDIM updates.
+//! - [`step`]: the per-step coefficients of the DDPM, DDIM, ancestral and DPM-Solver++ updates.
+//! - [`level`], [`sde`]: noise levels x = αx₀ + σε, and the VP / sub-VP / VE SDEs that produce them.
+//! - [`dist`]: exact targets (Gaussian, mixtures) with their CDFs, and the 1-Wasserstein distance to them.
 
+pub mod dist;
+pub mod level;
 pub mod prediction;
 pub mod schedule;
+pub mod sde;
 pub mod spacing;
 pub mod step;
 
+pub use level::Level;
 pub use prediction::Prediction;
 pub use schedule::{BetaSchedule, NoiseSchedule};
+pub use sde::Sde;
 pub use spacing::TimestepSpacing;
 
 /// Errors from invalid schedule or sampler parameters.

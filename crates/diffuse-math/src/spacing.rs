@@ -53,6 +53,29 @@ impl TimestepSpacing {
         Ok(ts)
     }
 
+    /// The K timesteps of diffusers' `DPMSolverMultistepScheduler` for this spacing, after which it steps to
+    /// σ = 0. Its "linspace" and "leading" take K + 1 points and drop the last, unlike DDIM's.
+    pub fn dpm_solver_timesteps(self, train_steps: usize, steps: usize) -> Result<Vec<i64>, MathError> {
+        if steps == 0 || steps > train_steps {
+            return Err(MathError::Invalid(format!(
+                "steps must be between 1 and the {train_steps} train timesteps, got {steps}"
+            )));
+        }
+        Ok(match self {
+            TimestepSpacing::Trailing => self.timesteps(train_steps, steps)?,
+            TimestepSpacing::Linspace => crate::schedule::linspace(0.0, train_steps as f64 - 1.0, steps + 1)
+                .into_iter()
+                .rev()
+                .take(steps)
+                .map(|x| x.round_ties_even() as i64)
+                .collect(),
+            TimestepSpacing::Leading => {
+                let ratio = train_steps / (steps + 1);
+                (1..=steps).rev().map(|i| (i * ratio) as i64).collect()
+            }
+        })
+    }
+
     /// Pairs (t, t_prev) a sampler steps through; the last step goes to −1, where ᾱ = 1.
     pub fn pairs(self, train_steps: usize, steps: usize) -> Result<Vec<(i64, i64)>, MathError> {
         let ts = self.timesteps(train_steps, steps)?;

@@ -1,8 +1,10 @@
-//! Coefficients of one reverse step x_t → x_prev, written as
+//! Coefficients of one reverse step from level (α_t, σ_t) to (α_p, σ_p), written as
 //! x_prev = c_x0 · x̂₀ + c_eps · ε̂ + std · z,  z ~ N(0, I),
-//! so that the tensor code applies the same three numbers for every sampler and the maths is testable here.
+//! so that the tensor code applies the same three numbers for DDPM, DDIM and the ancestral SDE predictor,
+//! and the maths is testable here. For the discrete VP schedules, α = √ᾱ and σ = √(1 − ᾱ).
 
 use crate::MathError;
+use crate::level::Level;
 
 /// One reverse step's coefficients on (x̂₀, ε̂, noise).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,40 +21,80 @@ impl StepCoefs {
     }
 }
 
-/// DDIM (Song et al. 2021, eq. 12) from ᾱ_t to ᾱ_prev with σ_t = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev):
-/// x_prev = √ᾱ_prev · x̂₀ + √(1 − ᾱ_prev − σ²) · ε̂ + σ z.
-pub fn ddim(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> Result<StepCoefs, MathError> {
+/// The forward transition between two levels, x_t = a·x_p + √v·z: a = α_t/α_p, v = σ_t² − a²σ_p².
+fn transition(t: Level, p: Level) -> (f64, f64) {
+    let a = t.alpha / p.alpha;
+    (a, (t.sigma * t.sigma - a * a * p.sigma * p.sigma).max(0.0))
+}
+
+/// The variance of the true posterior q(x_p | x_t, x₀): σ_p² v / σ_t² (DDPM's β̃ for VP levels).
+pub fn posterior_variance(t: Level, p: Level) -> f64 {
+    let (_, v) = transition(t, p);
+    p.sigma * p.sigma * v / (t.sigma * t.sigma)
+}
+
+/// DDIM (Song et al. 2021, eq. 12) on levels: x_p = α_p x̂₀ + √(σ_p² − s²) ε̂ + s z with
+/// s = η·√(posterior variance); for VP levels s = η √((1−ᾱ_p)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_p).
+pub fn ddim_levels(t: Level, p: Level, eta: f64) -> Result<StepCoefs, MathError> {
     if !(0.0..=1.0).contains(&eta) {
         return Err(MathError::Invalid(format!("eta must be in [0, 1], got {eta}")));
     }
-    let variance = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev);
-    let std = eta * variance.max(0.0).sqrt();
+    let std = eta * posterior_variance(t, p).sqrt();
     Ok(StepCoefs {
-        c_x0: alpha_bar_prev.sqrt(),
-        c_eps: (1.0 - alpha_bar_prev - std * std).max(0.0).sqrt(),
+        c_x0: p.alpha,
+        c_eps: (p.sigma * p.sigma - std * std).max(0.0).sqrt(),
         std,
     })
 }
 
-/// DDPM ancestral step over any pair (t, t_prev) of visited timesteps (Ho et al. eq. 6–7, generalised to skipped
-/// steps by using β = 1 − ᾱ_t/ᾱ_prev). The posterior mean c₀x̂₀ + c_t·x_t is rewritten on (x̂₀, ε̂) with
-/// x_t = √ᾱ_t x̂₀ + √(1−ᾱ_t) ε̂, which is exact for any denoiser output pair that satisfies that identity.
-pub fn ddpm(alpha_bar: f64, alpha_bar_prev: f64, large_variance: bool) -> StepCoefs {
-    let beta = 1.0 - alpha_bar / alpha_bar_prev;
-    let coef_x0 = alpha_bar_prev.sqrt() * beta / (1.0 - alpha_bar);
-    let coef_xt = (1.0 - beta).sqrt() * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar);
-    let small = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * beta;
-    // The last step (to ᾱ = 1) adds no noise in either variant, as in diffusers.
-    let variance = if alpha_bar_prev >= 1.0 {
+/// Ancestral step: the mean of q(x_p | x_t, x₀) with x₀ = x̂₀ (Ho et al. eq. 6–7 for VP; score_sde's ancestral
+/// predictor for VE), mean = (v α_p / σ_t²) x̂₀ + (a σ_p² / σ_t²) x_t, rewritten on (x̂₀, ε̂) through
+/// x_t = α_t x̂₀ + σ_t ε̂. Variance: the posterior's ("small") or the transition's v ("large", DDPM's β_t).
+/// Steps into σ_p = 0 add no noise.
+pub fn ancestral(t: Level, p: Level, large_variance: bool) -> StepCoefs {
+    let (a, v) = transition(t, p);
+    let s2 = t.sigma * t.sigma;
+    let (coef_x0, coef_xt) = (v * p.alpha / s2, a * p.sigma * p.sigma / s2);
+    let variance = if p.sigma <= 0.0 {
         0.0
     } else if large_variance {
-        beta
+        v
     } else {
-        small
+        posterior_variance(t, p)
     };
     StepCoefs {
-        c_x0: coef_x0 + coef_xt * alpha_bar.sqrt(),
-        c_eps: coef_xt * (1.0 - alpha_bar).sqrt(),
+        c_x0: coef_x0 + coef_xt * t.alpha,
+        c_eps: coef_xt * t.sigma,
         std: variance.sqrt(),
+    }
+}
+
+/// DDIM between two train-step noise levels ᾱ_t → ᾱ_prev.
+pub fn ddim(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> Result<StepCoefs, MathError> {
+    ddim_levels(Level::vp(alpha_bar), Level::vp(alpha_bar_prev), eta)
+}
+
+/// DDPM ancestral step between any pair of visited train steps (β = 1 − ᾱ_t/ᾱ_prev for skipped steps).
+pub fn ddpm(alpha_bar: f64, alpha_bar_prev: f64, large_variance: bool) -> StepCoefs {
+    ancestral(Level::vp(alpha_bar), Level::vp(alpha_bar_prev), large_variance)
+}
+
+/// DPM-Solver++ (Lu et al. 2022) data-prediction updates from level s to level t, h = λ_t − λ_s:
+/// first order x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) D₀ (this is DDIM), and the 2M multistep correction
+/// D = D₀ + (1/(2r)) (D₀ − D₁) with r = h_prev/h ("midpoint" form, diffusers' default). Returns the
+/// coefficients (on x_s, on D₀, on D₁). Into σ_t = 0 the update is x_t = D₀.
+pub fn dpm_solver_pp(s: Level, t: Level, h_prev: Option<f64>) -> (f64, f64, f64) {
+    if t.sigma <= 0.0 {
+        return (0.0, t.alpha, 0.0);
+    }
+    let h = t.lambda() - s.lambda();
+    let phi = -t.alpha * ((-h).exp() - 1.0); // α_t (1 − e^{−h})
+    match h_prev {
+        None => (t.sigma / s.sigma, phi, 0.0),
+        Some(hp) => {
+            let r = hp / h;
+            let d1 = 0.5 / r;
+            (t.sigma / s.sigma, phi * (1.0 + d1), -phi * d1)
+        }
     }
 }

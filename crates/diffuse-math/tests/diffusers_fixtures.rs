@@ -1,7 +1,8 @@
 //! Parity with numbers produced by diffusers 0.42 (../shared/fixtures/diffusers.json).
 //! Skips, saying so, when ../shared is not beside the checkout.
 
-use diffuse_math::step::ddim;
+use diffuse_math::Level;
+use diffuse_math::step::{ddim, dpm_solver_pp};
 use diffuse_math::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -178,5 +179,51 @@ fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
             let theirs: Vec<(i64, i64)> = pairs.iter().map(|&(t, p)| (t, p.max(-1))).collect();
             assert_eq!(ours, theirs);
         }
+    }
+}
+
+#[test]
+fn dpm_solver_pp_2m_with_exact_gaussian_denoiser_matches_diffusers() {
+    let Some(fx) = fixtures() else { return };
+    let cases = fx["dpmpp2m_gauss"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for case in cases {
+        let s = schedule(case["schedule"].as_str().unwrap());
+        let k = case["steps"].as_u64().unwrap() as usize;
+        let grid: Vec<i64> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(TimestepSpacing::Linspace.dpm_solver_timesteps(1000, k).unwrap(), grid);
+        let mut levels: Vec<Level> = grid.iter().map(|&t| Level::vp(s.alpha_bar(t))).collect();
+        levels.push(Level::CLEAN);
+        let (m, sd) = (case["data_mean"].as_f64().unwrap(), case["data_std"].as_f64().unwrap());
+        // Second order in the middle; first order at the start and (lower_order_final) into σ = 0.
+        let run = |mut x: f64| {
+            let mut prev_x0 = 0.0;
+            for i in 0..k {
+                let (from, to) = (levels[i], levels[i + 1]);
+                let eps = exact_eps(x, from.alpha * from.alpha, m, sd);
+                let x0 = (x - from.sigma * eps) / from.alpha;
+                let first_order = i == 0 || i + 1 == k;
+                let h_prev = (!first_order).then(|| from.lambda() - levels[i - 1].lambda());
+                let (cx, c0, c1) = dpm_solver_pp(from, to, h_prev);
+                x = cx * x + c0 * x0 + c1 * prev_x0;
+                prev_x0 = x0;
+            }
+            x
+        };
+        let d = run(0.0);
+        let (mean, std) = (d, (run(1.0) - d).abs());
+        assert!(
+            rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3,
+            "mean {case}: {mean}"
+        );
+        assert!(
+            rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3,
+            "std {case}: {std}"
+        );
     }
 }
