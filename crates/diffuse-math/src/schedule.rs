@@ -157,6 +157,24 @@ impl NoiseSchedule {
         if t < 0 { 1.0 } else { self.alphas_cumprod[t as usize] }
     }
 
+    /// The (fractional) train timestep whose ᾱ equals `alpha_bar`, interpolating log ᾱ linearly between
+    /// neighbours and clamping to [0, T − 1]: how a model trained on this schedule is asked about any noise
+    /// level (the VP correspondence used by the SDE samplers).
+    pub fn timestep_of(&self, alpha_bar: f64) -> f64 {
+        let a = &self.alphas_cumprod;
+        if alpha_bar >= a[0] {
+            return 0.0;
+        }
+        if alpha_bar <= a[a.len() - 1] {
+            return (a.len() - 1) as f64;
+        }
+        // ᾱ decreases: the first index with ᾱ < alpha_bar.
+        let hi = a.partition_point(|&v| v >= alpha_bar);
+        let lo = hi - 1;
+        let (la, lb, lx) = (a[lo].ln(), a[hi].ln(), alpha_bar.ln());
+        lo as f64 + (la - lx) / (la - lb)
+    }
+
     /// log-SNR λ_t = log(ᾱ / (1 − ᾱ)).
     pub fn log_snr(&self, t: usize) -> f64 {
         let a = self.alphas_cumprod[t];

@@ -115,3 +115,15 @@ fn ddim_deterministic_step_returns_x0_for_an_oracle() {
     }
     assert!((x - x0).abs() < 1e-12);
 }
+
+#[test]
+fn timestep_of_inverts_alpha_bar() {
+    let s = NoiseSchedule::with_defaults(BetaSchedule::Cosine, 1000).unwrap();
+    for t in [0usize, 1, 17, 500, 998, 999] {
+        assert!((s.timestep_of(s.alphas_cumprod[t]) - t as f64).abs() < 1e-9, "{t}");
+    }
+    let mid = (s.alphas_cumprod[10].ln() * 0.25 + s.alphas_cumprod[11].ln() * 0.75).exp();
+    assert!((s.timestep_of(mid) - 10.75).abs() < 1e-9);
+    assert_eq!(s.timestep_of(1.0), 0.0);
+    assert_eq!(s.timestep_of(0.0), 999.0);
+}

@@ -3,9 +3,18 @@
 
 use image::{Rgb, RgbImage};
 
-pub const COLOURS: [[u8; 3]; 4] = [[31, 119, 180], [214, 39, 40], [44, 160, 44], [148, 103, 189]];
+pub const COLOURS: [[u8; 3]; 8] = [
+    [31, 119, 180],
+    [214, 39, 40],
+    [44, 160, 44],
+    [148, 103, 189],
+    [255, 127, 14],
+    [140, 86, 75],
+    [227, 119, 194],
+    [23, 190, 207],
+];
 
-/// A named series of (x, y) points.
+/// A series of (x, y) points; its colour is its position's in [`COLOURS`].
 pub struct Series<'a> {
     pub points: &'a [(f64, f64)],
 }
@@ -32,11 +41,40 @@ fn glyph(c: char) -> [u8; 5] {
         '.' => [0, 0, 0, 0, 2],
         '-' => [0, 0, 7, 0, 0],
         'e' => [0, 7, 7, 4, 7],
+        'a' => [0, 3, 5, 5, 3],
+        'b' => [4, 6, 5, 5, 6],
+        'c' => [0, 3, 4, 4, 3],
+        'd' => [1, 3, 5, 5, 3],
+        'f' => [3, 4, 6, 4, 4],
+        'g' => [0, 3, 5, 3, 6],
+        'h' => [4, 6, 5, 5, 5],
+        'i' => [2, 0, 2, 2, 2],
+        'j' => [1, 0, 1, 5, 2],
+        'k' => [4, 5, 6, 5, 5],
+        'l' => [6, 2, 2, 2, 7],
+        'm' => [0, 7, 7, 5, 5],
+        'n' => [0, 6, 5, 5, 5],
+        'o' => [0, 2, 5, 5, 2],
+        'p' => [0, 6, 5, 6, 4],
+        'q' => [0, 3, 5, 3, 1],
+        'r' => [0, 6, 5, 4, 4],
+        's' => [0, 3, 6, 1, 6],
+        't' => [2, 7, 2, 2, 1],
+        'u' => [0, 5, 5, 5, 3],
+        'v' => [0, 5, 5, 5, 2],
+        'w' => [0, 5, 5, 7, 7],
+        'x' => [0, 5, 2, 2, 5],
+        'y' => [0, 5, 5, 3, 6],
+        'z' => [7, 1, 2, 4, 7],
+        '+' => [0, 2, 7, 2, 0],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        ':' => [0, 2, 0, 2, 0],
         _ => [0; 5],
     }
 }
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str) {
+fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, colour: [u8; 3]) {
     for (i, c) in s.chars().enumerate() {
         for (row, bits) in glyph(c).iter().enumerate() {
             for col in 0..3 {
@@ -44,7 +82,7 @@ fn text(img: &mut RgbImage, x: u32, y: u32, s: &str) {
                     for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
                         let (px, py) = (x + i as u32 * 8 + col * 2 + dx, y + row as u32 * 2 + dy);
                         if px < img.width() && py < img.height() {
-                            img.put_pixel(px, py, Rgb([0, 0, 0]));
+                            img.put_pixel(px, py, Rgb(colour));
                         }
                     }
                 }
@@ -124,10 +162,16 @@ pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
         let (_, py) = to_px(xmin, yv);
         let label = if log_y { fmt_tick(10f64.powf(yv)) } else { fmt_tick(yv) };
         line(&mut img, (LEFT as f64 - 4.0, py), (LEFT as f64, py), axis);
-        text(&mut img, 2, (py as u32).saturating_sub(5), &label);
+        text(&mut img, 2, (py as u32).saturating_sub(5), &label, [0, 0, 0]);
         let (px, _) = to_px(xv, ymin);
         line(&mut img, (px, TOP as f64 + ph), (px, TOP as f64 + ph + 4.0), axis);
-        text(&mut img, (px as u32).saturating_sub(12), H - BOTTOM + 10, &fmt_tick(xv));
+        text(
+            &mut img,
+            (px as u32).saturating_sub(12),
+            H - BOTTOM + 10,
+            &fmt_tick(xv),
+            [0, 0, 0],
+        );
     }
     for (k, s) in series.iter().enumerate() {
         let colour = COLOURS[k % COLOURS.len()];
@@ -143,6 +187,21 @@ pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
             }
             prev = Some(p);
         }
+    }
+    img
+}
+
+/// Writes `names` in their series' colours down the top-right corner of a plot.
+pub fn with_legend(mut img: RgbImage, names: &[&str]) -> RgbImage {
+    for (k, name) in names.iter().enumerate() {
+        let x = W.saturating_sub(RIGHT + 8 * name.len() as u32 + 4);
+        text(
+            &mut img,
+            x,
+            TOP + 4 + 14 * k as u32,
+            &name.to_lowercase(),
+            COLOURS[k % COLOURS.len()],
+        );
     }
     img
 }

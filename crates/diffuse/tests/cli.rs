@@ -159,6 +159,33 @@ fn sampling_is_deterministic_and_per_image() {
     assert_eq!((img.width(), img.height()), (8, 8));
     assert!(image::open(a.join("grid.png")).unwrap().width() > 8);
 
+    // SDE and ODE samplers drive the DDPM-trained model through the VP correspondence.
+    for extra in [
+        &["--sampler", "pc", "--sde", "vp"][..],
+        &["--sampler", "ode", "--ode-solver", "heun"],
+        &["--sampler", "dpmpp-2m"],
+        &["--sampler", "euler-maruyama", "--sde", "ve"],
+    ] {
+        let e = tmp("se");
+        let said = ok(&[
+            &[
+                "sample",
+                "--run",
+                s(run),
+                "--steps",
+                "10",
+                "--n",
+                "2",
+                "--out-dir",
+                s(&e),
+            ][..],
+            extra,
+        ]
+        .concat());
+        assert!(said.contains("NFE"), "{said}");
+        assert!(image::open(e.join("00001.png")).is_ok());
+    }
+
     // DDPM with a strip, too.
     let d = tmp("sd");
     ok(&[
@@ -295,4 +322,63 @@ fn bad_sampling_input_gets_a_clear_error() {
     std::fs::remove_file(broken.join("checkpoint.safetensors")).unwrap();
     std::fs::write(broken.join("config.json"), &cfg).unwrap();
     fails(&["sample", "--run", s(&broken), "--out-dir", o], "missing");
+}
+
+#[test]
+fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
+    let out = ok(&[
+        "lab",
+        "--target",
+        "gaussian",
+        "--data-mean",
+        "0.1",
+        "--data-std",
+        "0.8",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "20",
+        "--timestep-spacing",
+        "leading",
+        "--samples",
+        "4096",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for key in ["mean", "std", "nfe", "w1", "quantiles"] {
+        assert!(v.get(key).is_some(), "{key} missing from {out}");
+    }
+    assert_eq!(v["nfe"], 20);
+    // diffusers: DDIM-20 (leading) on N(0.1, 0.8²) with the exact denoiser has std 0.72175; the sample std
+    // of 4096 draws is within a few percent of it.
+    assert!((v["std"].as_f64().unwrap() - 0.72175).abs() < 0.03, "{out}");
+    let out = ok(&[
+        "lab",
+        "--target",
+        "mixture",
+        "--means",
+        "-1,1.5",
+        "--weights",
+        "0.3,0.7",
+        "--data-std",
+        "0.3",
+        "--sampler",
+        "ode",
+        "--sde",
+        "subvp",
+        "--samples",
+        "4096",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["w1"].as_f64().unwrap() < 0.05, "{out}");
+    fails(
+        &["lab", "--target", "mixture", "--means", "0,1", "--weights", "1"],
+        "as many weights as means",
+    );
+    fails(&["lab", "--sampler", "pc", "--sde", "vx"], "unknown SDE 'vx'");
+    fails(
+        &["lab", "--sampler", "pc", "--timestep-spacing", "leading"],
+        "applies to ddpm",
+    );
 }

@@ -4,7 +4,7 @@ use diffuse::data::{Dataset, Split};
 use diffuse::denoise::UNetDenoiser;
 use diffuse::nn::UNetConfig;
 use diffuse::run::{self, FORMAT, RunConfig, ScheduleConfig, TrainConfig, Weights};
-use diffuse::sample::{self, Plan, Sampler};
+use diffuse::sample::{self, Method, Plan, Process};
 use diffuse::train::{self, Options};
 use diffuse_math::{BetaSchedule, TimestepSpacing};
 use std::path::PathBuf;
@@ -79,8 +79,12 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
         prediction: r.config.prediction().unwrap(),
         clip: true,
     };
-    let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, &r.schedule, 25, TimestepSpacing::Trailing).unwrap();
-    let (images, _) = sample::draw(&den, &plan, 9, 4, [1, 8, 8], 4, None, &[], &device, || {});
+    let process = Process::Discrete {
+        schedule: r.schedule.clone(),
+        spacing: TimestepSpacing::Trailing,
+    };
+    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, 25).unwrap();
+    let images = sample::draw(&den, &plan, 9, 4, [1, 8, 8], 4, None, &[], &device, &mut |_| {}).images;
     let target = data.image(0);
     for img in images.chunks(64) {
         let mse = img.iter().zip(target).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / 64.0;

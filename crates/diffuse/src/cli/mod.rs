@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod lab_cmd;
 mod sample_cmd;
+mod sampler_args;
 mod schedule_cmd;
 mod train_cmd;
 
@@ -10,8 +12,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "diffuse",
     version,
-    about = "Train, sample and evaluate diffusion models (DDPM, DDIM) on the CPU",
-    long_about = "Train, sample and evaluate diffusion models (DDPM, DDIM) on the CPU.\n\n\
+    about = "Train, sample and evaluate diffusion models (DDPM, DDIM, score SDEs) on the CPU",
+    long_about = "Train, sample and evaluate diffusion models (DDPM, DDIM, score SDEs) on the CPU.\n\n\
 Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
 diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid out/grid.png"
 )]
@@ -26,6 +28,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Draw images from a trained run with DDPM or DDIM.
     Sample(sample_cmd::SampleArgs),
+    /// Run a sampler against an exact target distribution (no training) and measure it.
+    Lab(lab_cmd::LabArgs),
     /// Print a noise schedule (β, ᾱ, log-SNR per train step), optionally as JSON or a plot.
     Schedule(schedule_cmd::ScheduleArgs),
     /// Train or apply the small classifier that measures sample quality.
@@ -38,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train_cmd::train(a),
         Command::Sample(a) => sample_cmd::sample(a),
         Command::Schedule(a) => schedule_cmd::schedule(a),
+        Command::Lab(a) => lab_cmd::lab(a),
         Command::Classifier(c) => train_cmd::classifier(c),
     }
 }

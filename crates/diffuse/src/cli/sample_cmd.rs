@@ -1,26 +1,12 @@
+use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use diffuse::denoise::UNetDenoiser;
 use diffuse::run::{self, Weights};
-use diffuse::sample::{self, Plan, Sampler};
+use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
-use diffuse_math::TimestepSpacing;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SamplerName {
-    Ddpm,
-    Ddim,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Variance {
-    /// β̃_t, the true posterior variance.
-    Small,
-    /// β_t.
-    Large,
-}
 
 #[derive(Args)]
 #[command(
@@ -31,21 +17,8 @@ pub struct SampleArgs {
     /// A run directory written by `diffuse train`.
     #[arg(long)]
     run: PathBuf,
-    /// ddpm (ancestral) or ddim.
-    #[arg(long, value_enum, default_value = "ddim")]
-    sampler: SamplerName,
-    /// Sampling steps (network evaluations per image); at most the train timesteps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// DDIM η: 0 deterministic, 1 as much noise as DDPM.
-    #[arg(long, default_value_t = 0.0)]
-    eta: f64,
-    /// DDPM posterior variance.
-    #[arg(long, value_enum, default_value = "small")]
-    variance: Variance,
-    /// Which train timesteps the steps visit: leading | trailing | linspace (diffusers' meanings).
-    #[arg(long, default_value = "trailing")]
-    timestep_spacing: String,
+    #[command(flatten)]
+    sampler: SamplerArgs,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     n: usize,
@@ -100,24 +73,17 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
-    let spacing: TimestepSpacing = a.timestep_spacing.parse()?;
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
-    let sampler = match a.sampler {
-        SamplerName::Ddpm => Sampler::Ddpm {
-            large_variance: matches!(a.variance, Variance::Large),
-        },
-        SamplerName::Ddim => Sampler::Ddim { eta: a.eta },
-    };
     let device = diffuse::device::device();
     let run = run::load(&a.run, a.weights, &device)?;
     let cfg = &run.config;
-    let plan = Plan::new(sampler, &run.schedule, a.steps, spacing)?;
+    let plan = a.sampler.plan(&run.schedule)?;
     let shape = [cfg.channels, cfg.height, cfg.width];
     let noise = a.init_noise.as_deref().map(|p| read_noise(p, a.n, shape)).transpose()?;
     let strip_at: Vec<usize> = if a.strip.is_some() {
-        (0..10).map(|k| k * (plan.nfe() - 1) / 9).collect()
+        (0..10).map(|k| k * (plan.steps - 1) / 9).collect()
     } else {
         Vec::new()
     };
@@ -128,12 +94,13 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         clip: !a.no_clip,
     };
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let bar = indicatif::ProgressBar::new((a.n.div_ceil(a.batch_size.max(1)) * plan.nfe()) as u64);
+    let bar = indicatif::ProgressBar::new((a.n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(
         "{bar:30} {pos}/{len} steps  ETA {eta}",
     )?);
     let started = Instant::now();
-    let (images, strip) = sample::draw(
+    let mut tick = |_| bar.inc(1);
+    let drawn = sample::draw(
         &den,
         &plan,
         a.seed,
@@ -143,8 +110,9 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         noise.as_deref(),
         &strip_at,
         &device,
-        || bar.inc(1),
+        &mut tick,
     );
+    let (images, strip) = (&drawn.images, &drawn.strip);
     let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
@@ -159,7 +127,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         )?;
     }
     if let Some(grid) = &a.grid {
-        imageio::write_grid(grid, &images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
+        imageio::write_grid(grid, images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
     }
     if let Some(path) = &a.strip {
         // Rows: images; columns: x̂₀ at the kept steps, then the final sample.
@@ -167,23 +135,21 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         let cols = strip.len() + 1;
         let mut tiles = Vec::with_capacity(rows * cols * per);
         for r in 0..rows {
-            for (_, x0) in &strip {
+            for x0 in strip {
                 tiles.extend_from_slice(&x0[r * per..(r + 1) * per]);
             }
             tiles.extend_from_slice(&images[r * per..(r + 1) * per]);
         }
         imageio::write_grid(path, &tiles, rows * cols, c, h, w, cols)?;
     }
+    let nfe = drawn.nfe_per_image;
     println!(
-        "{} images with {} ({} steps, {} spacing, NFE {} per image) in {:.2} s: {:.1} images/s, {:.1} NFE/s; written to {}",
+        "{} images with {} (NFE {nfe} per image) in {:.2} s: {:.1} images/s, {:.1} NFE/s; written to {}",
         a.n,
-        sampler.name(),
-        plan.nfe(),
-        spacing,
-        plan.nfe(),
+        a.sampler.describe(&plan),
         secs,
         a.n as f64 / secs,
-        (a.n * plan.nfe()) as f64 / secs,
+        (a.n * nfe) as f64 / secs,
         a.out_dir.display()
     );
     Ok(())

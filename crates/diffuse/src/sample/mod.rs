@@ -1,122 +1,269 @@
-//! Discrete-time samplers over a [`Denoiser`]: DDPM ancestral and DDIM(η).
+//! Samplers over a [`Denoiser`], as short functions that walk a time grid:
+//! - discrete ([`discrete`]): DDPM ancestral, DDIM(η), DPM-Solver++(2M) on a train schedule's levels;
+//! - SDE ([`sde`]): Euler–Maruyama, reverse-diffusion and ancestral predictors, Langevin corrector, PC;
+//! - probability-flow ODE ([`ode`]): Euler, Heun, adaptive RK45; encoding and likelihood too.
 //!
-//! Both are one update, x_prev = c_x0·x̂₀ + c_eps·ε̂ + std·z, whose coefficients come from
-//! `diffuse_math::step` (the equations live there, next to their tests); this module walks the timestep grid,
-//! draws each image's noise from its own stream and counts network evaluations.
+//! The update coefficients live in `diffuse_math::step` next to their equations and tests; this module only
+//! applies them. Each image draws its noise from its own stream, and every network call is counted (NFE).
 
-use crate::denoise::Denoiser;
-use crate::rng;
+pub mod discrete;
+pub mod ode;
+pub mod sde;
+
+use crate::denoise::{Denoised, Denoiser};
+use crate::{Error, Result, rng};
 use burn::prelude::*;
-use diffuse_math::step::{self, StepCoefs};
-use diffuse_math::{NoiseSchedule, TimestepSpacing};
+use diffuse_math::{Level, NoiseSchedule, Sde, TimestepSpacing};
 use rand_chacha::ChaCha8Rng;
 
+/// A probability-flow ODE solver.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Sampler {
+pub enum OdeSolver {
+    Euler,
+    Heun,
+    /// Dormand–Prince 5(4) with adaptive steps; `steps` is ignored.
+    Rk45 {
+        rtol: f64,
+        atol: f64,
+    },
+}
+
+/// The predictor of a predictor–corrector sampler.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Predictor {
+    EulerMaruyama,
+    ReverseDiffusion,
+    Ancestral,
+    /// Corrector only (annealed Langevin dynamics).
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
     /// Ancestral sampling (Ho et al.); `large_variance` uses β_t ("fixed large") instead of β̃_t.
     Ddpm { large_variance: bool },
     /// DDIM (Song et al.) with η ∈ [0, 1]; η = 0 is deterministic.
     Ddim { eta: f64 },
+    /// DPM-Solver++(2M), diffusers' defaults: second order, first order at the start and into σ = 0.
+    DpmSolverPP2M,
+    /// A reverse-SDE predictor, optionally followed by `corrector_steps` Langevin steps at signal-to-noise
+    /// ratio `snr` (score_sde's PC sampler runs the corrector first, then the predictor, at each time).
+    Sde {
+        predictor: Predictor,
+        corrector_steps: usize,
+        snr: f64,
+    },
+    /// The probability-flow ODE.
+    Ode { solver: OdeSolver },
 }
 
-impl Sampler {
+impl Method {
     pub fn name(&self) -> String {
         match self {
-            Sampler::Ddpm { large_variance } => {
+            Method::Ddpm { large_variance } => {
                 format!("ddpm ({} variance)", if *large_variance { "large" } else { "small" })
             }
-            Sampler::Ddim { eta } => format!("ddim (eta {eta})"),
+            Method::Ddim { eta } => format!("ddim (eta {eta})"),
+            Method::DpmSolverPP2M => "dpm-solver++(2M)".into(),
+            Method::Sde {
+                predictor,
+                corrector_steps: 0,
+                ..
+            } => format!("{predictor:?} predictor"),
+            Method::Sde {
+                predictor,
+                corrector_steps,
+                snr,
+            } => {
+                format!("pc ({predictor:?} + {corrector_steps} Langevin, snr {snr})")
+            }
+            Method::Ode { solver } => format!("probability-flow ODE ({solver:?})"),
         }
     }
 
-    pub fn coefs(&self, alpha_bar: f64, alpha_bar_prev: f64) -> crate::Result<StepCoefs> {
-        Ok(match *self {
-            Sampler::Ddpm { large_variance } => step::ddpm(alpha_bar, alpha_bar_prev, large_variance),
-            Sampler::Ddim { eta } => step::ddim(alpha_bar, alpha_bar_prev, eta)?,
-        })
+    pub fn is_discrete(&self) -> bool {
+        matches!(self, Method::Ddpm { .. } | Method::Ddim { .. } | Method::DpmSolverPP2M)
     }
 }
 
-/// Everything a sampling run needs besides the denoiser and the starting noise.
+/// The process a sampler walks: a discrete train schedule, or a continuous SDE on t ∈ [t_min, 1].
+#[derive(Clone, Debug)]
+pub enum Process {
+    Discrete {
+        schedule: NoiseSchedule,
+        spacing: TimestepSpacing,
+    },
+    Sde(Sde),
+}
+
+/// A sampler with its process and step count, checked for consistency.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub sampler: Sampler,
-    /// (t, t_prev) pairs, t_prev = −1 meaning ᾱ = 1.
-    pub pairs: Vec<(i64, i64)>,
-    pub coefs: Vec<StepCoefs>,
+    pub method: Method,
+    pub process: Process,
+    pub steps: usize,
 }
 
 impl Plan {
-    pub fn new(
-        sampler: Sampler,
-        schedule: &NoiseSchedule,
-        steps: usize,
-        spacing: TimestepSpacing,
-    ) -> crate::Result<Plan> {
-        let pairs = spacing.pairs(schedule.len(), steps)?;
-        let coefs = pairs
-            .iter()
-            .map(|&(t, p)| sampler.coefs(schedule.alpha_bar(t), schedule.alpha_bar(p)))
-            .collect::<crate::Result<_>>()?;
-        Ok(Plan { sampler, pairs, coefs })
+    pub fn new(method: Method, process: Process, steps: usize) -> Result<Plan> {
+        match (&process, method.is_discrete()) {
+            (Process::Discrete { schedule, .. }, true) if steps == 0 || steps > schedule.len() => {
+                return Err(Error::Invalid(format!(
+                    "steps must be between 1 and the {} train timesteps, got {steps}",
+                    schedule.len()
+                )));
+            }
+            (Process::Discrete { .. }, false) => {
+                return Err(Error::Invalid(format!(
+                    "{} needs an SDE (--sde vp|subvp|ve)",
+                    method.name()
+                )));
+            }
+            (Process::Sde(_), true) => {
+                return Err(Error::Invalid(format!("{} needs a discrete schedule", method.name())));
+            }
+            _ => {}
+        }
+        if steps == 0 {
+            return Err(Error::Invalid("steps must be at least 1".into()));
+        }
+        match method {
+            Method::Ddim { eta } if !(0.0..=1.0).contains(&eta) => {
+                return Err(Error::Invalid(format!("eta must be in [0, 1], got {eta}")));
+            }
+            Method::Sde {
+                snr, corrector_steps, ..
+            } if corrector_steps > 0 && !(snr > 0.0 && snr.is_finite()) => {
+                return Err(Error::Invalid(format!("snr must be positive, got {snr}")));
+            }
+            Method::Ode {
+                solver: OdeSolver::Rk45 { rtol, atol },
+            } if !(rtol > 0.0 && atol > 0.0) => {
+                return Err(Error::Invalid("rtol and atol must be positive".into()));
+            }
+            _ => {}
+        }
+        Ok(Plan { method, process, steps })
     }
 
-    /// Network evaluations per image.
-    pub fn nfe(&self) -> usize {
-        self.pairs.len()
+    /// Standard deviation of the noise sampling starts from.
+    pub fn prior_std(&self) -> f64 {
+        match &self.process {
+            Process::Discrete { .. } => 1.0,
+            Process::Sde(sde) => sde.prior_std(),
+        }
     }
 }
 
-/// The result of one batch: final images, and x̂₀ at the steps asked for (for denoising strips).
+/// What one batch of sampling returns: the images, x̂₀ at the kept steps, and the network evaluations used.
 pub struct Sampled {
     pub x: Tensor<4>,
-    pub x0_at: Vec<(i64, Tensor<4>)>,
+    pub x0_at: Vec<Tensor<4>>,
+    pub nfe: usize,
 }
 
-/// Runs `plan` from `x` (the starting noise, one stream per batch item in `streams` for the step noise).
-/// `keep_x0` lists step indices whose x̂₀ is kept; `on_step` is called after every step.
+/// The sampler's view of the world: the denoiser (counted), per-image noise streams, progress.
+pub struct Ctx<'a> {
+    den: &'a dyn Denoiser,
+    streams: &'a mut [ChaCha8Rng],
+    keep: &'a [usize],
+    kept: Vec<Tensor<4>>,
+    on_step: &'a mut dyn FnMut(usize),
+    pub nfe: usize,
+}
+
+impl Ctx<'_> {
+    pub fn denoise(&mut self, x: Tensor<4>, level: Level) -> Denoised {
+        self.nfe += 1;
+        self.den.denoise(x, level)
+    }
+
+    /// Fresh standard normal noise shaped like `x`, each image from its own stream.
+    pub fn noise(&mut self, like: &Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = like.dims();
+        let z = rng::normals_per_stream(self.streams, c * h * w);
+        Tensor::from_data(TensorData::new(z, [b, c, h, w]), &like.device())
+    }
+
+    /// Marks step `i` done, keeping its x̂₀ if asked.
+    pub fn step_done(&mut self, i: usize, x0: &Tensor<4>) {
+        if self.keep.contains(&i) {
+            self.kept.push(x0.clone());
+        }
+        (self.on_step)(i);
+    }
+}
+
+/// Runs `plan` from `x` (already scaled to the prior), one noise stream per batch item in `streams`.
 pub fn run(
-    denoiser: &dyn Denoiser,
+    den: &dyn Denoiser,
     plan: &Plan,
-    mut x: Tensor<4>,
+    x: Tensor<4>,
     streams: &mut [ChaCha8Rng],
     keep_x0: &[usize],
-    mut on_step: impl FnMut(usize),
+    on_step: &mut dyn FnMut(usize),
 ) -> Sampled {
-    let [b, c, h, w] = x.dims();
-    assert_eq!(streams.len(), b, "one noise stream per image");
-    let device = x.device();
-    let mut x0_at = Vec::new();
-    for (i, (&(t, _), coef)) in plan.pairs.iter().zip(&plan.coefs).enumerate() {
-        let d = denoiser.denoise(x, t);
-        if keep_x0.contains(&i) {
-            x0_at.push((t, d.x0.clone()));
-        }
-        x = d.x0.mul_scalar(coef.c_x0) + d.eps.mul_scalar(coef.c_eps);
-        if coef.std > 0.0 {
-            let z = rng::normals_per_stream(streams, c * h * w);
-            x = x + Tensor::<4>::from_data(TensorData::new(z, [b, c, h, w]), &device).mul_scalar(coef.std);
-        }
-        on_step(i);
+    assert_eq!(streams.len(), x.dims()[0], "one noise stream per image");
+    let mut ctx = Ctx {
+        den,
+        streams,
+        keep: keep_x0,
+        kept: Vec::new(),
+        on_step,
+        nfe: 0,
+    };
+    let x = match (&plan.process, plan.method) {
+        (Process::Discrete { schedule, spacing }, m) => discrete::run(&mut ctx, x, m, schedule, *spacing, plan.steps),
+        (Process::Sde(sde), Method::Ode { solver }) => ode::sample(&mut ctx, x, sde, solver, plan.steps),
+        (
+            Process::Sde(sde),
+            Method::Sde {
+                predictor,
+                corrector_steps,
+                snr,
+            },
+        ) => sde::run(&mut ctx, x, sde, predictor, corrector_steps, snr, plan.steps),
+        _ => unreachable!("Plan::new checks the method against the process"),
+    };
+    Sampled {
+        x,
+        x0_at: ctx.kept,
+        nfe: ctx.nfe,
     }
-    Sampled { x, x0_at }
 }
 
-/// Starting noise x_T for images `first..first + n` of `seed`, and their step-noise streams (continuing
-/// after the starting noise, so image i is the same whatever batch it is drawn in).
-pub fn start(seed: u64, first: usize, n: usize, shape: [usize; 3], device: &Device) -> (Tensor<4>, Vec<ChaCha8Rng>) {
+/// Starting noise for images `first..first + n` of `seed`, scaled to the prior, and their step-noise streams
+/// (continuing after the starting noise, so image i is the same whatever batch it is drawn in).
+pub fn start(
+    seed: u64,
+    first: usize,
+    n: usize,
+    shape: [usize; 3],
+    prior_std: f64,
+    device: &Device,
+) -> (Tensor<4>, Vec<ChaCha8Rng>) {
     let per = shape.iter().product();
     let mut streams: Vec<ChaCha8Rng> = (first..first + n).map(|i| rng::stream(seed, i as u64)).collect();
     let noise = rng::normals_per_stream(&mut streams, per);
     let x = Tensor::<4>::from_data(TensorData::new(noise, [n, shape[0], shape[1], shape[2]]), device);
-    (x, streams)
+    (x.mul_scalar(prior_std), streams)
 }
 
-/// Draws images `0..n` of `seed` in batches of at most `batch`; returns them concatenated (n × c × h × w)
-/// with x̂₀ snapshots (kept for the first batch only) at step indices `keep_x0`.
+/// What [`draw`] returns.
+pub struct Drawn {
+    /// n × c × h × w values.
+    pub images: Vec<f32>,
+    /// x̂₀ of the first batch at the kept steps.
+    pub strip: Vec<Vec<f32>>,
+    /// Network evaluations per image.
+    pub nfe_per_image: usize,
+}
+
+/// Draws images `0..n` of `seed` in batches of at most `batch`. `init_noise` (standard normal, n × c × h × w)
+/// replaces the seed's starting noise.
 #[allow(clippy::too_many_arguments)]
 pub fn draw(
-    denoiser: &dyn Denoiser,
+    den: &dyn Denoiser,
     plan: &Plan,
     seed: u64,
     n: usize,
@@ -125,29 +272,44 @@ pub fn draw(
     init_noise: Option<&[f32]>,
     keep_x0: &[usize],
     device: &Device,
-    mut on_step: impl FnMut(),
-) -> (Vec<f32>, Vec<(i64, Vec<f32>)>) {
+    on_step: &mut dyn FnMut(usize),
+) -> Drawn {
     let per: usize = shape.iter().product();
-    let mut images = Vec::with_capacity(n * per);
-    let mut strip = Vec::new();
+    let mut out = Drawn {
+        images: Vec::with_capacity(n * per),
+        strip: Vec::new(),
+        nfe_per_image: 0,
+    };
     for first in (0..n).step_by(batch.max(1)) {
         let m = batch.max(1).min(n - first);
-        let (mut x, streams) = start(seed, first, m, shape, device);
-        let mut streams = streams;
+        let (mut x, mut streams) = start(seed, first, m, shape, plan.prior_std(), device);
         if let Some(noise) = init_noise {
             let data = noise[first * per..(first + m) * per].to_vec();
-            x = Tensor::<4>::from_data(TensorData::new(data, [m, shape[0], shape[1], shape[2]]), device);
+            x = Tensor::<4>::from_data(TensorData::new(data, [m, shape[0], shape[1], shape[2]]), device)
+                .mul_scalar(plan.prior_std());
         }
         let keep: &[usize] = if first == 0 { keep_x0 } else { &[] };
-        let out = run(denoiser, plan, x, &mut streams, keep, |_| on_step());
-        images.extend(to_vec(out.x));
-        strip.extend(out.x0_at.into_iter().map(|(t, x0)| (t, to_vec(x0))));
+        let s = run(den, plan, x, &mut streams, keep, on_step);
+        out.nfe_per_image = s.nfe;
+        out.images.extend(to_vec(s.x));
+        out.strip.extend(s.x0_at.into_iter().map(to_vec));
     }
-    (images, strip)
+    out
 }
 
 pub fn to_vec(t: Tensor<4>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec().expect("f32 tensor")
+}
+
+/// Per-image L2 norm, shaped [b, 1, 1, 1] for broadcasting.
+pub fn norms(x: &Tensor<4>) -> Tensor<4> {
+    let [b, ..] = x.dims();
+    x.clone()
+        .square()
+        .reshape([b as i32, -1])
+        .sum_dim(1)
+        .sqrt()
+        .reshape([b, 1, 1, 1])
 }
 
 #[cfg(test)]

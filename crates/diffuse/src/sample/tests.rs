@@ -1,160 +1,347 @@
 use super::*;
-use crate::denoise::{GaussianData, OracleX0};
+use crate::denoise::{ExactDenoiser, OracleX0};
 use diffuse_math::BetaSchedule;
+use diffuse_math::dist::Target;
 
 fn schedule(kind: BetaSchedule) -> NoiseSchedule {
     NoiseSchedule::with_defaults(kind, 1000).unwrap()
 }
 
-fn values(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_into_vec().unwrap()
+fn discrete(method: Method, kind: BetaSchedule, spacing: TimestepSpacing, steps: usize) -> Plan {
+    Plan::new(
+        method,
+        Process::Discrete {
+            schedule: schedule(kind),
+            spacing,
+        },
+        steps,
+    )
+    .unwrap()
+}
+
+fn values(t: Tensor<4>) -> Vec<f64> {
+    to_vec(t).into_iter().map(|v| v as f64).collect()
+}
+
+fn sample(den: &dyn Denoiser, plan: &Plan, x: Tensor<4>, seed: u64) -> Sampled {
+    let b = x.dims()[0];
+    let mut streams: Vec<_> = (0..b).map(|i| rng::stream(seed, 1000 + i as u64)).collect();
+    run(den, plan, x, &mut streams, &[], &mut |_| {})
+}
+
+/// N independent 1-D draws as one [1, 1, 1, N] sample, started from the plan's prior.
+fn one_d(den: &dyn Denoiser, plan: &Plan, n: usize, seed: u64) -> (Vec<f64>, usize) {
+    let device = crate::device::device();
+    let (x, mut streams) = start(seed, 0, 1, [1, 1, n], plan.prior_std(), &device);
+    let s = run(den, plan, x, &mut streams, &[], &mut |_| {});
+    (values(s.x), s.nfe)
+}
+
+fn moments(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (mean, (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt())
+}
+
+fn shared_fixtures() -> Option<serde_json::Value> {
+    let shared = std::env::var_os("DIFFUSE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let path = shared.join("fixtures/diffusers.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
+        Err(_) => {
+            // Written past the test harness's capture so that the skip is seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP: {} not found (set DIFFUSE_SHARED)",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 #[test]
-fn oracle_x0_is_returned_exactly_by_ddim_eta0_and_ddpm() {
+fn oracle_x0_is_returned_exactly_by_every_discrete_sampler() {
     let device = crate::device::device();
-    let s = schedule(BetaSchedule::Linear);
     let target: Vec<f32> = (0..2 * 16).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
     let x0 = Tensor::<4>::from_data(TensorData::new(target.clone(), [2, 1, 4, 4]), &device);
-    let oracle = OracleX0 { x0, schedule: &s };
+    let oracle = OracleX0 { x0 };
     for spacing in [
         TimestepSpacing::Leading,
         TimestepSpacing::Trailing,
         TimestepSpacing::Linspace,
     ] {
-        for (sampler, steps) in [
-            (Sampler::Ddim { eta: 0.0 }, 10),
-            (Sampler::Ddim { eta: 0.0 }, 1000),
-            (Sampler::Ddpm { large_variance: false }, 50),
+        for (method, steps) in [
+            (Method::Ddim { eta: 0.0 }, 10),
+            (Method::Ddim { eta: 0.0 }, 1000),
+            (Method::Ddpm { large_variance: false }, 50),
+            (Method::DpmSolverPP2M, 7),
         ] {
-            let plan = Plan::new(sampler, &s, steps, spacing).unwrap();
-            assert_eq!(plan.nfe(), steps);
-            let (x, mut streams) = start(1, 0, 2, [1, 4, 4], &device);
-            let out = values(run(&oracle, &plan, x, &mut streams, &[], |_| {}).x);
-            for (a, b) in out.iter().zip(&target) {
-                assert!((a - b).abs() < 1e-4, "{sampler:?} {spacing}: {a} vs {b}");
+            let plan = discrete(method, BetaSchedule::Linear, spacing, steps);
+            let (x, _) = start(1, 0, 2, [1, 4, 4], 1.0, &device);
+            let s = sample(&oracle, &plan, x, 0);
+            assert_eq!(s.nfe, steps);
+            for (a, b) in values(s.x).iter().zip(&target) {
+                assert!((*a as f32 - b).abs() < 1e-4, "{method:?} {spacing}: {a} vs {b}");
             }
         }
     }
 }
 
-/// DDIM η = 0 is an affine map x_T → x₀ for Gaussian data: sampling the two inputs 0 and 1 gives its offset
-/// (the sample mean) and slope (the sample std) without any sampling error.
-fn affine_outcome(s: &NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> (f64, f64) {
+/// Deterministic samplers are affine maps x_T → x₀ for Gaussian data: sampling the inputs 0 and 1 gives the
+/// offset (the sample mean) and slope (the sample std) without sampling error.
+fn affine_outcome(plan: &Plan) -> (f64, f64) {
     let device = crate::device::device();
-    let den = GaussianData {
-        mean: 0.1,
-        std: 0.8,
-        schedule: s,
+    let den = ExactDenoiser {
+        target: Target::gaussian(0.1, 0.8).unwrap(),
     };
-    let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, s, steps, spacing).unwrap();
     let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0], [2, 1, 1, 1]), &device);
-    let (_, mut streams) = start(0, 0, 2, [1, 1, 1], &device);
-    let out = values(run(&den, &plan, x, &mut streams, &[], |_| {}).x);
-    (out[0] as f64, (out[1] - out[0]).abs() as f64)
+    let out = values(sample(&den, plan, x, 0).x);
+    (out[0], (out[1] - out[0]).abs())
 }
 
 #[test]
-fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
-    let shared = std::env::var_os("DIFFUSE_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let path = shared.join("fixtures/diffusers.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        // Written past the test harness's capture so that the skip is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIP: {} not found (set DIFFUSE_SHARED)",
-            path.display()
-        );
-        return;
-    };
-    let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+fn ddim_and_dpm_solver_with_exact_gaussian_denoiser_match_diffusers() {
+    let Some(fx) = shared_fixtures() else { return };
     let mut checked = 0;
-    for case in fx["ddim_gauss"].as_array().unwrap() {
-        let spacing: TimestepSpacing = case["spacing"].as_str().unwrap().parse().unwrap();
-        if spacing == TimestepSpacing::Linspace {
-            continue; // diffusers steps off the linspace grid there (see diffuse-math's fixture tests)
+    for (key, method) in [
+        ("ddim_gauss", Method::Ddim { eta: 0.0 }),
+        ("dpmpp2m_gauss", Method::DpmSolverPP2M),
+    ] {
+        for case in fx[key].as_array().unwrap() {
+            let spacing: TimestepSpacing = case
+                .get("spacing")
+                .map_or("linspace", |s| s.as_str().unwrap())
+                .parse()
+                .unwrap();
+            if key == "ddim_gauss" && spacing == TimestepSpacing::Linspace {
+                continue; // diffusers' DDIM steps off the linspace grid (see diffuse-math's fixture tests)
+            }
+            let kind = case["schedule"].as_str().unwrap().parse().unwrap();
+            let plan = discrete(method, kind, spacing, case["steps"].as_u64().unwrap() as usize);
+            let (mean, std) = affine_outcome(&plan);
+            let (em, es) = (
+                case["expected_mean"].as_f64().unwrap(),
+                case["expected_std"].as_f64().unwrap(),
+            );
+            // f32 tensors: 1e-3 relative, as the f64 scalar version in diffuse-math holds to.
+            assert!(
+                (mean - em).abs() < 1e-3 * em.abs() && (std - es).abs() < 1e-3 * es,
+                "{key} {case}: {mean} {std}"
+            );
+            checked += 1;
         }
-        let s = schedule(case["schedule"].as_str().unwrap().parse().unwrap());
-        let (mean, std) = affine_outcome(&s, case["steps"].as_u64().unwrap() as usize, spacing);
-        let (em, es) = (
-            case["expected_mean"].as_f64().unwrap(),
-            case["expected_std"].as_f64().unwrap(),
-        );
-        assert!(
-            (mean - em).abs() < 1e-4 && (std - es).abs() < 1e-4,
-            "{case}: {mean} {std}"
-        );
-        checked += 1;
     }
-    assert_eq!(checked, 8);
-}
-
-fn moments(v: &[f32]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    (
-        mean,
-        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt(),
-    )
+    assert_eq!(checked, 12);
 }
 
 #[test]
-fn stochastic_samplers_reproduce_gaussian_data() {
-    // With the exact denoiser, ancestral samplers must land on N(0.1, 0.8²); a variance used where a standard
-    // deviation belongs would show up here as a wrong spread.
-    let device = crate::device::device();
-    let s = schedule(BetaSchedule::Linear);
-    let den = GaussianData {
-        mean: 0.1,
-        std: 0.8,
-        schedule: &s,
+fn stochastic_discrete_samplers_reproduce_gaussian_data() {
+    // A variance used where a standard deviation belongs would show up as a wrong spread. Fewer steps shrink
+    // the spread a little (diffusers' deterministic DDIM-100 gives 0.783), hence the looser bound there.
+    let den = ExactDenoiser {
+        target: Target::gaussian(0.1, 0.8).unwrap(),
     };
-    // Fewer steps shrink the spread a little (diffusers' deterministic DDIM-100 gives 0.783), hence the
-    // looser bound there; a variance-for-std slip would miss by far more.
-    for (sampler, steps, tol) in [
-        (Sampler::Ddpm { large_variance: false }, 1000, 0.02),
-        (Sampler::Ddpm { large_variance: false }, 100, 0.05),
-        (Sampler::Ddim { eta: 1.0 }, 100, 0.05),
-        (Sampler::Ddim { eta: 0.5 }, 50, 0.05),
+    for (method, steps, tol) in [
+        (Method::Ddpm { large_variance: false }, 1000, 0.02),
+        (Method::Ddpm { large_variance: false }, 100, 0.05),
+        (Method::Ddim { eta: 1.0 }, 100, 0.05),
+        (Method::Ddim { eta: 0.5 }, 50, 0.05),
     ] {
-        let plan = Plan::new(sampler, &s, steps, TimestepSpacing::Trailing).unwrap();
-        let (x, mut streams) = start(11, 0, 4, [1, 50, 100], &device);
-        let (mean, std) = moments(&values(run(&den, &plan, x, &mut streams, &[], |_| {}).x));
-        eprintln!("{sampler:?} {steps}: mean {mean:.4} std {std:.4}");
+        let plan = discrete(method, BetaSchedule::Linear, TimestepSpacing::Trailing, steps);
+        let (v, _) = one_d(&den, &plan, 20_000, 11);
+        let (mean, std) = moments(&v);
         assert!(
             (mean - 0.1).abs() < 0.02 && (std - 0.8).abs() < tol,
-            "{sampler:?} {steps}: {mean} {std}"
+            "{method:?} {steps}: {mean} {std}"
         );
     }
+}
+
+fn sde_methods() -> Vec<Method> {
+    let sde = |predictor, corrector_steps| Method::Sde {
+        predictor,
+        corrector_steps,
+        snr: 0.16,
+    };
+    vec![
+        sde(Predictor::EulerMaruyama, 0),
+        sde(Predictor::ReverseDiffusion, 0),
+        sde(Predictor::Ancestral, 0),
+        sde(Predictor::ReverseDiffusion, 1),
+        Method::Ode {
+            solver: OdeSolver::Euler,
+        },
+        Method::Ode {
+            solver: OdeSolver::Heun,
+        },
+        Method::Ode {
+            solver: OdeSolver::Rk45 { rtol: 1e-5, atol: 1e-5 },
+        },
+    ]
+}
+
+#[test]
+fn every_sde_sampler_lands_on_both_targets() {
+    let targets = [
+        Target::gaussian(0.1, 0.8).unwrap(),
+        Target::mixture(vec![-1.0, 1.5], vec![0.3, 0.7], 0.3).unwrap(),
+    ];
+    for target in &targets {
+        let den = ExactDenoiser { target: target.clone() };
+        for sde in [Sde::vp(), Sde::subvp(), Sde::ve()] {
+            for method in sde_methods() {
+                let plan = Plan::new(method, Process::Sde(sde), 1000).unwrap();
+                let (v, nfe) = one_d(&den, &plan, 10_000, 5);
+                let (_, std) = moments(&v);
+                let w1 = target.w1(&v);
+                assert!(
+                    w1 < 0.04 && (std - target.std_dev()).abs() < 0.03,
+                    "{} {sde} on {target:?}: w1 {w1}, std {std} (want {}), nfe {nfe}",
+                    method.name(),
+                    target.std_dev()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ode_is_deterministic_and_encode_decode_round_trips() {
+    let device = crate::device::device();
+    let den = ExactDenoiser {
+        target: Target::gaussian(0.1, 0.8).unwrap(),
+    };
+    let sde = Sde::vp();
+    let solver = OdeSolver::Rk45 { rtol: 1e-6, atol: 1e-6 };
+    let plan = Plan::new(Method::Ode { solver }, Process::Sde(sde), 1).unwrap();
+    let x = |seed| start(seed, 0, 2, [1, 2, 8], 1.0, &device).0;
+    assert_eq!(
+        values(sample(&den, &plan, x(3), 1).x),
+        values(sample(&den, &plan, x(3), 2).x)
+    );
+    let data: Vec<f32> = (0..32).map(|i| (i as f32 / 31.0) * 3.0 - 1.4).collect();
+    let x0 = Tensor::<4>::from_data(TensorData::new(data.clone(), [2, 1, 2, 8]), &device);
+    let mut streams = vec![rng::stream(0, 0), rng::stream(0, 1)];
+    let mut ctx = Ctx {
+        den: &den,
+        streams: &mut streams,
+        keep: &[],
+        kept: Vec::new(),
+        on_step: &mut |_| {},
+        nfe: 0,
+    };
+    let z = ode::encode(&mut ctx, x0, &sde, solver, 1);
+    let back = values(ode::decode(&mut ctx, z, &sde, solver, 1));
+    for (a, b) in back.iter().zip(&data) {
+        assert!((a - *b as f64).abs() < 1e-3, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn rk45_spends_more_evaluations_for_tighter_tolerances() {
+    let den = ExactDenoiser {
+        target: Target::mixture(vec![-1.0, 1.5], vec![0.3, 0.7], 0.3).unwrap(),
+    };
+    let nfe = |tol: f64| {
+        let plan = Plan::new(
+            Method::Ode {
+                solver: OdeSolver::Rk45 { rtol: tol, atol: tol },
+            },
+            Process::Sde(Sde::vp()),
+            1,
+        );
+        one_d(&den, &plan.unwrap(), 1000, 2).1
+    };
+    let (loose, mid, tight) = (nfe(1e-2), nfe(1e-4), nfe(1e-6));
+    assert!(loose < mid && mid < tight, "{loose} {mid} {tight}");
+}
+
+#[test]
+fn ode_likelihood_of_the_exact_gaussian_equals_the_closed_form() {
+    let device = crate::device::device();
+    let (m, s) = (0.1, 0.8);
+    let den = ExactDenoiser {
+        target: Target::gaussian(m, s).unwrap(),
+    };
+    for sde in [Sde::vp(), Sde::ve()] {
+        let data: Vec<f32> = (0..24).map(|i| i as f32 / 8.0 - 1.5).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(data.clone(), [2, 1, 3, 4]), &device);
+        let probe: Vec<f32> = (0..24).map(|i| if (i * 7) % 3 == 0 { 1.0 } else { -1.0 }).collect();
+        let v = Tensor::<4>::from_data(TensorData::new(probe, [2, 1, 3, 4]), &device);
+        let mut streams = vec![rng::stream(0, 0), rng::stream(0, 1)];
+        let mut ctx = Ctx {
+            den: &den,
+            streams: &mut streams,
+            keep: &[],
+            kept: Vec::new(),
+            on_step: &mut |_| {},
+            nfe: 0,
+        };
+        let solver = OdeSolver::Rk45 { rtol: 1e-6, atol: 1e-6 };
+        let got = ode::log_likelihood(&mut ctx, x, v, &sde, solver, 1);
+        // p_{t_min} = N(α m, α² s² + σ²) per value.
+        let l = sde.marginal(sde.t_min());
+        let var = l.alpha * l.alpha * s * s + l.sigma * l.sigma;
+        for (i, g) in got.iter().enumerate() {
+            let want: f64 = data[i * 12..(i + 1) * 12]
+                .iter()
+                .map(|&x| {
+                    -0.5 * (2.0 * std::f64::consts::PI * var).ln() - (x as f64 - l.alpha * m).powi(2) / (2.0 * var)
+                })
+                .sum();
+            assert!((g - want).abs() < 2e-3 * want.abs().max(1.0), "{sde}: {g} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn discrete_and_sde_plans_are_checked() {
+    let s = Process::Discrete {
+        schedule: schedule(BetaSchedule::Linear),
+        spacing: TimestepSpacing::Leading,
+    };
+    assert!(
+        Plan::new(
+            Method::Ode {
+                solver: OdeSolver::Euler
+            },
+            s.clone(),
+            10
+        )
+        .is_err()
+    );
+    assert!(Plan::new(Method::Ddim { eta: 0.0 }, Process::Sde(Sde::vp()), 10).is_err());
+    assert!(Plan::new(Method::Ddim { eta: 1.5 }, s.clone(), 10).is_err());
+    assert!(Plan::new(Method::Ddim { eta: 0.0 }, s, 0).is_err());
+    let pc = Method::Sde {
+        predictor: Predictor::ReverseDiffusion,
+        corrector_steps: 1,
+        snr: -1.0,
+    };
+    assert!(Plan::new(pc, Process::Sde(Sde::ve()), 10).is_err());
 }
 
 #[test]
 fn ddpm_large_variance_adds_more_noise_than_small() {
+    use diffuse_math::step::ddpm;
     let s = schedule(BetaSchedule::Linear);
-    let small = Plan::new(
-        Sampler::Ddpm { large_variance: false },
-        &s,
-        20,
-        TimestepSpacing::Leading,
-    )
-    .unwrap();
-    let large = Plan::new(Sampler::Ddpm { large_variance: true }, &s, 20, TimestepSpacing::Leading).unwrap();
-    for (a, b) in small.coefs.iter().zip(&large.coefs).take(19) {
-        assert!(b.std > a.std);
+    let pairs = TimestepSpacing::Leading.pairs(1000, 20).unwrap();
+    for &(t, p) in &pairs[..19] {
+        assert!(ddpm(s.alpha_bar(t), s.alpha_bar(p), true).std > ddpm(s.alpha_bar(t), s.alpha_bar(p), false).std);
     }
-    assert_eq!(small.coefs[19].std, 0.0);
-    assert_eq!(large.coefs[19].std, 0.0);
+    let (t, p) = pairs[19];
+    assert_eq!(ddpm(s.alpha_bar(t), s.alpha_bar(p), true).std, 0.0);
 }
 
 #[test]
 fn image_i_does_not_depend_on_batch() {
     let device = crate::device::device();
-    let (all, mut s_all) = start(5, 0, 4, [1, 3, 3], &device);
-    let (one, mut s_one) = start(5, 2, 1, [1, 3, 3], &device);
+    let (all, mut s_all) = start(5, 0, 4, [1, 3, 3], 1.0, &device);
+    let (one, mut s_one) = start(5, 2, 1, [1, 3, 3], 1.0, &device);
     assert_eq!(values(all).split_off(2 * 9)[..9], values(one)[..]);
-    let next_all = rng::normals(&mut s_all[2], 4);
-    assert_eq!(next_all, rng::normals(&mut s_one[0], 4));
+    assert_eq!(rng::normals(&mut s_all[2], 4), rng::normals(&mut s_one[0], 4));
 }

@@ -13,7 +13,7 @@ use crate::forward::{add_noise, per_item};
 use crate::nn::UNet;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
 use crate::safetensors_io::{self, Contents};
-use crate::sample::{self, Plan, Sampler};
+use crate::sample::{self, Method, Plan, Process};
 use crate::{Error, Result, rng};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -253,7 +253,11 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
 fn preview(cfg: &RunConfig, schedule: &NoiseSchedule, ema: &UNet, out: &Path, step: usize) -> Result<()> {
     let device = crate::device::device();
     let steps = 50.min(schedule.len());
-    let plan = Plan::new(Sampler::Ddim { eta: 0.0 }, schedule, steps, TimestepSpacing::Trailing)?;
+    let process = Process::Discrete {
+        schedule: schedule.clone(),
+        spacing: TimestepSpacing::Trailing,
+    };
+    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps)?;
     let den = UNetDenoiser {
         net: ema,
         schedule,
@@ -261,7 +265,7 @@ fn preview(cfg: &RunConfig, schedule: &NoiseSchedule, ema: &UNet, out: &Path, st
         clip: true,
     };
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let (images, _) = sample::draw(&den, &plan, 0, 64, shape, 64, None, &[], &device, || {});
+    let images = sample::draw(&den, &plan, 0, 64, shape, 64, None, &[], &device, &mut |_| {}).images;
     let dir = out.join("samples");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
