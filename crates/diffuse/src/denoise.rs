@@ -6,7 +6,7 @@ use crate::nn::UNet;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use diffuse_math::dist::Target;
-use diffuse_math::{Level, NoiseSchedule, Prediction};
+use diffuse_math::{Level, NoiseSchedule, Prediction, Sde};
 
 /// A denoiser's estimate of the clean image and of the noise in x.
 pub struct Denoised {
@@ -30,12 +30,49 @@ pub fn from_output(x: Tensor<4>, out: Tensor<4>, alpha_bar: f64, prediction: Pre
     }
 }
 
-/// A UNet trained on a discrete schedule, as a denoiser at any level: x is scaled to the
-/// variance-preserving level with the same SNR, and the network is asked at the (fractional) train timestep
-/// with that ᾱ. `clip` clamps x̂₀ to the data range [−1, 1] (diffusers' `clip_sample`).
+/// How a network is told the noise level, and which levels it is trained on: the train timestep of a
+/// discrete schedule (DDPM), or 999·t of a continuous SDE (score models, score_sde's DDPM++ convention).
+/// The network always sees x scaled to the variance-preserving level with the same SNR, so one UNet and one
+/// loss serve both, and any sampler's level can be put to any model.
+#[derive(Clone, Debug)]
+pub enum Conditioning {
+    Discrete(NoiseSchedule),
+    Continuous(Sde),
+}
+
+/// Smallest training time of continuous models (score_sde trains on t ∈ [1e-5, 1]).
+pub const TRAIN_T_MIN: f64 = 1e-5;
+
+impl Conditioning {
+    /// The network's time input for `level`.
+    pub fn time_input(&self, level: Level) -> f64 {
+        match self {
+            Conditioning::Discrete(s) => s.timestep_of(level.alpha_bar()),
+            Conditioning::Continuous(sde) => 999.0 * sde.time_of(level),
+        }
+    }
+
+    /// A training noise level from a uniform `u` ∈ [0, 1): (VP-equivalent ᾱ, time input).
+    pub fn training_level(&self, u: f64) -> (f64, f64) {
+        match self {
+            Conditioning::Discrete(s) => {
+                let t = ((u * s.len() as f64) as usize).min(s.len() - 1);
+                (s.alphas_cumprod[t], t as f64)
+            }
+            Conditioning::Continuous(sde) => {
+                let t = TRAIN_T_MIN + u * (1.0 - TRAIN_T_MIN);
+                (sde.marginal(t).alpha_bar(), 999.0 * t)
+            }
+        }
+    }
+}
+
+/// A trained UNet as a denoiser at any level: x is scaled to the variance-preserving level with the same
+/// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
+/// (diffusers' `clip_sample`).
 pub struct UNetDenoiser<'a> {
     pub net: &'a UNet,
-    pub schedule: &'a NoiseSchedule,
+    pub cond: &'a Conditioning,
     pub prediction: Prediction,
     pub clip: bool,
 }
@@ -50,7 +87,7 @@ impl Denoiser for UNetDenoiser<'_> {
         } else {
             x
         };
-        let t = Tensor::<1>::full([b], self.schedule.timestep_of(ab) as f32, &x_vp.device());
+        let t = Tensor::<1>::full([b], self.cond.time_input(level) as f32, &x_vp.device());
         let out = self.net.forward(x_vp.clone(), t);
         let mut d = from_output(x_vp, out, ab, self.prediction);
         if self.clip {
@@ -128,6 +165,22 @@ impl Denoiser for ExactDenoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditioning_maps_levels_to_time_inputs() {
+        let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
+        let d = Conditioning::Discrete(s.clone());
+        assert!((d.time_input(Level::vp(s.alphas_cumprod[321])) - 321.0).abs() < 1e-6);
+        assert_eq!(d.training_level(0.9999).1, 999.0);
+        for sde in [Sde::vp(), Sde::subvp(), Sde::ve()] {
+            let c = Conditioning::Continuous(sde);
+            let (ab, input) = c.training_level(0.4);
+            assert!((input / 999.0 - (TRAIN_T_MIN + 0.4 * (1.0 - TRAIN_T_MIN))).abs() < 1e-12);
+            // The same level asked back gives the same input, whatever its scaling (VE levels included).
+            assert!((c.time_input(Level::vp(ab)) - input).abs() < 1e-6, "{sde}");
+            assert!((c.time_input(sde.marginal(0.4)) - 999.0 * 0.4).abs() < 1e-6, "{sde}");
+        }
+    }
 
     #[test]
     fn exact_denoiser_matches_the_scalar_posterior_mean() {

@@ -113,15 +113,17 @@ fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), colour: 
     }
 }
 
-/// Renders series on shared axes; `log_y` plots log10(y) (non-positive values are skipped).
-pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
+/// Renders series on shared axes; `log_x` / `log_y` plot log10 of that coordinate (tick labels stay in data
+/// units; non-positive values are skipped).
+pub fn line_plot(series: &[Series], log_x: bool, log_y: bool) -> RgbImage {
     let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
     let ty = |y: f64| if log_y { y.log10() } else { y };
+    let tx = |x: f64| if log_x { x.log10() } else { x };
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
-        .filter(|&(x, y)| x.is_finite() && ty(y).is_finite())
-        .map(|(x, y)| (x, ty(y)))
+        .map(|(x, y)| (tx(x), ty(y)))
+        .filter(|&(x, y)| x.is_finite() && y.is_finite())
         .collect();
     if pts.is_empty() {
         return img;
@@ -177,11 +179,12 @@ pub fn line_plot(series: &[Series], log_y: bool) -> RgbImage {
         let colour = COLOURS[k % COLOURS.len()];
         let mut prev: Option<(f64, f64)> = None;
         for &(x, y) in s.points {
-            if !(x.is_finite() && ty(y).is_finite()) {
+            let (x, y) = (tx(x), ty(y));
+            if !(x.is_finite() && y.is_finite()) {
                 prev = None;
                 continue;
             }
-            let p = to_px(x, ty(y));
+            let p = to_px(x, y);
             if let Some(q) = prev {
                 line(&mut img, q, p, colour);
             }
@@ -237,7 +240,7 @@ mod tests {
     #[test]
     fn plot_draws_series_in_colour() {
         let pts = [(0.0, 1.0), (1.0, 0.1), (2.0, 0.01)];
-        let img = line_plot(&[Series { points: &pts }], true);
+        let img = line_plot(&[Series { points: &pts }], false, true);
         assert!(img.pixels().any(|p| p.0 == COLOURS[0]));
     }
 }

@@ -1,11 +1,12 @@
 //! A run directory: `config.json` (what was trained, how), `checkpoint.safetensors` (weights, EMA weights,
 //! optimizer state, step), `loss.csv`, `loss.png`, sample grids.
 
+use crate::denoise::Conditioning;
 use crate::nn::{UNet, UNetConfig};
 use crate::safetensors_io;
 use crate::{Error, Result};
 use burn::prelude::Device;
-use diffuse_math::{BetaSchedule, NoiseSchedule, Prediction};
+use diffuse_math::{BetaSchedule, NoiseSchedule, Prediction, Sde};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,9 @@ pub struct RunConfig {
     pub class_names: Vec<String>,
     pub prediction: String,
     pub schedule: ScheduleConfig,
+    /// Set for continuous-time score models (vp, subvp, ve); absent for discrete DDPM models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sde: Option<String>,
     pub unet: UNetConfig,
     pub train: TrainConfig,
 }
@@ -77,6 +81,14 @@ pub struct RunConfig {
 impl RunConfig {
     pub fn prediction(&self) -> Result<Prediction> {
         Ok(self.prediction.parse()?)
+    }
+
+    /// How the network is told the noise level.
+    pub fn conditioning(&self) -> Result<Conditioning> {
+        Ok(match &self.sde {
+            Some(name) => Conditioning::Continuous(name.parse::<Sde>()?),
+            None => Conditioning::Discrete(self.schedule.build()?),
+        })
     }
 
     /// Checks everything that can be checked before training starts.
@@ -87,7 +99,7 @@ impl RunConfig {
                 self.format
             )));
         }
-        self.schedule.build()?;
+        self.conditioning()?;
         self.prediction()?;
         self.unet.validate()?;
         let t = &self.train;
@@ -143,6 +155,7 @@ pub struct LoadedRun {
     pub dir: PathBuf,
     pub config: RunConfig,
     pub schedule: NoiseSchedule,
+    pub cond: Conditioning,
     pub net: UNet,
     pub step: usize,
 }
@@ -178,6 +191,7 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         schedule: config.schedule.build()?,
+        cond: config.conditioning()?,
         step: checkpoint_step(&contents, &path)?,
         config,
         net,

@@ -325,6 +325,56 @@ fn bad_sampling_input_gets_a_clear_error() {
 }
 
 #[test]
+fn score_models_train_from_the_cli_and_sample_with_any_sampler() {
+    let out = tmp("score").join("ve");
+    ok(&[
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        s(&out),
+        "--sde",
+        "ve",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--base-channels",
+        "8",
+        "--heads",
+        "2",
+        "--quiet",
+    ]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["sde"], "ve");
+    for sampler in ["pc", "ode", "ddim"] {
+        let d = tmp(&format!("score-{sampler}"));
+        let said = ok(&[
+            "sample",
+            "--run",
+            s(&out),
+            "--sampler",
+            sampler,
+            "--steps",
+            "5",
+            "--n",
+            "2",
+            "--out-dir",
+            s(&d),
+        ]);
+        if sampler == "pc" {
+            assert!(said.contains("ve SDE"), "the model's own SDE is the default: {said}");
+        }
+        assert!(d.join("00001.png").is_file());
+    }
+    fails(
+        &["train", "--out", s(&tmp("badsde")), "--sde", "vq"],
+        "unknown SDE 'vq'",
+    );
+}
+
+#[test]
 fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
     let out = ok(&[
         "lab",

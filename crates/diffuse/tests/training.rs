@@ -26,6 +26,7 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
         class_names: vec![],
         prediction: prediction.into(),
         schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
+        sde: None,
         unet: UNetConfig {
             base_channels: 16,
             heads: 2,
@@ -75,7 +76,7 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
     let r = run::load(&out, Weights::Raw, &device).unwrap();
     let den = UNetDenoiser {
         net: &r.net,
-        schedule: &r.schedule,
+        cond: &r.cond,
         prediction: r.config.prediction().unwrap(),
         clip: true,
     };

@@ -66,7 +66,7 @@ pub struct LabArgs {
     /// Write the sweep's markdown table here.
     #[arg(long)]
     table: Option<PathBuf>,
-    /// Write the sweep's plot (log10 w1 against log10 NFE, one colour per sampler) here.
+    /// Write the sweep's plot (W1 against NFE, log-log, one colour per sampler) here.
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -117,6 +117,24 @@ fn measure(target: &Target, plan: &Plan, n: usize, seed: u64) -> Outcome {
     }
 }
 
+/// `n` independent draws from the target (component by weight, then its Gaussian).
+fn exact_draws(target: &Target, n: usize, seed: u64) -> Vec<f64> {
+    use rand::Rng;
+    let mut r = diffuse::rng::stream(seed ^ 0xf100_0d, 0);
+    let z = diffuse::rng::normals(&mut r, n);
+    z.iter()
+        .map(|&z| {
+            let u: f64 = r.random();
+            let mut acc = 0.0;
+            let k = target.weights.iter().position(|w| {
+                acc += w;
+                u < acc
+            });
+            target.means[k.unwrap_or(target.means.len() - 1)] + target.std * z as f64
+        })
+        .collect()
+}
+
 pub fn lab(a: LabArgs) -> anyhow::Result<()> {
     if a.samples < 2 {
         bail!("--samples must be at least 2");
@@ -126,7 +144,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
     if let Some(list) = &a.sweep {
         return sweep(&a, &target, &schedule, list);
     }
-    let plan = a.sampler.plan(&schedule)?;
+    let plan = a.sampler.plan(&schedule, None)?;
     let o = measure(&target, &plan, a.samples, a.seed);
     let target_q: Vec<f64> = PROBS.iter().map(|&p| target.quantile(p)).collect();
     if a.json {
@@ -210,7 +228,7 @@ fn sweep(a: &LabArgs, target: &Target, schedule: &NoiseSchedule, list: &str) -> 
         };
         let mut curve = Vec::new();
         for (label, s) in settings {
-            let plan = match s.plan(schedule) {
+            let plan = match s.plan(schedule, None) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("skipping {name} at {label}: {e}");
@@ -230,6 +248,12 @@ fn sweep(a: &LabArgs, target: &Target, schedule: &NoiseSchedule, list: &str) -> 
         }
         curves.push((name.to_string(), curve));
     }
+    // The floor: the W1 of exact draws from the target, the same number of them.
+    let floor = target.w1(&exact_draws(target, a.samples, a.seed));
+    rows.push_str(&format!(
+        "| exact draws from the target (sampling floor) | | 0 | {floor:.5} | | |\n"
+    ));
+    eprintln!("W1 of {} exact draws from the target: {floor:.5}", a.samples);
     let legend: Vec<String> = curves
         .iter()
         .enumerate()
@@ -246,8 +270,8 @@ fn sweep(a: &LabArgs, target: &Target, schedule: &NoiseSchedule, list: &str) -> 
             .collect();
         let series: Vec<Series> = logged.iter().map(|p| Series { points: p }).collect();
         let names: Vec<&str> = curves.iter().map(|(n, _)| n.as_str()).collect();
-        diffuse::imageio::write_rgb(path, diffuse::plot::with_legend(line_plot(&series, true), &names))?;
-        eprintln!("plot: x = log10 NFE, y = W1 (log scale); {}", legend.join(", "));
+        diffuse::imageio::write_rgb(path, diffuse::plot::with_legend(line_plot(&series, true, true), &names))?;
+        eprintln!("plot: W1 against NFE, both log scale; {}", legend.join(", "));
     }
     Ok(())
 }

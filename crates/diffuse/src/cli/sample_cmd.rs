@@ -79,7 +79,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let device = diffuse::device::device();
     let run = run::load(&a.run, a.weights, &device)?;
     let cfg = &run.config;
-    let plan = a.sampler.plan(&run.schedule)?;
+    let plan = a.sampler.plan(&run.schedule, cfg.sde.as_deref())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
     let noise = a.init_noise.as_deref().map(|p| read_noise(p, a.n, shape)).transpose()?;
     let strip_at: Vec<usize> = if a.strip.is_some() {
@@ -89,7 +89,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     };
     let den = UNetDenoiser {
         net: &run.net,
-        schedule: &run.schedule,
+        cond: &run.cond,
         prediction: cfg.prediction()?,
         clip: !a.no_clip,
     };

@@ -71,8 +71,9 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub timestep_spacing: Option<String>,
     /// The SDE for SDE-based samplers: vp (β 0.1 → 20), subvp, ve (σ 0.01 → 50, geometric).
-    #[arg(long, default_value = "vp")]
-    pub sde: String,
+    /// Default: the model's own SDE for score models, vp otherwise.
+    #[arg(long)]
+    pub sde: Option<String>,
     /// The predictor of --sampler pc.
     #[arg(long, value_enum, default_value = "reverse-diffusion")]
     pub predictor: PredictorName,
@@ -139,11 +140,11 @@ impl SamplerArgs {
         })
     }
 
-    /// The plan on `schedule` (discrete samplers) or on --sde (the others).
-    pub fn plan(&self, schedule: &NoiseSchedule) -> anyhow::Result<Plan> {
+    /// The plan on `schedule` (discrete samplers) or on --sde, else `default_sde`, else VP (the others).
+    pub fn plan(&self, schedule: &NoiseSchedule, default_sde: Option<&str>) -> anyhow::Result<Plan> {
         let method = self.method();
         let spacing = self.spacing()?;
-        let sde: Sde = self.sde.parse()?;
+        let sde: Sde = self.sde.as_deref().or(default_sde).unwrap_or("vp").parse()?;
         if !method.is_discrete() && self.timestep_spacing.is_some() {
             bail!("--timestep-spacing applies to ddpm, ddim and dpmpp-2m only");
         }

@@ -59,7 +59,7 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
             .enumerate()
             .map(|(t, v)| (t as f64, (v - lo) / (hi - lo)))
             .collect();
-        let img = line_plot(&[Series { points: &abar }, Series { points: &scaled }], false);
+        let img = line_plot(&[Series { points: &abar }, Series { points: &scaled }], false, false);
         diffuse::imageio::write_rgb(&path, img).with_context(|| "writing the schedule plot")?;
     }
     Ok(())

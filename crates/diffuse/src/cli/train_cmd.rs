@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// β schedule: linear | scaled-linear | cosine | sigmoid.
     #[arg(long, default_value = "linear")]
     schedule: String,
+    /// Train a continuous-time score model on this SDE (vp, subvp, ve) instead of a discrete DDPM:
+    /// t ~ U(1e-5, 1), the network told 999·t (the ε loss is denoising score matching with weight σ²).
+    #[arg(long)]
+    sde: Option<String>,
     /// Train timesteps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
@@ -128,6 +132,11 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         class_names: data.class_names.clone(),
         prediction: a.prediction.parse::<diffuse_math::Prediction>()?.name().into(),
         schedule: ScheduleConfig::new(kind, a.timesteps, range),
+        sde: a
+            .sde
+            .as_deref()
+            .map(|s| s.parse::<diffuse_math::Sde>().map(|s| s.name().to_string()))
+            .transpose()?,
         unet,
         train: TrainConfig {
             steps: a.steps.unwrap_or(if small { 800 } else { 20000 }),

@@ -24,7 +24,10 @@ pub fn write(dir: &Path, rows: &[LossRow], total_steps: usize) -> Result<()> {
     let raw: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.loss)).collect();
     let window = (total_steps / 100).clamp(1, 200);
     let smoothed = smooth(&raw, window);
-    crate::imageio::write_rgb(&dir.join("loss.png"), line_plot(&[Series { points: &smoothed }], true))
+    crate::imageio::write_rgb(
+        &dir.join("loss.png"),
+        line_plot(&[Series { points: &smoothed }], false, true),
+    )
 }
 
 pub fn read(dir: &Path) -> Result<Vec<LossRow>> {

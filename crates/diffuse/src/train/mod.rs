@@ -8,7 +8,7 @@ mod ema;
 mod log;
 
 use crate::data::Dataset;
-use crate::denoise::UNetDenoiser;
+use crate::denoise::{Conditioning, UNetDenoiser};
 use crate::forward::{add_noise, per_item};
 use crate::nn::UNet;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
@@ -154,26 +154,26 @@ fn clip_grad_norm(model: &UNet, grads: &mut GradientsParams, max: f64) -> f64 {
 fn batch(
     cfg: &RunConfig,
     data: &Dataset,
-    schedule: &NoiseSchedule,
+    cond: &Conditioning,
     step: usize,
     device: &Device,
 ) -> Result<(Tensor<4>, Tensor<1>, Tensor<4>)> {
     let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
     let b = cfg.train.batch_size;
     let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..data.len())).collect();
-    let ts: Vec<usize> = (0..b).map(|_| r.random_range(0..schedule.len())).collect();
+    let levels: Vec<(f64, f64)> = (0..b).map(|_| cond.training_level(r.random::<f64>())).collect();
     let shape = [b, data.channels, data.height, data.width];
     let x0 = Tensor::<4>::from_data(TensorData::new(data.gather(&idx), shape), device);
     let eps = Tensor::<4>::from_data(
         TensorData::new(rng::normals(&mut r, b * data.image_size()), shape),
         device,
     );
-    let abar: Vec<f64> = ts.iter().map(|&t| schedule.alphas_cumprod[t]).collect();
+    let abar: Vec<f64> = levels.iter().map(|l| l.0).collect();
     let prediction = cfg.prediction()?;
     let (cx, ce) = per_item(&abar, device, |ab| prediction.target(ab));
     let target = x0.clone() * cx + eps.clone() * ce;
     let xt = add_noise(x0, eps, &abar);
-    let t = Tensor::<1>::from_floats(ts.iter().map(|&t| t as f32).collect::<Vec<_>>().as_slice(), device);
+    let t = Tensor::<1>::from_floats(levels.iter().map(|l| l.1 as f32).collect::<Vec<_>>().as_slice(), device);
     Ok((xt, t, target))
 }
 
@@ -186,6 +186,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
             data.channels, data.height, data.width, cfg.channels, cfg.height, cfg.width
         )));
     }
+    let cond = cfg.conditioning()?;
     let schedule = cfg.schedule.build()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     cfg.write(out)?; // on resume this records an extended step count
@@ -208,7 +209,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
             // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
             device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
         }
-        let (xt, tt, target) = batch(cfg, data, &schedule, step, &device)?;
+        let (xt, tt, target) = batch(cfg, data, &cond, step, &device)?;
         let pred = s.model.forward(xt, tt);
         let loss = (pred - target).square().mean();
         let grads = loss.backward();
@@ -236,7 +237,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
             save(cfg, out, &s)?;
         }
         if last || (t.sample_every > 0 && s.step % t.sample_every == 0) {
-            preview(cfg, &schedule, &s.ema, out, s.step)?;
+            preview(cfg, &schedule, &cond, &s.ema, out, s.step)?;
         }
     }
     bar.finish_and_clear();
@@ -250,7 +251,14 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
 }
 
 /// A DDIM-50 grid of 64 EMA samples (fixed seed 0, so grids of successive steps compare).
-fn preview(cfg: &RunConfig, schedule: &NoiseSchedule, ema: &UNet, out: &Path, step: usize) -> Result<()> {
+fn preview(
+    cfg: &RunConfig,
+    schedule: &NoiseSchedule,
+    cond: &Conditioning,
+    ema: &UNet,
+    out: &Path,
+    step: usize,
+) -> Result<()> {
     let device = crate::device::device();
     let steps = 50.min(schedule.len());
     let process = Process::Discrete {
@@ -260,7 +268,7 @@ fn preview(cfg: &RunConfig, schedule: &NoiseSchedule, ema: &UNet, out: &Path, st
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps)?;
     let den = UNetDenoiser {
         net: ema,
-        schedule,
+        cond,
         prediction: cfg.prediction()?,
         clip: true,
     };
