@@ -120,7 +120,7 @@ fn measure(target: &Target, plan: &Plan, n: usize, seed: u64) -> Outcome {
 /// `n` independent draws from the target (component by weight, then its Gaussian).
 fn exact_draws(target: &Target, n: usize, seed: u64) -> Vec<f64> {
     use rand::Rng;
-    let mut r = diffuse::rng::stream(seed ^ 0xf100_0d, 0);
+    let mut r = diffuse::rng::stream(seed ^ 0x00f1_000d, 0);
     let z = diffuse::rng::normals(&mut r, n);
     z.iter()
         .map(|&z| {
