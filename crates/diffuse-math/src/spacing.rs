@@ -53,15 +53,17 @@ impl TimestepSpacing {
         Ok(ts)
     }
 
-    /// The K timesteps of diffusers' `DPMSolverMultistepScheduler` for this spacing, after which it steps to
-    /// σ = 0. Its "linspace" and "leading" take K + 1 points and drop the last, unlike DDIM's.
+    /// The timesteps of diffusers' `DPMSolverMultistepScheduler` for this spacing, after which it steps to
+    /// σ = 0. Its "linspace" and "leading" take K + 1 points and drop the last, unlike DDIM's. Rounding can
+    /// repeat a timestep when K is close to T; repeats are dropped (a zero-length step would divide by zero in
+    /// the multistep update), so fewer than K may come back.
     pub fn dpm_solver_timesteps(self, train_steps: usize, steps: usize) -> Result<Vec<i64>, MathError> {
         if steps == 0 || steps > train_steps {
             return Err(MathError::Invalid(format!(
                 "steps must be between 1 and the {train_steps} train timesteps, got {steps}"
             )));
         }
-        Ok(match self {
+        let mut ts: Vec<i64> = match self {
             TimestepSpacing::Trailing => self.timesteps(train_steps, steps)?,
             TimestepSpacing::Linspace => crate::schedule::linspace(0.0, train_steps as f64 - 1.0, steps + 1)
                 .into_iter()
@@ -73,7 +75,9 @@ impl TimestepSpacing {
                 let ratio = train_steps / (steps + 1);
                 (1..=steps).rev().map(|i| (i * ratio) as i64).collect()
             }
-        })
+        };
+        ts.dedup();
+        Ok(ts)
     }
 
     /// Pairs (t, t_prev) a sampler steps through; the last step goes to −1, where ᾱ = 1.

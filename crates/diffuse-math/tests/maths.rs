@@ -127,3 +127,19 @@ fn timestep_of_inverts_alpha_bar() {
     assert_eq!(s.timestep_of(1.0), 0.0);
     assert_eq!(s.timestep_of(0.0), 999.0);
 }
+
+#[test]
+fn dpm_solver_timesteps_never_repeat() {
+    for sp in [
+        TimestepSpacing::Leading,
+        TimestepSpacing::Trailing,
+        TimestepSpacing::Linspace,
+    ] {
+        for k in [1usize, 10, 500, 999, 1000] {
+            let ts = sp.dpm_solver_timesteps(1000, k).unwrap();
+            assert!(ts.windows(2).all(|w| w[0] > w[1]), "{sp} {k}");
+            assert!(ts.len() <= k && ts.len() + 2 >= k.min(ts.len() + 2), "{sp} {k}");
+            assert!(*ts.last().unwrap() >= 0 && ts[0] <= 999);
+        }
+    }
+}

@@ -114,46 +114,66 @@ impl Denoiser for OracleX0 {
     }
 }
 
-/// The exact denoiser for data whose every value is drawn from a 1-D target Σ w_k N(μ_k, s²):
-/// E[x₀ | x] = Σ r_k (μ_k + α s²/v (x − α μ_k)), v = α² s² + σ², with responsibilities
-/// r_k ∝ w_k N(x; α μ_k, v). A single component is the Gaussian case.
+/// The exact denoiser for data drawn from an isotropic mixture Σ w_k N(μ_k, s² I) of points in d dimensions,
+/// the channel dimension of x (d = 1 with values along the other dimensions: independent 1-D draws):
+/// E[x₀ | x] = Σ r_k (μ_k + α s²/v (x − α μ_k)), v = α² s² + σ², responsibilities r_k ∝ w_k N(x; α μ_k, v I).
+/// A single component is the Gaussian case.
 pub struct ExactDenoiser {
-    pub target: Target,
+    pub means: Vec<Vec<f64>>,
+    pub weights: Vec<f64>,
+    pub std: f64,
+}
+
+impl ExactDenoiser {
+    /// The denoiser of a 1-D target.
+    pub fn new(target: &Target) -> ExactDenoiser {
+        ExactDenoiser {
+            means: target.means.iter().map(|&m| vec![m]).collect(),
+            weights: target.weights.clone(),
+            std: target.std,
+        }
+    }
 }
 
 impl Denoiser for ExactDenoiser {
     fn denoise(&self, x: Tensor<4>, level: Level) -> Denoised {
         let (a, s) = (level.alpha, level.sigma);
-        let t = &self.target;
-        let v = a * a * t.std * t.std + s * s;
-        let shrink = a * t.std * t.std / v;
+        let [b, d, h, w] = x.dims();
+        let v = a * a * self.std * self.std + s * s;
+        let shrink = a * self.std * self.std / v;
+        let mu = |m: &[f64]| {
+            assert_eq!(m.len(), d, "mixture means have {} coordinates, the data {d}", m.len());
+            Tensor::<4>::from_data(
+                TensorData::new(m.iter().map(|&v| v as f32).collect::<Vec<_>>(), [1, d, 1, 1]),
+                &x.device(),
+            )
+        };
         // Per component: x̂₀ = μ + shrink·(x − αμ) and ε̂ = (σ/v)(x − αμ). ε̂ is formed directly, not as
         // (x − αx̂₀)/σ, which in f32 cancels to rounding noise when σ is tiny (sub-VP near t = 0).
-        let x0_of = |m: f64| x.clone().mul_scalar(shrink).add_scalar(m * (1.0 - shrink * a));
-        let eps_of = |m: f64| x.clone().sub_scalar(a * m).mul_scalar(s / v);
-        if t.means.len() == 1 {
+        let diffs: Vec<Tensor<4>> = self.means.iter().map(|m| x.clone() - mu(m).mul_scalar(a)).collect();
+        let x0_of = |k: usize| x.clone().mul_scalar(shrink) + mu(&self.means[k]).mul_scalar(1.0 - shrink * a);
+        let eps_of = |k: usize| diffs[k].clone().mul_scalar(s / v);
+        if self.means.len() == 1 {
             return Denoised {
-                x0: x0_of(t.means[0]),
-                eps: eps_of(t.means[0]),
+                x0: x0_of(0),
+                eps: eps_of(0),
             };
         }
-        let logits: Vec<Tensor<4>> = t
-            .means
+        let logits: Vec<Tensor<4>> = diffs
             .iter()
-            .zip(&t.weights)
-            .map(|(&m, &w)| {
-                x.clone()
-                    .sub_scalar(a * m)
+            .zip(&self.weights)
+            .map(|(diff, &wk)| {
+                diff.clone()
                     .square()
+                    .sum_dim(1)
                     .mul_scalar(-0.5 / v)
-                    .add_scalar(w.ln())
+                    .add_scalar(wk.ln())
             })
             .collect();
-        let r = softmax(Tensor::stack::<5>(logits, 0), 0);
-        let [_, b, c, h, w] = r.dims();
-        let mix = |f: &dyn Fn(f64) -> Tensor<4>| {
-            let comps = Tensor::stack::<5>(t.means.iter().map(|&m| f(m)).collect(), 0);
-            (r.clone() * comps).sum_dim(0).reshape([b, c, h, w])
+        let r = softmax(Tensor::stack::<5>(logits, 0), 0); // [K, b, 1, h, w]
+        let mix = |f: &dyn Fn(usize) -> Tensor<4>| {
+            let comps = Tensor::stack::<5>((0..self.means.len()).map(f).collect(), 0);
+            (r.clone() * comps).sum_dim(0).reshape([b, d, h, w])
         };
         Denoised {
             x0: mix(&x0_of),
@@ -189,11 +209,31 @@ mod tests {
         let xs = [-2.0f32, -0.3, 0.0, 0.7, 1.9, 3.5];
         let x = Tensor::<4>::from_data(TensorData::new(xs.to_vec(), [1, 1, 1, 6]), &device);
         let level = Level { alpha: 0.8, sigma: 0.6 };
-        let den = ExactDenoiser { target: target.clone() };
+        let den = ExactDenoiser::new(&target);
         let got: Vec<f32> = den.denoise(x, level).x0.into_data().try_into_vec().unwrap();
         for (g, &xv) in got.iter().zip(&xs) {
             let want = target.posterior_mean(xv as f64, 0.8, 0.6);
             assert!((*g as f64 - want).abs() < 1e-5, "{xv}: {g} vs {want}");
         }
+    }
+
+    #[test]
+    fn point_mixture_denoiser_weighs_components_by_distance_in_all_coordinates() {
+        // Two 2-D components that share their x-coordinate: only y can tell them apart.
+        let device = crate::device::device();
+        let den = ExactDenoiser {
+            means: vec![vec![0.0, -1.0], vec![0.0, 1.0]],
+            weights: vec![0.5, 0.5],
+            std: 0.1,
+        };
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.3f32, 0.9], [1, 2, 1, 1]), &device);
+        let x0: Vec<f32> = den
+            .denoise(x, Level { alpha: 1.0, sigma: 0.1 })
+            .x0
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        // Nearly all weight on the upper component: x̂₀ ≈ μ + ½(x − μ) (shrink = 0.01/0.02).
+        assert!((x0[0] - 0.15).abs() < 1e-3 && (x0[1] - 0.95).abs() < 1e-3, "{x0:?}");
     }
 }

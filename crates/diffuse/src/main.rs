@@ -5,6 +5,13 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Restore the default SIGPIPE action, as other Unix tools have: a reader that goes away (`| head`) ends
+    // the process quietly instead of making println! panic.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // One line: the error and its causes, as ripgrep does.

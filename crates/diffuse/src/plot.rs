@@ -209,6 +209,30 @@ pub fn with_legend(mut img: RgbImage, names: &[&str]) -> RgbImage {
     img
 }
 
+/// A density scatter plot of 2-D points in [−extent, extent]²: darker where more points fall.
+pub fn scatter(points: &[(f64, f64)], extent: f64) -> RgbImage {
+    let size = 400u32;
+    let mut counts = vec![0u32; (size * size) as usize];
+    for &(x, y) in points {
+        let px = ((x + extent) / (2.0 * extent) * size as f64).floor();
+        let py = ((extent - y) / (2.0 * extent) * size as f64).floor();
+        if (0.0..size as f64).contains(&px) && (0.0..size as f64).contains(&py) {
+            counts[(py as u32 * size + px as u32) as usize] += 1;
+        }
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    RgbImage::from_fn(size, size, |x, y| {
+        let c = counts[(y * size + x) as usize];
+        if c == 0 {
+            return Rgb([255, 255, 255]);
+        }
+        // Log scale so that sparse tails stay visible next to dense modes.
+        let f = 1.0 - (1.0 + c as f64).ln() / (1.0 + top).ln();
+        let v = (f * 200.0) as u8;
+        Rgb([v, v, (v as u16 + 40).min(255) as u8])
+    })
+}
+
 /// A moving average over `window` points, to make a noisy loss curve readable.
 pub fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
     let w = window.max(1);

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod lab_cmd;
+mod likelihood_cmd;
 mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;
@@ -30,6 +31,8 @@ enum Command {
     Sample(sample_cmd::SampleArgs),
     /// Run a sampler against an exact target distribution (no training) and measure it.
     Lab(lab_cmd::LabArgs),
+    /// Negative log-likelihood of images in bits/dim, through the probability-flow ODE.
+    Likelihood(likelihood_cmd::LikelihoodArgs),
     /// Print a noise schedule (β, ᾱ, log-SNR per train step), optionally as JSON or a plot.
     Schedule(schedule_cmd::ScheduleArgs),
     /// Train or apply the small classifier that measures sample quality.
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(a) => sample_cmd::sample(a),
         Command::Schedule(a) => schedule_cmd::schedule(a),
         Command::Lab(a) => lab_cmd::lab(a),
+        Command::Likelihood(a) => likelihood_cmd::likelihood(a),
         Command::Classifier(c) => train_cmd::classifier(c),
     }
 }

@@ -43,11 +43,12 @@ pub fn run(
             let mut levels: Vec<Level> = ts.iter().map(|&t| level(t)).collect();
             levels.push(Level::CLEAN);
             let mut prev_x0: Option<Tensor<4>> = None;
-            for i in 0..steps {
+            let n = ts.len();
+            for i in 0..n {
                 let (from, to) = (levels[i], levels[i + 1]);
                 let d = ctx.denoise(x.clone(), from);
                 // First order at the start and into σ = 0 (diffusers' lower_order_final).
-                let h_prev = (i > 0 && i + 1 < steps).then(|| from.lambda() - levels[i - 1].lambda());
+                let h_prev = (i > 0 && i + 1 < n).then(|| from.lambda() - levels[i - 1].lambda());
                 let (cx, c0, c1) = dpm_solver_pp(from, to, h_prev);
                 let mut next = x.mul_scalar(cx) + d.x0.clone().mul_scalar(c0);
                 if let (Some(p), true) = (&prev_x0, c1 != 0.0) {

@@ -168,11 +168,23 @@ pub struct Ctx<'a> {
     streams: &'a mut [ChaCha8Rng],
     keep: &'a [usize],
     kept: Vec<Tensor<4>>,
-    on_step: &'a mut dyn FnMut(usize),
+    on_step: Option<&'a mut dyn FnMut(usize)>,
     pub nfe: usize,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A context with no kept steps and no progress callback.
+    pub fn new(den: &'a dyn Denoiser, streams: &'a mut [ChaCha8Rng]) -> Ctx<'a> {
+        Ctx {
+            den,
+            streams,
+            keep: &[],
+            kept: Vec::new(),
+            on_step: None,
+            nfe: 0,
+        }
+    }
+
     pub fn denoise(&mut self, x: Tensor<4>, level: Level) -> Denoised {
         self.nfe += 1;
         self.den.denoise(x, level)
@@ -190,7 +202,9 @@ impl Ctx<'_> {
         if self.keep.contains(&i) {
             self.kept.push(x0.clone());
         }
-        (self.on_step)(i);
+        if let Some(f) = self.on_step.as_mut() {
+            f(i);
+        }
     }
 }
 
@@ -209,7 +223,7 @@ pub fn run(
         streams,
         keep: keep_x0,
         kept: Vec::new(),
-        on_step,
+        on_step: Some(on_step),
         nfe: 0,
     };
     let x = match (&plan.process, plan.method) {
