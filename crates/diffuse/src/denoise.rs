@@ -2,7 +2,7 @@
 //! Discrete samplers ask at their schedule's levels, SDE samplers at their SDE's; a model trained on a
 //! discrete schedule answers any level through the variance-preserving correspondence.
 
-use crate::nn::UNet;
+use crate::nn::Net;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use diffuse_math::dist::Target;
@@ -71,7 +71,7 @@ impl Conditioning {
 /// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
 /// (diffusers' `clip_sample`).
 pub struct UNetDenoiser<'a> {
-    pub net: &'a UNet,
+    pub net: &'a Net,
     pub cond: &'a Conditioning,
     pub prediction: Prediction,
     pub clip: bool,

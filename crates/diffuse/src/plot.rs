@@ -171,7 +171,7 @@ pub fn line_plot(series: &[Series], log_x: bool, log_y: bool) -> RgbImage {
             &mut img,
             (px as u32).saturating_sub(12),
             H - BOTTOM + 10,
-            &fmt_tick(xv),
+            &if log_x { fmt_tick(10f64.powf(xv)) } else { fmt_tick(xv) },
             [0, 0, 0],
         );
     }
@@ -231,6 +231,26 @@ pub fn scatter(points: &[(f64, f64)], extent: f64) -> RgbImage {
         let v = (f * 200.0) as u8;
         Rgb([v, v, (v as u16 + 40).min(255) as u8])
     })
+}
+
+/// A picture of a point cloud given as n × d values: 2-D points as they are, 3-D points turned 35° about z
+/// and seen from 60° above the xy-plane (orthographic projection).
+pub fn point_cloud(flat: &[f32], d: usize) -> RgbImage {
+    let (sa, ca) = (35f64.to_radians().sin(), 35f64.to_radians().cos());
+    let (se, ce) = (60f64.to_radians().sin(), 60f64.to_radians().cos());
+    let pts: Vec<(f64, f64)> = flat
+        .chunks(d.max(1))
+        .map(|p| match d {
+            1 => (p[0] as f64, 0.0),
+            2 => (p[0] as f64, p[1] as f64),
+            _ => {
+                let (x, y, z) = (p[0] as f64, p[1] as f64, p[2] as f64);
+                let (x, y) = (ca * x - sa * y, sa * x + ca * y);
+                (x, ce * z + se * y)
+            }
+        })
+        .collect();
+    scatter(&pts, 1.6)
 }
 
 /// A moving average over `window` points, to make a noisy loss curve readable.

@@ -2,7 +2,7 @@
 //! optimizer state, step), `loss.csv`, `loss.png`, sample grids.
 
 use crate::denoise::Conditioning;
-use crate::nn::{UNet, UNetConfig};
+use crate::nn::{Net, NetConfig};
 use crate::safetensors_io;
 use crate::{Error, Result};
 use burn::prelude::Device;
@@ -74,7 +74,7 @@ pub struct RunConfig {
     /// Set for continuous-time score models (vp, subvp, ve); absent for discrete DDPM models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sde: Option<String>,
-    pub unet: UNetConfig,
+    pub net: NetConfig,
     pub train: TrainConfig,
 }
 
@@ -101,10 +101,12 @@ impl RunConfig {
         }
         self.conditioning()?;
         self.prediction()?;
-        self.unet.validate()?;
+        self.net.validate()?;
         let t = &self.train;
-        if (self.unet.in_channels, self.unet.height, self.unet.width) != (self.channels, self.height, self.width) {
-            return Err(Error::Config("the UNet's image shape differs from the data's".into()));
+        if self.net.shape() != (self.channels, self.height, self.width) {
+            return Err(Error::Config(
+                "the network's input shape differs from the data's".into(),
+            ));
         }
         if t.batch_size == 0 || t.steps == 0 {
             return Err(Error::Config("steps and batch size must be positive".into()));
@@ -156,7 +158,7 @@ pub struct LoadedRun {
     pub config: RunConfig,
     pub schedule: NoiseSchedule,
     pub cond: Conditioning,
-    pub net: UNet,
+    pub net: Net,
     pub step: usize,
 }
 
@@ -187,7 +189,7 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         .groups
         .get(group)
         .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{group}' weights")))?;
-    let net = safetensors_io::load(config.unet.init(device)?, tensors, false, &path)?;
+    let net = safetensors_io::load(config.net.init(device)?, tensors, false, &path)?;
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         schedule: config.schedule.build()?,

@@ -246,6 +246,11 @@ mod tests {
             "{:?}",
             params.keys().take(5).collect::<Vec<_>>()
         );
+        let wrapped = crate::nn::NetConfig::Unet(tiny()).init(&device).unwrap();
+        assert!(
+            collect(&wrapped).contains_key("UNet.conv_in.weight"),
+            "the enum variant prefixes paths"
+        );
         let dir = std::env::temp_dir().join(format!("diffuse-st-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("w.safetensors");

@@ -87,11 +87,12 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let points = (cfg.height, cfg.width) == (1, 1);
     let den = UNetDenoiser {
         net: &run.net,
         cond: &run.cond,
         prediction: cfg.prediction()?,
-        clip: !a.no_clip,
+        clip: !a.no_clip && !points,
     };
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let bar = indicatif::ProgressBar::new((a.n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);
@@ -117,17 +118,30 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
     let per = c * h * w;
-    for i in 0..a.n {
-        imageio::write_png(
-            &a.out_dir.join(format!("{i:05}.png")),
-            &images[i * per..(i + 1) * per],
-            c,
-            h,
-            w,
-        )?;
-    }
-    if let Some(grid) = &a.grid {
-        imageio::write_grid(grid, images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
+    if (h, w) == (1, 1) {
+        // Point clouds: one CSV row per point, and the grid is a picture of the cloud.
+        let mut csv = String::new();
+        for p in images.chunks(c) {
+            csv.push_str(&p.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+            csv.push('\n');
+        }
+        diffuse::atomic::write(&a.out_dir.join("points.csv"), csv.as_bytes())?;
+        if let Some(grid) = &a.grid {
+            imageio::write_rgb(grid, diffuse::plot::point_cloud(images, c))?;
+        }
+    } else {
+        for i in 0..a.n {
+            imageio::write_png(
+                &a.out_dir.join(format!("{i:05}.png")),
+                &images[i * per..(i + 1) * per],
+                c,
+                h,
+                w,
+            )?;
+        }
+        if let Some(grid) = &a.grid {
+            imageio::write_grid(grid, images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
+        }
     }
     if let Some(path) = &a.strip {
         // Rows: images; columns: x̂₀ at the kept steps, then the final sample.

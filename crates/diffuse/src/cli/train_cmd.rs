@@ -4,7 +4,7 @@ use burn::module::Module;
 use clap::{Args, Subcommand};
 use diffuse::classifier;
 use diffuse::data::{Dataset, Split};
-use diffuse::nn::UNetConfig;
+use diffuse::nn::NetConfig;
 use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, RunConfig, ScheduleConfig, TrainConfig};
 use diffuse::train::{self, Options};
 use diffuse_math::BetaSchedule;
@@ -29,15 +29,16 @@ pub struct TrainArgs {
     /// Seed for initialisation and every training draw.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Optimiser steps (default: 800 for images up to 16×16, about 4 minutes on 2 cores; 20000 otherwise).
+    /// Optimiser steps (default: 800 for images up to 16×16, about 4 minutes on 2 cores; 3000 for points;
+    /// 20000 otherwise).
     #[arg(long)]
     steps: Option<usize>,
     /// Continue the run in --out from its last checkpoint (its config.json decides everything but --steps).
     #[arg(long)]
     resume: bool,
-    /// Images per step.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    /// Images (or points) per step (default: 64 images, 256 points).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Peak AdamW learning rate.
     #[arg(long, default_value_t = 3e-4)]
     lr: f64,
@@ -87,6 +88,12 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     heads: Option<usize>,
+    /// Hidden width of the MLP (point data).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Hidden layers of the MLP (point data).
+    #[arg(long)]
+    layers: Option<usize>,
     /// Dropout inside ResBlocks.
     #[arg(long)]
     dropout: Option<f64>,
@@ -110,18 +117,27 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             Some((s.unwrap_or(ds), e.unwrap_or(de)))
         }
     };
-    let mut unet = UNetConfig::for_image(data.channels, data.height, data.width);
-    unet.base_channels = a.base_channels.unwrap_or(unet.base_channels);
     let list = |s: &Option<String>, name: &str| -> anyhow::Result<Option<Vec<usize>>> {
         s.as_deref()
             .map(|v| parse_list::<usize>(v).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
             .transpose()
     };
-    unet.channel_mults = list(&a.channel_mults, "channel-mults")?.unwrap_or(unet.channel_mults);
-    unet.blocks_per_level = a.blocks_per_level.unwrap_or(unet.blocks_per_level);
-    unet.attention_resolutions = list(&a.attention, "attention")?.unwrap_or(unet.attention_resolutions);
-    unet.heads = a.heads.unwrap_or(unet.heads);
-    unet.dropout = a.dropout.unwrap_or(unet.dropout);
+    let mut net = NetConfig::for_data(data.channels, data.height, data.width);
+    match &mut net {
+        NetConfig::Unet(unet) => {
+            unet.base_channels = a.base_channels.unwrap_or(unet.base_channels);
+            unet.channel_mults = list(&a.channel_mults, "channel-mults")?.unwrap_or(unet.channel_mults.clone());
+            unet.blocks_per_level = a.blocks_per_level.unwrap_or(unet.blocks_per_level);
+            unet.attention_resolutions = list(&a.attention, "attention")?.unwrap_or(unet.attention_resolutions.clone());
+            unet.heads = a.heads.unwrap_or(unet.heads);
+            unet.dropout = a.dropout.unwrap_or(unet.dropout);
+        }
+        NetConfig::Mlp(mlp) => {
+            mlp.hidden = a.hidden.unwrap_or(mlp.hidden);
+            mlp.layers = a.layers.unwrap_or(mlp.layers);
+        }
+    }
+    let points = data.height == 1 && data.width == 1;
     let small = data.height.max(data.width) <= 16;
     let cfg = RunConfig {
         format: FORMAT,
@@ -137,10 +153,16 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             .as_deref()
             .map(|s| s.parse::<diffuse_math::Sde>().map(|s| s.name().to_string()))
             .transpose()?,
-        unet,
+        net,
         train: TrainConfig {
-            steps: a.steps.unwrap_or(if small { 800 } else { 20000 }),
-            batch_size: a.batch_size,
+            steps: a.steps.unwrap_or(if points {
+                3000
+            } else if small {
+                800
+            } else {
+                20000
+            }),
+            batch_size: a.batch_size.unwrap_or(if points { 256 } else { 64 }),
             lr: a.lr,
             warmup_steps: a.warmup,
             weight_decay: a.weight_decay,
@@ -174,19 +196,15 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         let data = Dataset::load(&a.data, a.split)?;
         (new_config(&a, &data)?, data)
     };
-    let u = &cfg.unet;
-    let net_params = u.init(&diffuse::device::device())?.num_params();
+    let net_params = cfg.net.init(&diffuse::device::device())?.num_params();
     eprintln!(
-        "training {} ({} images {}×{}×{}), UNet {} parameters (base {}, mults {:?}, attention at {:?}), {} steps of batch {}",
+        "training {} ({} items {}×{}×{}), {} with {net_params} parameters, {} steps of batch {}",
         cfg.data,
         data.len(),
         cfg.channels,
         cfg.height,
         cfg.width,
-        net_params,
-        u.base_channels,
-        u.channel_mults,
-        u.attention_resolutions,
+        cfg.net.describe(),
         cfg.train.steps,
         cfg.train.batch_size
     );

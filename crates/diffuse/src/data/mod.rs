@@ -1,11 +1,13 @@
 //! Data sets as pixel arrays in [-1, 1], NCHW, with optional labels.
 //!
 //! `--data` takes: `digits` (embedded, the default), `mnist[:DIR]`, `fashion-mnist[:DIR]`,
-//! `idx:IMAGES[,LABELS]`, or `folder:DIR` / a folder path (PNGs; sub-folders become labels).
+//! `idx:IMAGES[,LABELS]`, `folder:DIR` / a folder path (PNGs; sub-folders become labels), or
+//! `points:circle|sphere|torus|letter` (point clouds as 1×1 images with a channel per coordinate).
 
 mod digits;
 mod folder;
 mod idx;
+pub mod points;
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -99,10 +101,11 @@ impl Dataset {
                 idx::load_files(spec, Path::new(images), labels)?
             }
             "folder" => folder::load(Path::new(arg))?,
+            "points" => points::load(arg, split)?,
             _ if Path::new(spec).is_dir() => folder::load(Path::new(spec))?,
             _ => {
                 return Err(Error::Data(format!(
-                    "unknown data '{spec}' (expected digits, mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR or a folder)"
+                    "unknown data '{spec}' (expected digits, mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR, a folder, or points:circle|sphere|torus|letter)"
                 )));
             }
         };

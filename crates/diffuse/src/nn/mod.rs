@@ -1,8 +1,13 @@
-//! Networks: the UNet noise predictor and the small evaluation classifier.
+//! Networks: the UNet (images) and the MLP (points) noise predictors, and the small evaluation classifier.
 
 pub mod classifier_net;
+pub mod mlp;
 pub mod unet;
 
+use crate::Result;
+use burn::prelude::*;
+pub use mlp::{Mlp, MlpConfig};
+use serde::{Deserialize, Serialize};
 pub use unet::{UNet, UNetConfig};
 
 /// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
@@ -11,4 +16,82 @@ pub fn groups_for(channels: usize, max: usize) -> usize {
         .rev()
         .find(|g| channels.is_multiple_of(*g))
         .unwrap_or(1)
+}
+
+/// Which noise predictor a run trains, with its shape; stored in config.json as `{"kind": "unet", …}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum NetConfig {
+    Unet(UNetConfig),
+    Mlp(MlpConfig),
+}
+
+impl NetConfig {
+    /// The network for data of this shape: an MLP for points (1×1 "images"), a UNet otherwise.
+    pub fn for_data(channels: usize, height: usize, width: usize) -> NetConfig {
+        if height == 1 && width == 1 {
+            NetConfig::Mlp(MlpConfig::for_points(channels))
+        } else {
+            NetConfig::Unet(UNetConfig::for_image(channels, height, width))
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            NetConfig::Unet(c) => c.validate(),
+            NetConfig::Mlp(c) => c.validate(),
+        }
+    }
+
+    /// The (channels, height, width) of the data the network takes.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        match self {
+            NetConfig::Unet(c) => (c.in_channels, c.height, c.width),
+            NetConfig::Mlp(c) => (c.dim, 1, 1),
+        }
+    }
+
+    pub fn dropout(&self) -> f64 {
+        match self {
+            NetConfig::Unet(c) => c.dropout,
+            NetConfig::Mlp(_) => 0.0,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Result<Net> {
+        self.validate()?;
+        Ok(match self {
+            NetConfig::Unet(c) => Net::UNet(c.init(device)?),
+            NetConfig::Mlp(c) => Net::Mlp(Mlp::new(c, device)),
+        })
+    }
+
+    /// One line for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            NetConfig::Unet(u) => format!(
+                "UNet (base {}, mults {:?}, attention at {:?})",
+                u.base_channels, u.channel_mults, u.attention_resolutions
+            ),
+            NetConfig::Mlp(m) => format!("MLP ({} layers of {})", m.layers, m.hidden),
+        }
+    }
+}
+
+/// A noise predictor: x (images or points) and time inputs in, the network's output out.
+// A run holds one or two of these, never a collection: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Net {
+    UNet(UNet),
+    Mlp(Mlp),
+}
+
+impl Net {
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
+        match self {
+            Net::UNet(n) => n.forward(x, t),
+            Net::Mlp(n) => n.forward(x, t),
+        }
+    }
 }

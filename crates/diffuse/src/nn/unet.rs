@@ -104,7 +104,7 @@ pub struct TimeEmbedding {
 }
 
 impl TimeEmbedding {
-    fn new(dim: usize, out: usize, device: &Device) -> Self {
+    pub(crate) fn new(dim: usize, out: usize, device: &Device) -> Self {
         Self {
             lin1: LinearConfig::new(dim, out).init(device),
             lin2: LinearConfig::new(out, out).init(device),

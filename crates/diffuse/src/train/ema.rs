@@ -1,6 +1,6 @@
 //! Exponential moving average of the weights: ema ← d·ema + (1 − d)·θ after every optimiser step.
 
-use crate::nn::UNet;
+use crate::nn::Net;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ pub fn decay(max: f64, step: usize) -> f64 {
 }
 
 /// Blends the current weights into the average; parameters are matched by id (the two share ids).
-pub fn update(ema: UNet, model: &UNet, decay: f64) -> UNet {
+pub fn update(ema: Net, model: &Net, decay: f64) -> Net {
     struct Snap(HashMap<ParamId, Tensor<1>>);
     impl ModuleVisitor for Snap {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {

@@ -10,7 +10,7 @@ mod log;
 use crate::data::Dataset;
 use crate::denoise::{Conditioning, UNetDenoiser};
 use crate::forward::{add_noise, per_item};
-use crate::nn::UNet;
+use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
 use crate::safetensors_io::{self, Contents};
 use crate::sample::{self, Method, Plan, Process};
@@ -48,8 +48,8 @@ pub struct Options {
 }
 
 struct State {
-    model: UNet,
-    ema: UNet,
+    model: Net,
+    ema: Net,
     optim: ModuleOptimizer,
     step: usize,
     losses: Vec<LossRow>,
@@ -66,8 +66,8 @@ fn optimizer(cfg: &RunConfig) -> ModuleOptimizer {
 
 fn fresh(cfg: &RunConfig) -> Result<State> {
     let device = crate::device::train_device();
-    cfg.unet.validate()?;
-    let model = crate::device::init_seeded(cfg.train.seed, &device, |d| cfg.unet.init(d).expect("validated"));
+    cfg.net.validate()?;
+    let model = crate::device::init_seeded(cfg.train.seed, &device, |d| cfg.net.init(d).expect("validated"));
     let ema = model.valid();
     Ok(State {
         model,
@@ -87,8 +87,8 @@ fn restore(cfg: &RunConfig, out: &Path) -> Result<State> {
             .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{name}' weights")))
     };
     let device = crate::device::train_device();
-    let model = safetensors_io::load(cfg.unet.init(&device)?, group("model")?, true, &path)?;
-    let ema = safetensors_io::load(cfg.unet.init(&crate::device::device())?, group("ema")?, true, &path)?;
+    let model = safetensors_io::load(cfg.net.init(&device)?, group("model")?, true, &path)?;
+    let ema = safetensors_io::load(cfg.net.init(&crate::device::device())?, group("ema")?, true, &path)?;
     let blob = c
         .blobs
         .get("optimizer")
@@ -124,7 +124,7 @@ fn save(cfg: &RunConfig, out: &Path, s: &State) -> Result<()> {
 }
 
 /// Global L2 norm of all gradients, scaled down to `max` if above it; returns the norm before clipping.
-fn clip_grad_norm(model: &UNet, grads: &mut GradientsParams, max: f64) -> f64 {
+fn clip_grad_norm(model: &Net, grads: &mut GradientsParams, max: f64) -> f64 {
     struct Norm<'a>(&'a GradientsParams, f64);
     impl ModuleVisitor for Norm<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -205,7 +205,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     let end = opts.stop_after.map_or(t.steps, |k| k.min(t.steps));
     while s.step < end {
         let step = s.step;
-        if cfg.unet.dropout > 0.0 {
+        if cfg.net.dropout() > 0.0 {
             // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
             device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
         }
@@ -255,7 +255,7 @@ fn preview(
     cfg: &RunConfig,
     schedule: &NoiseSchedule,
     cond: &Conditioning,
-    ema: &UNet,
+    ema: &Net,
     out: &Path,
     step: usize,
 ) -> Result<()> {
@@ -266,17 +266,25 @@ fn preview(
         spacing: TimestepSpacing::Trailing,
     };
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps)?;
+    // Points are not clipped to [−1, 1]: their coordinates are not pixel values.
     let den = UNetDenoiser {
         net: ema,
         cond,
         prediction: cfg.prediction()?,
-        clip: true,
+        clip: (cfg.height, cfg.width) != (1, 1),
     };
-    let shape = [cfg.channels, cfg.height, cfg.width];
-    let images = sample::draw(&den, &plan, 0, 64, shape, 64, None, &[], &device, &mut |_| {}).images;
+    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
+    let points = (h, w) == (1, 1);
+    // 64 images in a grid, or 2,048 points in one picture.
+    let n = if points { 2048 } else { 64 };
+    let images = sample::draw(&den, &plan, 0, n, [c, h, w], n, None, &[], &device, &mut |_| {}).images;
+    let picture = if points {
+        crate::plot::point_cloud(&images, c)
+    } else {
+        crate::imageio::grid(&images, n, c, h, w, 8)
+    };
     let dir = out.join("samples");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
-    crate::imageio::write_grid(&dir.join(format!("step-{step:06}.png")), &images, 64, c, h, w, 8)?;
-    crate::imageio::write_grid(&out.join("samples.png"), &images, 64, c, h, w, 8)
+    crate::imageio::write_rgb(&dir.join(format!("step-{step:06}.png")), picture.clone())?;
+    crate::imageio::write_rgb(&out.join("samples.png"), picture)
 }
