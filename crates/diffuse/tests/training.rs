@@ -47,6 +47,25 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
     }
 }
 
+/// `n` deterministic DDIM samples (trailing spacing) of the raw weights of the run in `out`.
+fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: bool) -> Vec<f32> {
+    let device = diffuse::device::device();
+    let r = run::load(out, Weights::Raw, &device).unwrap();
+    let den = UNetDenoiser {
+        net: &r.net,
+        cond: &r.cond,
+        prediction: r.config.prediction().unwrap(),
+        clip,
+    };
+    let process = Process::Discrete {
+        schedule: r.schedule.clone(),
+        spacing: TimestepSpacing::Trailing,
+    };
+    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps).unwrap();
+    let shape = [r.config.channels, r.config.height, r.config.width];
+    sample::draw(&den, &plan, seed, n, shape, n, None, &[], &device, &mut |_| {}).images
+}
+
 fn quiet() -> Options {
     Options {
         resume: false,
@@ -72,20 +91,7 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
     assert!(s.final_loss < early * 0.25, "loss {early} -> {}", s.final_loss);
 
     // With a single training image, every sample must come out as that image.
-    let device = diffuse::device::device();
-    let r = run::load(&out, Weights::Raw, &device).unwrap();
-    let den = UNetDenoiser {
-        net: &r.net,
-        cond: &r.cond,
-        prediction: r.config.prediction().unwrap(),
-        clip: true,
-    };
-    let process = Process::Discrete {
-        schedule: r.schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
-    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, 25).unwrap();
-    let images = sample::draw(&den, &plan, 9, 4, [1, 8, 8], 4, None, &[], &device, &mut |_| {}).images;
+    let images = ddim_samples(&out, 25, 4, 9, true);
     let target = data.image(0);
     for img in images.chunks(64) {
         let mse = img.iter().zip(target).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / 64.0;
@@ -190,20 +196,7 @@ fn mlp_learns_points_on_a_circle() {
     cfg.train.checkpoint_every = 0;
     let out = tmp("circle");
     train::train(&cfg, &data, &out, &quiet()).unwrap();
-    let device = diffuse::device::device();
-    let r = run::load(&out, Weights::Raw, &device).unwrap();
-    let den = UNetDenoiser {
-        net: &r.net,
-        cond: &r.cond,
-        prediction: r.config.prediction().unwrap(),
-        clip: false,
-    };
-    let process = Process::Discrete {
-        schedule: r.schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
-    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, 30).unwrap();
-    let pts = sample::draw(&den, &plan, 1, 512, [2, 1, 1], 512, None, &[], &device, &mut |_| {}).images;
+    let pts = ddim_samples(&out, 30, 512, 1, false);
     let mut radii: Vec<f32> = pts.chunks(2).map(|p| p[0].hypot(p[1])).collect();
     radii.sort_by(f32::total_cmp);
     // Noise starts as N(0, I) in 2-D, whose median radius is 1.18 and 10% quantile 0.46: the model must pull

@@ -2,13 +2,14 @@
 
 use super::parse_list;
 use super::sampler_args::{SamplerArgs, SamplerName, SolverName};
+use super::schedule_flags::ScheduleFlags;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use diffuse::denoise::ExactDenoiser;
 use diffuse::plot::{COLOURS, Series, line_plot};
 use diffuse::sample::{self, Plan};
+use diffuse_math::NoiseSchedule;
 use diffuse_math::dist::{Target, quantiles};
-use diffuse_math::{BetaSchedule, NoiseSchedule};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,12 +56,9 @@ pub struct LabArgs {
     weights: Option<String>,
     #[command(flatten)]
     sampler: SamplerArgs,
-    /// Discrete schedule for ddpm, ddim and dpmpp-2m: linear | scaled-linear | cosine | sigmoid.
-    #[arg(long, default_value = "linear")]
-    schedule: String,
-    /// Train timesteps of that schedule.
-    #[arg(long, default_value_t = 1000)]
-    timesteps: usize,
+    /// The discrete schedule of ddpm, ddim and dpmpp-2m.
+    #[command(flatten)]
+    schedule: ScheduleFlags,
     /// Independent 1-D draws (where a sampler needs a norm, as the Langevin step does, they form one sample).
     #[arg(long, default_value_t = 65536)]
     samples: usize,
@@ -248,7 +246,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
         bail!("--samples must be at least 2");
     }
     let target = target(&a)?;
-    let schedule = NoiseSchedule::with_defaults(a.schedule.parse::<BetaSchedule>()?, a.timesteps)?;
+    let schedule = a.schedule.build()?;
     if let Some(list) = &a.sweep {
         return sweep(&a, &target, &schedule, list);
     }

@@ -5,6 +5,7 @@ mod likelihood_cmd;
 mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;
+mod schedule_flags;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};

@@ -1,7 +1,7 @@
+use super::schedule_flags::ScheduleFlags;
 use anyhow::Context;
 use clap::Args;
 use diffuse::plot::{Series, line_plot};
-use diffuse_math::{BetaSchedule, NoiseSchedule};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -10,18 +10,8 @@ use std::path::PathBuf;
 diffuse schedule --schedule linear --plot linear.png"
 )]
 pub struct ScheduleArgs {
-    /// linear | scaled-linear | cosine | sigmoid
-    #[arg(long, default_value = "linear")]
-    schedule: String,
-    /// Number of train timesteps T.
-    #[arg(long, default_value_t = 1000)]
-    timesteps: usize,
-    /// First β (default: 1e-4, or 8.5e-4 for scaled-linear; unused by cosine).
-    #[arg(long)]
-    beta_start: Option<f64>,
-    /// Last β (default: 0.02, or 0.012 for scaled-linear; unused by cosine).
-    #[arg(long)]
-    beta_end: Option<f64>,
+    #[command(flatten)]
+    schedule: ScheduleFlags,
     /// Print {"betas": [...], "alphas_cumprod": [...]} instead of the table.
     #[arg(long)]
     json: bool,
@@ -31,9 +21,7 @@ pub struct ScheduleArgs {
 }
 
 pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
-    let kind: BetaSchedule = a.schedule.parse()?;
-    let (ds, de) = kind.default_range();
-    let s = NoiseSchedule::new(kind, a.timesteps, a.beta_start.unwrap_or(ds), a.beta_end.unwrap_or(de))?;
+    let s = a.schedule.build()?;
     if a.json {
         println!(
             "{}",

@@ -1,13 +1,13 @@
 use super::parse_list;
+use super::schedule_flags::ScheduleFlags;
 use anyhow::{Context, bail};
 use burn::module::Module;
 use clap::{Args, Subcommand};
 use diffuse::classifier;
 use diffuse::data::{Dataset, Split};
 use diffuse::nn::NetConfig;
-use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, RunConfig, ScheduleConfig, TrainConfig};
+use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, RunConfig, TrainConfig};
 use diffuse::train::{self, Options};
-use diffuse_math::BetaSchedule;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -57,22 +57,12 @@ pub struct TrainArgs {
     /// What the network predicts: eps | x0 | v.
     #[arg(long, default_value = "eps")]
     prediction: String,
-    /// β schedule: linear | scaled-linear | cosine | sigmoid.
-    #[arg(long, default_value = "linear")]
-    schedule: String,
+    #[command(flatten)]
+    schedule: ScheduleFlags,
     /// Train a continuous-time score model on this SDE (vp, subvp, ve) instead of a discrete DDPM:
     /// t ~ U(1e-5, 1), the network told 999·t (the ε loss is denoising score matching with weight σ²).
     #[arg(long)]
     sde: Option<String>,
-    /// Train timesteps T.
-    #[arg(long, default_value_t = 1000)]
-    timesteps: usize,
-    /// First β (schedule default if absent).
-    #[arg(long)]
-    beta_start: Option<f64>,
-    /// Last β (schedule default if absent).
-    #[arg(long)]
-    beta_end: Option<f64>,
     /// UNet channels at the top level (default depends on image size).
     #[arg(long)]
     base_channels: Option<usize>,
@@ -109,14 +99,6 @@ pub struct TrainArgs {
 }
 
 fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
-    let kind: BetaSchedule = a.schedule.parse()?;
-    let range = match (a.beta_start, a.beta_end) {
-        (None, None) => None,
-        (s, e) => {
-            let (ds, de) = kind.default_range();
-            Some((s.unwrap_or(ds), e.unwrap_or(de)))
-        }
-    };
     let list = |s: &Option<String>, name: &str| -> anyhow::Result<Option<Vec<usize>>> {
         s.as_deref()
             .map(|v| parse_list::<usize>(v).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
@@ -147,7 +129,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         width: data.width,
         class_names: data.class_names.clone(),
         prediction: a.prediction.parse::<diffuse_math::Prediction>()?.name().into(),
-        schedule: ScheduleConfig::new(kind, a.timesteps, range),
+        schedule: a.schedule.config()?,
         sde: a
             .sde
             .as_deref()
