@@ -14,9 +14,24 @@ pub struct Denoised {
     pub eps: Tensor<4>,
 }
 
+/// What a batch is conditioned on: one class per item, for class-conditional models.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cond {
+    pub classes: Option<Vec<u32>>,
+}
+
+impl Cond {
+    /// The items `range` of this conditioning (one batch of a larger draw).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Cond {
+        Cond {
+            classes: self.classes.as_ref().map(|c| c[range].to_vec()),
+        }
+    }
+}
+
 pub trait Denoiser {
-    /// Denoises a batch that is entirely at noise level `level`.
-    fn denoise(&self, x: Tensor<4>, level: Level) -> Denoised;
+    /// Denoises a batch that is entirely at noise level `level`, conditioned on `cond` where the model can be.
+    fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised;
 }
 
 /// Turns a network output at variance-preserving level ᾱ into (x̂₀, ε̂) for its parameterisation.
@@ -67,18 +82,50 @@ impl Conditioning {
     }
 }
 
-/// A trained UNet as a denoiser at any level: x is scaled to the variance-preserving level with the same
+/// A trained network as a denoiser at any level: x is scaled to the variance-preserving level with the same
 /// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
-/// (diffusers' `clip_sample`).
+/// (diffusers' `clip_sample`). For class-conditional models, classifier-free guidance (Ho & Salimans 2022):
+/// out = out_u + w·(out_c − out_u), the conditional and null-class inputs in one batched call; w = 1 is
+/// plain conditional, w = 0 unconditional. Outputs combine linearly, so this is the same rule on ε̂ for
+/// every parameterisation.
 pub struct UNetDenoiser<'a> {
     pub net: &'a Net,
     pub cond: &'a Conditioning,
     pub prediction: Prediction,
     pub clip: bool,
+    pub guidance: f64,
+}
+
+impl UNetDenoiser<'_> {
+    fn output(&self, x: Tensor<4>, t: Tensor<1>, cond: &Cond) -> Tensor<4> {
+        let (Some(classes), Some(k)) = (&cond.classes, self.net.num_classes()) else {
+            return self.net.forward(x, t, None);
+        };
+        let device = x.device();
+        let b = classes.len();
+        let labels = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device);
+        let cls = labels(classes.iter().map(|&c| c as i64).collect());
+        let w = self.guidance;
+        if w == 1.0 {
+            return self.net.forward(x, t, Some(cls));
+        }
+        if w == 0.0 {
+            return self.net.forward(x, t, None);
+        }
+        let null = labels(vec![k as i64; b]);
+        let out = self.net.forward(
+            Tensor::cat(vec![x.clone(), x], 0),
+            Tensor::cat(vec![t.clone(), t], 0),
+            Some(Tensor::cat(vec![cls, null], 0)),
+        );
+        let mut halves = out.chunk(2, 0).into_iter();
+        let (c, u) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
+        u.clone() + (c - u).mul_scalar(w)
+    }
 }
 
 impl Denoiser for UNetDenoiser<'_> {
-    fn denoise(&self, x: Tensor<4>, level: Level) -> Denoised {
+    fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised {
         let b = x.dims()[0];
         let scale = (level.alpha * level.alpha + level.sigma * level.sigma).sqrt();
         let ab = level.alpha_bar();
@@ -88,7 +135,7 @@ impl Denoiser for UNetDenoiser<'_> {
             x
         };
         let t = Tensor::<1>::full([b], self.cond.time_input(level) as f32, &x_vp.device());
-        let out = self.net.forward(x_vp.clone(), t);
+        let out = self.output(x_vp.clone(), t, cond);
         let mut d = from_output(x_vp, out, ab, self.prediction);
         if self.clip {
             d.x0 = d.x0.clamp(-1.0, 1.0);
@@ -105,7 +152,7 @@ pub struct OracleX0 {
 }
 
 impl Denoiser for OracleX0 {
-    fn denoise(&self, x: Tensor<4>, level: Level) -> Denoised {
+    fn denoise(&self, x: Tensor<4>, level: Level, _cond: &Cond) -> Denoised {
         let eps = (x - self.x0.clone().mul_scalar(level.alpha)).mul_scalar(1.0 / level.sigma);
         Denoised {
             x0: self.x0.clone(),
@@ -136,7 +183,7 @@ impl ExactDenoiser {
 }
 
 impl Denoiser for ExactDenoiser {
-    fn denoise(&self, x: Tensor<4>, level: Level) -> Denoised {
+    fn denoise(&self, x: Tensor<4>, level: Level, _cond: &Cond) -> Denoised {
         let (a, s) = (level.alpha, level.sigma);
         let [b, d, h, w] = x.dims();
         let v = a * a * self.std * self.std + s * s;
@@ -185,6 +232,7 @@ impl Denoiser for ExactDenoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Module;
 
     #[test]
     fn conditioning_maps_levels_to_time_inputs() {
@@ -210,10 +258,84 @@ mod tests {
         let x = Tensor::<4>::from_data(TensorData::new(xs.to_vec(), [1, 1, 1, 6]), &device);
         let level = Level { alpha: 0.8, sigma: 0.6 };
         let den = ExactDenoiser::new(&target);
-        let got: Vec<f32> = den.denoise(x, level).x0.into_data().try_into_vec().unwrap();
+        let got: Vec<f32> = den
+            .denoise(x, level, &Cond::default())
+            .x0
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         for (g, &xv) in got.iter().zip(&xs) {
             let want = target.posterior_mean(xv as f64, 0.8, 0.6);
             assert!((*g as f64 - want).abs() < 1e-5, "{xv}: {g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn guidance_is_one_batched_call_with_the_identities_of_w0_and_w1() {
+        let device = crate::device::device();
+        let cfg = crate::nn::UNetConfig {
+            base_channels: 8,
+            heads: 2,
+            num_classes: Some(3),
+            ..crate::nn::UNetConfig::for_image(1, 8, 8)
+        };
+        let net = crate::nn::NetConfig::Unet(cfg).init(&device).unwrap();
+        // Give the zero-initialised output layers weights, so that the class makes a difference.
+        let net = net.map(&mut Perturb);
+        let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
+        let c = Conditioning::Discrete(s.clone());
+        let den = |w| UNetDenoiser {
+            net: &net,
+            cond: &c,
+            prediction: Prediction::Eps,
+            clip: false,
+            guidance: w,
+        };
+        let x = Tensor::<4>::from_data(
+            TensorData::new(crate::rng::normals(&mut crate::rng::stream(0, 0), 128), [2, 1, 8, 8]),
+            &device,
+        );
+        let level = Level::vp(s.alphas_cumprod[500]);
+        let eps = |w: f64, cond: &Cond| -> Vec<f32> {
+            den(w)
+                .denoise(x.clone(), level, cond)
+                .eps
+                .into_data()
+                .try_into_vec()
+                .unwrap()
+        };
+        let labelled = Cond {
+            classes: Some(vec![0, 2]),
+        };
+        let (uncond, cond1) = (eps(1.0, &Cond::default()), eps(1.0, &labelled));
+        assert!(
+            uncond.iter().zip(&cond1).any(|(a, b)| (a - b).abs() > 1e-4),
+            "the class must matter"
+        );
+        assert_eq!(eps(0.0, &labelled), uncond, "w = 0 is the unconditional model");
+        let guided = eps(3.0, &labelled);
+        for ((g, u), c) in guided.iter().zip(&uncond).zip(&cond1) {
+            let want = u + 3.0 * (c - u);
+            assert!(
+                (g - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "batched {g} vs separate {want}"
+            );
+        }
+    }
+
+    /// Adds small deterministic values to every parameter.
+    struct Perturb;
+    impl burn::module::ModuleMapper for Perturb {
+        fn map_float<const D: usize>(&mut self, p: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+            p.map(|t| {
+                let n = t.shape().num_elements();
+                let noise: Vec<f32> = (0..n)
+                    .map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.1)
+                    .collect();
+                let shape = t.shape();
+                let dev = t.device();
+                t + Tensor::<1>::from_floats(noise.as_slice(), &dev).reshape(shape)
+            })
         }
     }
 
@@ -228,7 +350,7 @@ mod tests {
         };
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.3f32, 0.9], [1, 2, 1, 1]), &device);
         let x0: Vec<f32> = den
-            .denoise(x, Level { alpha: 1.0, sigma: 0.1 })
+            .denoise(x, Level { alpha: 1.0, sigma: 0.1 }, &Cond::default())
             .x0
             .into_data()
             .try_into_vec()

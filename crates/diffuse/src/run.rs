@@ -59,6 +59,9 @@ pub struct TrainConfig {
     pub seed: u64,
     pub checkpoint_every: usize,
     pub sample_every: usize,
+    /// Class-conditional models: the probability that a label is replaced by the null class.
+    #[serde(default)]
+    pub label_dropout: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +113,20 @@ impl RunConfig {
         }
         if t.batch_size == 0 || t.steps == 0 {
             return Err(Error::Config("steps and batch size must be positive".into()));
+        }
+        if let Some(k) = self.net.num_classes()
+            && (k < 2 || k != self.class_names.len())
+        {
+            return Err(Error::Config(format!(
+                "a conditional model needs its data's classes: {k} classes in the network, {} names",
+                self.class_names.len()
+            )));
+        }
+        if !(0.0..1.0).contains(&t.label_dropout) {
+            return Err(Error::Config(format!(
+                "label dropout must be in [0, 1), got {}",
+                t.label_dropout
+            )));
         }
         let sane = t.lr > 0.0
             && t.lr.is_finite()

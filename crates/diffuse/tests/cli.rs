@@ -432,3 +432,125 @@ fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
         "applies to ddpm",
     );
 }
+
+#[test]
+fn conditional_models_draw_the_asked_class_with_guidance() {
+    let out = tmp("cond").join("c");
+    ok(&[
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        s(&out),
+        "--conditional",
+        "--steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--base-channels",
+        "8",
+        "--heads",
+        "2",
+        "--quiet",
+    ]);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["net"]["num_classes"], 10);
+    assert_eq!(cfg["train"]["label_dropout"], 0.1);
+    let d = tmp("cond-all");
+    let said = ok(&[
+        "sample",
+        "--run",
+        s(&out),
+        "--steps",
+        "5",
+        "--n",
+        "2",
+        "--class",
+        "all",
+        "--guidance",
+        "3",
+        "--out-dir",
+        s(&d),
+        "--grid",
+        s(&d.join("grid.png")),
+    ]);
+    assert!(said.starts_with("20 images"), "{said}");
+    assert!(d.join("00019.png").is_file());
+    let grid = image::open(d.join("grid.png")).unwrap();
+    assert!(
+        grid.height() > 4 * grid.width(),
+        "a row per class: {}x{}",
+        grid.width(),
+        grid.height()
+    );
+    ok(&[
+        "sample",
+        "--run",
+        s(&out),
+        "--steps",
+        "5",
+        "--n",
+        "2",
+        "--class",
+        "7",
+        "--guidance",
+        "0",
+        "--out-dir",
+        s(&d),
+    ]);
+    let o = s(&d);
+    fails(
+        &["sample", "--run", s(&out), "--class", "ten", "--out-dir", o],
+        "unknown class 'ten'",
+    );
+    fails(
+        &["sample", "--run", s(&out), "--class", "10", "--out-dir", o],
+        "unknown class '10'",
+    );
+    fails(
+        &["sample", "--run", s(&out), "--guidance", "3", "--out-dir", o],
+        "--guidance needs --class",
+    );
+    fails(
+        &[
+            "sample",
+            "--run",
+            s(&out),
+            "--class",
+            "1",
+            "--guidance",
+            "1e9",
+            "--out-dir",
+            o,
+        ],
+        "between 0 and 100",
+    );
+    fails(
+        &["sample", "--run", s(tiny_run()), "--class", "1", "--out-dir", o],
+        "need a class-conditional model",
+    );
+    fails(
+        &[
+            "train",
+            "--data",
+            "points:circle",
+            "--conditional",
+            "--out",
+            s(&tmp("cpts")),
+        ],
+        "--conditional is for images",
+    );
+    // A class count that does not match the weights.
+    let broken = tmp("cond-broken");
+    for f in ["config.json", "checkpoint.safetensors"] {
+        std::fs::copy(out.join(f), broken.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    std::fs::write(
+        broken.join("config.json"),
+        text.replace("\"num_classes\": 10", "\"num_classes\": 9"),
+    )
+    .unwrap();
+    fails(&["sample", "--run", s(&broken), "--out-dir", o], "classes");
+}

@@ -43,6 +43,7 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
             seed: 3,
             checkpoint_every: 10,
             sample_every: 0,
+            label_dropout: 0.0,
         },
     }
 }
@@ -56,6 +57,7 @@ fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: 
         cond: &r.cond,
         prediction: r.config.prediction().unwrap(),
         clip,
+        guidance: 1.0,
     };
     let process = Process::Discrete {
         schedule: r.schedule.clone(),
@@ -63,7 +65,20 @@ fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: 
     };
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps).unwrap();
     let shape = [r.config.channels, r.config.height, r.config.width];
-    sample::draw(&den, &plan, seed, n, shape, n, None, &[], &device, &mut |_| {}).images
+    sample::draw(
+        &den,
+        &plan,
+        seed,
+        n,
+        shape,
+        n,
+        None,
+        &Default::default(),
+        &[],
+        &device,
+        &mut |_| {},
+    )
+    .images
 }
 
 fn quiet() -> Options {

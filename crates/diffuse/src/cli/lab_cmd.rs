@@ -193,7 +193,7 @@ fn measure(target: &LabTarget, plan: &Plan, n: usize, seed: u64) -> Outcome {
     let started = Instant::now();
     // One sample of n points: [1, d, 1, n], coordinates along the channels.
     let (x, mut streams) = sample::start(seed, 0, 1, [d, 1, n], plan.prior_std(), &device);
-    let s = sample::run(&den, plan, x, &mut streams, &[], &mut |_| {});
+    let s = sample::run(&den, plan, x, &mut streams, Default::default(), &[], &mut |_| {});
     let seconds = started.elapsed().as_secs_f64();
     let flat: Vec<f64> = sample::to_vec(s.x).into_iter().map(|x| x as f64).collect();
     let points: Vec<Vec<f64>> = flat.chunks(n).map(|c| c.to_vec()).collect();

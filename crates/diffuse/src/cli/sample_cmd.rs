@@ -1,7 +1,7 @@
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::denoise::UNetDenoiser;
+use diffuse::denoise::{Cond, UNetDenoiser};
 use diffuse::run::{self, Weights};
 use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
@@ -37,6 +37,13 @@ pub struct SampleArgs {
     /// Start from this noise (a safetensors file with one f32 tensor [n, c, h, w]) instead of the seed's.
     #[arg(long)]
     init_noise: Option<PathBuf>,
+    /// Class-conditional models: the class to draw, by index or name, or `all` for --n images of every class
+    /// (a grid row per class). Without it a conditional model draws unconditionally (the null class).
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance scale w: ε̂ = ε̂_u + w (ε̂_c − ε̂_u); 1 is plain conditional, 0 unconditional.
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -72,6 +79,42 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
+/// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
+fn classes(a: &SampleArgs, names: &[String], num_classes: Option<usize>) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
+    let Some(k) = num_classes else {
+        if a.class.is_some() || a.guidance != 1.0 {
+            bail!("--class and --guidance need a class-conditional model (train with --conditional)");
+        }
+        return Ok((None, 1));
+    };
+    if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
+        bail!("--guidance must be between 0 and 100, got {}", a.guidance);
+    }
+    let Some(spec) = a.class.as_deref() else {
+        if a.guidance != 1.0 {
+            bail!("--guidance needs --class");
+        }
+        return Ok((None, 1));
+    };
+    if spec == "all" {
+        return Ok((
+            Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, a.n)).collect()),
+            k,
+        ));
+    }
+    let class = match spec.parse::<usize>() {
+        Ok(i) if i < k => i,
+        _ => names.iter().position(|n| n == spec).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown class '{spec}': this model has classes 0..{} ({})",
+                k - 1,
+                names.join(", ")
+            )
+        })?,
+    };
+    Ok((Some(vec![class as u32; a.n]), 1))
+}
+
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
@@ -81,7 +124,10 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cfg = &run.config;
     let plan = a.sampler.plan(&run.schedule, cfg.sde.as_deref())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let noise = a.init_noise.as_deref().map(|p| read_noise(p, a.n, shape)).transpose()?;
+    let (classes, rows) = classes(&a, &cfg.class_names, run.net.num_classes())?;
+    let n = classes.as_ref().map_or(a.n, |c| c.len());
+    let cond = Cond { classes };
+    let noise = a.init_noise.as_deref().map(|p| read_noise(p, n, shape)).transpose()?;
     let strip_at: Vec<usize> = if a.strip.is_some() {
         (0..10).map(|k| k * (plan.steps - 1) / 9).collect()
     } else {
@@ -93,9 +139,10 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         cond: &run.cond,
         prediction: cfg.prediction()?,
         clip: !a.no_clip && !points,
+        guidance: a.guidance,
     };
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let bar = indicatif::ProgressBar::new((a.n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);
+    let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(
         "{bar:30} {pos}/{len} steps  ETA {eta}",
     )?);
@@ -105,10 +152,11 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         &den,
         &plan,
         a.seed,
-        a.n,
+        n,
         shape,
         a.batch_size,
         noise.as_deref(),
+        &cond,
         &strip_at,
         &device,
         &mut tick,
@@ -130,7 +178,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
             imageio::write_rgb(grid, diffuse::plot::point_cloud(images, c))?;
         }
     } else {
-        for i in 0..a.n {
+        for i in 0..n {
             imageio::write_png(
                 &a.out_dir.join(format!("{i:05}.png")),
                 &images[i * per..(i + 1) * per],
@@ -140,12 +188,17 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
             )?;
         }
         if let Some(grid) = &a.grid {
-            imageio::write_grid(grid, images, a.n, c, h, w, (a.n as f64).sqrt().ceil() as usize)?;
+            let cols = if rows > 1 {
+                a.n
+            } else {
+                (n as f64).sqrt().ceil() as usize
+            };
+            imageio::write_grid(grid, images, n, c, h, w, cols)?;
         }
     }
     if let Some(path) = &a.strip {
         // Rows: images; columns: x̂₀ at the kept steps, then the final sample.
-        let rows = a.n.min(8).min(a.batch_size);
+        let rows = n.min(8).min(a.batch_size);
         let cols = strip.len() + 1;
         let mut tiles = Vec::with_capacity(rows * cols * per);
         for r in 0..rows {
@@ -159,11 +212,11 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let nfe = drawn.nfe_per_image;
     println!(
         "{} images with {} (NFE {nfe} per image) in {:.2} s: {:.1} images/s, {:.1} NFE/s; written to {}",
-        a.n,
+        n,
         a.sampler.describe(&plan),
         secs,
-        a.n as f64 / secs,
-        (a.n * nfe) as f64 / secs,
+        n as f64 / secs,
+        (n * nfe) as f64 / secs,
         a.out_dir.display()
     );
     Ok(())

@@ -78,6 +78,12 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long)]
     heads: Option<usize>,
+    /// Train a class-conditional model on the data's labels (for classifier-free guidance).
+    #[arg(long)]
+    conditional: bool,
+    /// Probability that a label is replaced by the null class during training (conditional models).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
     /// Hidden width of the MLP (point data).
     #[arg(long)]
     hidden: Option<usize>,
@@ -113,7 +119,17 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             unet.attention_resolutions = list(&a.attention, "attention")?.unwrap_or(unet.attention_resolutions.clone());
             unet.heads = a.heads.unwrap_or(unet.heads);
             unet.dropout = a.dropout.unwrap_or(unet.dropout);
+            if a.conditional {
+                if data.labels.is_none() || data.num_classes() < 2 {
+                    bail!(
+                        "--conditional needs labelled data with at least two classes; {} has none",
+                        data.name
+                    );
+                }
+                unet.num_classes = Some(data.num_classes());
+            }
         }
+        NetConfig::Mlp(_) if a.conditional => bail!("--conditional is for images; point data has no labels"),
         NetConfig::Mlp(mlp) => {
             mlp.hidden = a.hidden.unwrap_or(mlp.hidden);
             mlp.layers = a.layers.unwrap_or(mlp.layers);
@@ -153,6 +169,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             seed: a.seed,
             checkpoint_every: a.checkpoint_every,
             sample_every: a.sample_every,
+            label_dropout: if a.conditional { a.label_dropout } else { 0.0 },
         },
     };
     cfg.validate()?;
@@ -252,6 +269,9 @@ pub struct ClassifierScoreArgs {
     /// Which part of --data to classify.
     #[arg(long, value_enum, default_value = "test")]
     split: Split,
+    /// The class every image should be (by index or name): reports accuracy against it.
+    #[arg(long)]
+    class: Option<String>,
     /// A prediction counts as confident at or above this probability.
     #[arg(long, default_value_t = 0.9)]
     threshold: f64,
@@ -277,11 +297,21 @@ pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
         }
         ClassifierCommand::Score(a) => {
             let clf = classifier::Classifier::load(&a.classifier)?;
-            let images = match (&a.images, &a.data) {
+            let mut images = match (&a.images, &a.data) {
                 (Some(dir), None) => Dataset::load(&format!("folder:{}", dir.display()), Split::All)?,
                 (None, Some(spec)) => Dataset::load(spec, a.split)?,
                 _ => bail!("give --images DIR or --data SPEC"),
             };
+            if let Some(spec) = &a.class {
+                let names = &clf.meta.class_names;
+                let k = spec
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < names.len())
+                    .or_else(|| names.iter().position(|n| n == spec));
+                let k = k.ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (classes: {})", names.join(", ")))?;
+                images.labels = Some(vec![k as u32; images.len()]);
+            }
             let r = clf.score(&images, a.threshold)?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -51,6 +51,14 @@ impl NetConfig {
         }
     }
 
+    /// Classes of a class-conditional network.
+    pub fn num_classes(&self) -> Option<usize> {
+        match self {
+            NetConfig::Unet(c) => c.num_classes,
+            NetConfig::Mlp(_) => None,
+        }
+    }
+
     pub fn dropout(&self) -> f64 {
         match self {
             NetConfig::Unet(c) => c.dropout,
@@ -88,9 +96,17 @@ pub enum Net {
 }
 
 impl Net {
-    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
+    pub fn num_classes(&self) -> Option<usize> {
         match self {
-            Net::UNet(n) => n.forward(x, t),
+            Net::UNet(n) => n.num_classes(),
+            Net::Mlp(_) => None,
+        }
+    }
+
+    /// `classes`: per-item class indices of a class-conditional UNet (the MLP takes none).
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
+        match self {
+            Net::UNet(n) => n.forward(x, t, classes),
             Net::Mlp(n) => n.forward(x, t),
         }
     }

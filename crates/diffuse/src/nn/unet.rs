@@ -7,7 +7,8 @@ use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
-    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
 };
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
@@ -31,6 +32,10 @@ pub struct UNetConfig {
     pub heads: usize,
     pub max_groups: usize,
     pub dropout: f64,
+    /// Class-conditional models: the number of classes. A learned embedding of the class (index
+    /// `num_classes` is the null class of classifier-free guidance) is added to the time embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
 }
 
 impl UNetConfig {
@@ -48,6 +53,7 @@ impl UNetConfig {
             heads: 4,
             max_groups: 8,
             dropout: 0.0,
+            num_classes: None,
         }
     }
 
@@ -229,6 +235,8 @@ pub struct UpLevel {
 #[derive(Module, Debug)]
 pub struct UNet {
     time: TimeEmbedding,
+    class_emb: Option<Embedding>,
+    num_classes: Option<usize>,
     conv_in: Conv2d,
     down: Vec<DownLevel>,
     mid1: ResBlock,
@@ -240,6 +248,11 @@ pub struct UNet {
 }
 
 impl UNet {
+    /// Classes of a class-conditional model; index `num_classes` is the null class.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.num_classes
+    }
+
     fn new(cfg: &UNetConfig, device: &Device) -> Self {
         let base = cfg.base_channels;
         let temb = 4 * base;
@@ -306,6 +319,8 @@ impl UNet {
         }
         Self {
             time: TimeEmbedding::new(base, temb, device),
+            class_emb: cfg.num_classes.map(|k| EmbeddingConfig::new(k + 1, temb).init(device)),
+            num_classes: cfg.num_classes,
             conv_in: conv3(cfg.in_channels, base, device),
             down,
             mid1,
@@ -321,8 +336,16 @@ impl UNet {
     }
 
     /// `x`: [b, c, h, w] noisy images; `t`: [b] timesteps. Returns the network output (ε, x₀ or v).
-    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
-        let temb = self.time.forward(t);
+    /// `x`: [b, c, h, w] noisy images; `t`: [b] time inputs; `classes`: [b] class indices of a conditional
+    /// model (`num_classes` = null; absent = all null). Returns the network output (ε, x₀ or v).
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
+        let mut temb = self.time.forward(t);
+        if let Some(emb) = &self.class_emb {
+            let [b, _] = temb.dims();
+            let null = self.num_classes.unwrap_or(0) as i64;
+            let classes = classes.unwrap_or_else(|| Tensor::<1, Int>::full([b], null, &temb.device()));
+            temb = temb + emb.forward(classes.unsqueeze_dim::<2>(1)).reshape([b as i32, -1]);
+        }
         let mut h = self.conv_in.forward(x);
         let mut skips = vec![h.clone()];
         for level in &self.down {
@@ -384,7 +407,7 @@ mod tests {
             let net = tiny(c, h, w, mults).init(&device).unwrap();
             let x = Tensor::<4>::zeros([2, c, h, w], &device);
             let t = Tensor::<1>::from_floats([3.0, 900.0], &device);
-            assert_eq!(net.forward(x, t).dims(), [2, c, h, w]);
+            assert_eq!(net.forward(x, t, None).dims(), [2, c, h, w]);
             assert!(net.num_params() > 1000);
         }
     }

@@ -10,7 +10,7 @@ pub mod discrete;
 pub mod ode;
 pub mod sde;
 
-use crate::denoise::{Denoised, Denoiser};
+use crate::denoise::{Cond, Denoised, Denoiser};
 use crate::{Error, Result, rng};
 use burn::prelude::*;
 use diffuse_math::{Level, NoiseSchedule, Sde, TimestepSpacing};
@@ -169,6 +169,7 @@ pub struct Ctx<'a> {
     keep: &'a [usize],
     kept: Vec<Tensor<4>>,
     on_step: Option<&'a mut dyn FnMut(usize)>,
+    cond: Cond,
     pub nfe: usize,
 }
 
@@ -181,13 +182,14 @@ impl<'a> Ctx<'a> {
             keep: &[],
             kept: Vec::new(),
             on_step: None,
+            cond: Cond::default(),
             nfe: 0,
         }
     }
 
     pub fn denoise(&mut self, x: Tensor<4>, level: Level) -> Denoised {
         self.nfe += 1;
-        self.den.denoise(x, level)
+        self.den.denoise(x, level, &self.cond)
     }
 
     /// Fresh standard normal noise shaped like `x`, each image from its own stream.
@@ -214,6 +216,7 @@ pub fn run(
     plan: &Plan,
     x: Tensor<4>,
     streams: &mut [ChaCha8Rng],
+    cond: Cond,
     keep_x0: &[usize],
     on_step: &mut dyn FnMut(usize),
 ) -> Sampled {
@@ -224,6 +227,7 @@ pub fn run(
         keep: keep_x0,
         kept: Vec::new(),
         on_step: Some(on_step),
+        cond,
         nfe: 0,
     };
     let x = match (&plan.process, plan.method) {
@@ -274,7 +278,7 @@ pub struct Drawn {
 }
 
 /// Draws images `0..n` of `seed` in batches of at most `batch`. `init_noise` (standard normal, n × c × h × w)
-/// replaces the seed's starting noise.
+/// replaces the seed's starting noise; `cond` conditions all n images (classes, for conditional models).
 #[allow(clippy::too_many_arguments)]
 pub fn draw(
     den: &dyn Denoiser,
@@ -284,6 +288,7 @@ pub fn draw(
     shape: [usize; 3],
     batch: usize,
     init_noise: Option<&[f32]>,
+    cond: &Cond,
     keep_x0: &[usize],
     device: &Device,
     on_step: &mut dyn FnMut(usize),
@@ -303,7 +308,7 @@ pub fn draw(
                 .mul_scalar(plan.prior_std());
         }
         let keep: &[usize] = if first == 0 { keep_x0 } else { &[] };
-        let s = run(den, plan, x, &mut streams, keep, on_step);
+        let s = run(den, plan, x, &mut streams, cond.slice(first..first + m), keep, on_step);
         out.nfe_per_image = s.nfe;
         out.images.extend(to_vec(s.x));
         out.strip.extend(s.x0_at.into_iter().map(to_vec));

@@ -1,5 +1,5 @@
 use super::*;
-use crate::denoise::{ExactDenoiser, OracleX0};
+use crate::denoise::{Cond, ExactDenoiser, OracleX0};
 use diffuse_math::BetaSchedule;
 use diffuse_math::dist::Target;
 
@@ -26,14 +26,14 @@ fn values(t: Tensor<4>) -> Vec<f64> {
 fn sample(den: &dyn Denoiser, plan: &Plan, x: Tensor<4>, seed: u64) -> Sampled {
     let b = x.dims()[0];
     let mut streams: Vec<_> = (0..b).map(|i| rng::stream(seed, 1000 + i as u64)).collect();
-    run(den, plan, x, &mut streams, &[], &mut |_| {})
+    run(den, plan, x, &mut streams, Cond::default(), &[], &mut |_| {})
 }
 
 /// N independent 1-D draws as one [1, 1, 1, N] sample, started from the plan's prior.
 fn one_d(den: &dyn Denoiser, plan: &Plan, n: usize, seed: u64) -> (Vec<f64>, usize) {
     let device = crate::device::device();
     let (x, mut streams) = start(seed, 0, 1, [1, 1, n], plan.prior_std(), &device);
-    let s = run(den, plan, x, &mut streams, &[], &mut |_| {});
+    let s = run(den, plan, x, &mut streams, Cond::default(), &[], &mut |_| {});
     (values(s.x), s.nfe)
 }
 

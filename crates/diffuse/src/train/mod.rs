@@ -157,7 +157,7 @@ fn batch(
     cond: &Conditioning,
     step: usize,
     device: &Device,
-) -> Result<(Tensor<4>, Tensor<1>, Tensor<4>)> {
+) -> Result<(Tensor<4>, Tensor<1>, Option<Tensor<1, Int>>, Tensor<4>)> {
     let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
     let b = cfg.train.batch_size;
     let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..data.len())).collect();
@@ -174,7 +174,34 @@ fn batch(
     let target = x0.clone() * cx + eps.clone() * ce;
     let xt = add_noise(x0, eps, &abar);
     let t = Tensor::<1>::from_floats(levels.iter().map(|l| l.1 as f32).collect::<Vec<_>>().as_slice(), device);
-    Ok((xt, t, target))
+    // Drawn last, so that unconditional runs draw exactly what they always drew.
+    let classes = cfg
+        .net
+        .num_classes()
+        .map(|k| -> Result<Tensor<1, Int>> {
+            let labels = data
+                .labels
+                .as_ref()
+                .ok_or_else(|| Error::Data(format!("{} has no labels", data.name)))?;
+            let l = draw_labels(&idx, labels, k, cfg.train.label_dropout, &mut r);
+            Ok(Tensor::from_data(TensorData::new(l, [b]), device))
+        })
+        .transpose()?;
+    Ok((xt, t, classes, target))
+}
+
+/// The class labels of a batch, each replaced by the null class `k` with probability `dropout` (the
+/// unconditional half of classifier-free guidance, Ho & Salimans 2022).
+pub fn draw_labels(idx: &[usize], labels: &[u32], k: usize, dropout: f64, r: &mut impl Rng) -> Vec<i64> {
+    idx.iter()
+        .map(|&i| {
+            if r.random::<f64>() < dropout {
+                k as i64
+            } else {
+                labels[i] as i64
+            }
+        })
+        .collect()
 }
 
 /// Trains (or resumes) the run in `out` on `data`.
@@ -209,8 +236,8 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
             // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
             device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
         }
-        let (xt, tt, target) = batch(cfg, data, &cond, step, &device)?;
-        let pred = s.model.forward(xt, tt);
+        let (xt, tt, classes, target) = batch(cfg, data, &cond, step, &device)?;
+        let pred = s.model.forward(xt, tt, classes);
         let loss = (pred - target).square().mean();
         let grads = loss.backward();
         let value = loss.into_scalar::<f32>();
@@ -272,12 +299,26 @@ fn preview(
         cond,
         prediction: cfg.prediction()?,
         clip: (cfg.height, cfg.width) != (1, 1),
+        guidance: 1.0,
     };
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
     let points = (h, w) == (1, 1);
     // 64 images in a grid, or 2,048 points in one picture.
     let n = if points { 2048 } else { 64 };
-    let images = sample::draw(&den, &plan, 0, n, [c, h, w], n, None, &[], &device, &mut |_| {}).images;
+    let images = sample::draw(
+        &den,
+        &plan,
+        0,
+        n,
+        [c, h, w],
+        n,
+        None,
+        &Default::default(),
+        &[],
+        &device,
+        &mut |_| {},
+    )
+    .images;
     let picture = if points {
         crate::plot::point_cloud(&images, c)
     } else {
@@ -287,4 +328,23 @@ fn preview(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     crate::imageio::write_rgb(&dir.join(format!("step-{step:06}.png")), picture.clone())?;
     crate::imageio::write_rgb(&out.join("samples.png"), picture)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_are_dropped_at_the_configured_rate() {
+        let labels: Vec<u32> = (0..10).collect();
+        let idx: Vec<usize> = (0..200_000).map(|i| i % 10).collect();
+        let mut r = crate::rng::stream(1, 2);
+        let drawn = super::draw_labels(&idx, &labels, 10, 0.1, &mut r);
+        let nulls = drawn.iter().filter(|&&l| l == 10).count() as f64 / drawn.len() as f64;
+        assert!((nulls - 0.1).abs() < 0.003, "{nulls}");
+        assert!(drawn.iter().zip(&idx).all(|(&l, &i)| l == 10 || l == i as i64));
+        assert!(
+            super::draw_labels(&idx, &labels, 10, 0.0, &mut r)
+                .iter()
+                .all(|&l| l < 10)
+        );
+    }
 }
