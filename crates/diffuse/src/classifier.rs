@@ -44,20 +44,23 @@ pub struct Report {
     pub num_classes: usize,
     /// Accuracy against the images' labels, when they have some.
     pub accuracy: Option<f64>,
+    /// Mean L2 distance between two images of the set, in [−1, 1] pixel units: a simple diversity measure.
+    pub mean_pairwise_distance: f64,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} images: {:.1}% classified with confidence >= {}, mean confidence {:.3}, {}/{} classes present, per class {:?}",
+            "{} images: {:.1}% classified with confidence >= {}, mean confidence {:.3}, {}/{} classes present, per class {:?}, mean pairwise distance {:.3}",
             self.n,
             self.confident_share * 100.0,
             self.threshold,
             self.mean_confidence,
             self.classes_present,
             self.num_classes,
-            self.histogram
+            self.histogram,
+            self.mean_pairwise_distance
         )?;
         if let Some(a) = self.accuracy {
             write!(f, ", accuracy {:.2}%", a * 100.0)?;
@@ -186,7 +189,21 @@ impl Classifier {
             }
         }
         let n = probs.len().max(1) as f64;
+        let (mut dist, mut pairs) = (0.0, 0usize);
+        for i in 0..data.len() {
+            for j in i + 1..data.len() {
+                let d: f64 = data
+                    .image(i)
+                    .iter()
+                    .zip(data.image(j))
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum();
+                dist += d.sqrt();
+                pairs += 1;
+            }
+        }
         Ok(Report {
+            mean_pairwise_distance: dist / pairs.max(1) as f64,
             n: probs.len(),
             threshold,
             confident_share: confident as f64 / n,
