@@ -22,6 +22,8 @@ done
 python3 - "$out" <<'PY'
 import json, sys, os
 out = sys.argv[1]
+csv = open(os.path.join(out, "curve.csv"), "w")
+csv.write("w,accuracy,confident,diversity\n")
 print("| w | accuracy (asked class) | p ≥ 0.9 | mean pairwise distance |")
 print("|---|---|---|---|")
 for w in ["0", "1", "2", "3", "5", "7.5", "10", "15"]:
@@ -30,4 +32,8 @@ for w in ["0", "1", "2", "3", "5", "7.5", "10", "15"]:
     conf = sum(r["confident_share"] for r in rs) / 10
     div = sum(r["mean_pairwise_distance"] for r in rs) / 10
     print(f"| {w} | {acc*100:.1f}% | {conf*100:.1f}% | {div:.3f} |")
+    csv.write(f"{w},{acc},{conf},{div}\n")
+csv.close()
 PY
+"$bin" plot --csv "$out/curve.csv" --x w --y accuracy,confident --out docs/guidance-accuracy.png
+"$bin" plot --csv "$out/curve.csv" --x w --y diversity --out docs/guidance-diversity.png

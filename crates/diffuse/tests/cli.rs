@@ -554,3 +554,51 @@ fn conditional_models_draw_the_asked_class_with_guidance() {
     .unwrap();
     fails(&["sample", "--run", s(&broken), "--out-dir", o], "classes");
 }
+
+#[test]
+fn plot_draws_csv_columns_and_names_bad_ones() {
+    let dir = tmp("plot");
+    std::fs::write(dir.join("c.csv"), "w,acc,div\n0,0.1,5.7\n1,0.9,4.3\n3,1.0,3.3\n").unwrap();
+    let png = dir.join("p.png");
+    ok(&[
+        "plot",
+        "--csv",
+        s(&dir.join("c.csv")),
+        "--x",
+        "w",
+        "--y",
+        "acc,div",
+        "--out",
+        s(&png),
+    ]);
+    assert_eq!(image::open(&png).unwrap().width(), 640);
+    fails(
+        &[
+            "plot",
+            "--csv",
+            s(&dir.join("c.csv")),
+            "--x",
+            "w",
+            "--y",
+            "nope",
+            "--out",
+            s(&png),
+        ],
+        "no column 'nope'",
+    );
+    std::fs::write(dir.join("bad.csv"), "w,acc\n0,x\n").unwrap();
+    fails(
+        &[
+            "plot",
+            "--csv",
+            s(&dir.join("bad.csv")),
+            "--x",
+            "w",
+            "--y",
+            "acc",
+            "--out",
+            s(&png),
+        ],
+        "not a number",
+    );
+}

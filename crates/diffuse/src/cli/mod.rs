@@ -2,6 +2,7 @@
 
 mod lab_cmd;
 mod likelihood_cmd;
+mod plot_cmd;
 mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Lab(lab_cmd::LabArgs),
     /// Negative log-likelihood of images in bits/dim, through the probability-flow ODE.
     Likelihood(likelihood_cmd::LikelihoodArgs),
+    /// Plot columns of a CSV file as lines (figures of scripts).
+    Plot(plot_cmd::PlotArgs),
     /// Print a noise schedule (β, ᾱ, log-SNR per train step), optionally as JSON or a plot.
     Schedule(schedule_cmd::ScheduleArgs),
     /// Train or apply the small classifier that measures sample quality.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedule(a) => schedule_cmd::schedule(a),
         Command::Lab(a) => lab_cmd::lab(a),
         Command::Likelihood(a) => likelihood_cmd::likelihood(a),
+        Command::Plot(a) => plot_cmd::plot(a),
         Command::Classifier(c) => train_cmd::classifier(c),
     }
 }
