@@ -30,6 +30,16 @@ impl Level {
         (self.alpha / self.sigma).ln()
     }
 
+    /// The forward transition from an `earlier` (less noisy) level to this one, x = a·x_earlier + √v·z:
+    /// a = α/α_earlier, v = σ² − a²σ_earlier². Returned as (a, v).
+    pub fn transition_from(&self, earlier: Level) -> (f64, f64) {
+        let a = self.alpha / earlier.alpha;
+        (
+            a,
+            (self.sigma * self.sigma - a * a * earlier.sigma * earlier.sigma).max(0.0),
+        )
+    }
+
     /// The score ∇ log p(x) = (α·x̂₀ − x)/σ² = −ε̂/σ as a coefficient on ε̂.
     pub fn score_coef(&self) -> f64 {
         -1.0 / self.sigma

@@ -133,9 +133,7 @@ impl Sde {
 
     /// The exact Gaussian transition from `s` to `t > s`: x_t = a·x_s + √v·z, returned as (a, v).
     pub fn transition(&self, s: f64, t: f64) -> (f64, f64) {
-        let (ls, lt) = (self.marginal(s), self.marginal(t));
-        let a = lt.alpha / ls.alpha;
-        (a, (lt.sigma * lt.sigma - a * a * ls.sigma * ls.sigma).max(0.0))
+        self.marginal(t).transition_from(self.marginal(s))
     }
 
     /// The time whose marginal has the same signal-to-noise ratio as `level` (bisection; SNR falls with t).

@@ -21,15 +21,9 @@ impl StepCoefs {
     }
 }
 
-/// The forward transition between two levels, x_t = a·x_p + √v·z: a = α_t/α_p, v = σ_t² − a²σ_p².
-fn transition(t: Level, p: Level) -> (f64, f64) {
-    let a = t.alpha / p.alpha;
-    (a, (t.sigma * t.sigma - a * a * p.sigma * p.sigma).max(0.0))
-}
-
 /// The variance of the true posterior q(x_p | x_t, x₀): σ_p² v / σ_t² (DDPM's β̃ for VP levels).
 pub fn posterior_variance(t: Level, p: Level) -> f64 {
-    let (_, v) = transition(t, p);
+    let (_, v) = t.transition_from(p);
     p.sigma * p.sigma * v / (t.sigma * t.sigma)
 }
 
@@ -52,7 +46,7 @@ pub fn ddim_levels(t: Level, p: Level, eta: f64) -> Result<StepCoefs, MathError>
 /// x_t = α_t x̂₀ + σ_t ε̂. Variance: the posterior's ("small") or the transition's v ("large", DDPM's β_t).
 /// Steps into σ_p = 0 add no noise.
 pub fn ancestral(t: Level, p: Level, large_variance: bool) -> StepCoefs {
-    let (a, v) = transition(t, p);
+    let (a, v) = t.transition_from(p);
     let s2 = t.sigma * t.sigma;
     let (coef_x0, coef_xt) = (v * p.alpha / s2, a * p.sigma * p.sigma / s2);
     let variance = if p.sigma <= 0.0 {

@@ -35,6 +35,18 @@ fn schedule(name: &str) -> NoiseSchedule {
     NoiseSchedule::with_defaults(name.parse::<BetaSchedule>().unwrap(), 1000).unwrap()
 }
 
+/// The sampler's output mean and std equal the case's expected ones to 1e-3 relative.
+fn assert_outcome(case: &Value, mean: f64, std: f64) {
+    assert!(
+        rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3,
+        "mean {case}: {mean}"
+    );
+    assert!(
+        rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3,
+        "std {case}: {std}"
+    );
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
@@ -165,14 +177,7 @@ fn ddim_with_exact_gaussian_denoiser_matches_diffusers() {
             .collect();
         let (m, sd) = (case["data_mean"].as_f64().unwrap(), case["data_std"].as_f64().unwrap());
         let (mean, std) = ddim_affine(&s, &pairs, m, sd);
-        assert!(
-            rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3,
-            "mean {case}: {mean}"
-        );
-        assert!(
-            rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3,
-            "std {case}: {std}"
-        );
+        assert_outcome(case, mean, std);
         if spacing != TimestepSpacing::Linspace {
             // For these spacings diffusers' rule and our grid pairs are the same steps (any t < 0 means ᾱ = 1).
             let ours: Vec<(i64, i64)> = spacing.pairs(1000, k).unwrap();
@@ -217,13 +222,6 @@ fn dpm_solver_pp_2m_with_exact_gaussian_denoiser_matches_diffusers() {
         };
         let d = run(0.0);
         let (mean, std) = (d, (run(1.0) - d).abs());
-        assert!(
-            rel(mean, case["expected_mean"].as_f64().unwrap()) < 1e-3,
-            "mean {case}: {mean}"
-        );
-        assert!(
-            rel(std, case["expected_std"].as_f64().unwrap()) < 1e-3,
-            "std {case}: {std}"
-        );
+        assert_outcome(case, mean, std);
     }
 }

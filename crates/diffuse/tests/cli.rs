@@ -44,31 +44,30 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Trains a tiny UNet (8 base channels, batch 8) on the digits into `out`; returns its config.json.
+fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value {
+    let steps = steps.to_string();
+    let base = [
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        s(out),
+        "--steps",
+        &steps,
+        "--batch-size",
+        "8",
+    ];
+    ok(&[&base[..], &["--base-channels", "8", "--heads", "2", "--quiet"], extra].concat());
+    serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
+}
+
 /// A tiny trained run shared by the tests of this file.
 fn tiny_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let out = tmp("run").join("r");
-        ok(&[
-            "train",
-            "--data",
-            "digits",
-            "--out",
-            s(&out),
-            "--seed",
-            "1",
-            "--steps",
-            "30",
-            "--batch-size",
-            "8",
-            "--base-channels",
-            "8",
-            "--heads",
-            "2",
-            "--quiet",
-            "--checkpoint-every",
-            "10",
-        ]);
+        train_tiny(&out, 30, &["--seed", "1", "--checkpoint-every", "10"]);
         out
     })
 }
@@ -327,26 +326,7 @@ fn bad_sampling_input_gets_a_clear_error() {
 #[test]
 fn score_models_train_from_the_cli_and_sample_with_any_sampler() {
     let out = tmp("score").join("ve");
-    ok(&[
-        "train",
-        "--data",
-        "digits",
-        "--out",
-        s(&out),
-        "--sde",
-        "ve",
-        "--steps",
-        "20",
-        "--batch-size",
-        "8",
-        "--base-channels",
-        "8",
-        "--heads",
-        "2",
-        "--quiet",
-    ]);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg = train_tiny(&out, 20, &["--sde", "ve"]);
     assert_eq!(cfg["sde"], "ve");
     for sampler in ["pc", "ode", "ddim"] {
         let d = tmp(&format!("score-{sampler}"));
@@ -436,25 +416,7 @@ fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
 #[test]
 fn conditional_models_draw_the_asked_class_with_guidance() {
     let out = tmp("cond").join("c");
-    ok(&[
-        "train",
-        "--data",
-        "digits",
-        "--out",
-        s(&out),
-        "--conditional",
-        "--steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--base-channels",
-        "8",
-        "--heads",
-        "2",
-        "--quiet",
-    ]);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg = train_tiny(&out, 10, &["--conditional"]);
     assert_eq!(cfg["net"]["num_classes"], 10);
     assert_eq!(cfg["train"]["label_dropout"], 0.1);
     let d = tmp("cond-all");

@@ -152,6 +152,14 @@ fn integrate(
     }
 }
 
+/// The probability-flow field alone (nothing accumulated beside x).
+fn flow(sde: &Sde) -> impl FnMut(&mut Ctx, &State, f64) -> State + '_ {
+    move |ctx, s, t| State {
+        x: velocity(ctx, sde, &s.x, t),
+        acc: zeros_acc(&s.x),
+    }
+}
+
 fn zeros_acc(x: &Tensor<4>) -> Tensor<1> {
     Tensor::zeros([x.dims()[0]], &x.device())
 }
@@ -159,22 +167,14 @@ fn zeros_acc(x: &Tensor<4>) -> Tensor<1> {
 /// Samples by integrating from t = 1 to t_min, then returns x̂₀ at t_min.
 pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize) -> Tensor<4> {
     let y = State { acc: zeros_acc(&x), x };
-    let field = |ctx: &mut Ctx, s: &State, t: f64| State {
-        x: velocity(ctx, sde, &s.x, t),
-        acc: zeros_acc(&s.x),
-    };
-    let y = integrate(ctx, field, y, 1.0, sde.t_min(), solver, steps);
+    let y = integrate(ctx, flow(sde), y, 1.0, sde.t_min(), solver, steps);
     ctx.denoise(y.x, sde.marginal(sde.t_min())).x0
 }
 
 /// Maps x at t_min to its latent at t = 1 (the inverse of [`sample`] without its final denoising).
 pub fn encode(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize) -> Tensor<4> {
     let y = State { acc: zeros_acc(&x), x };
-    let field = |ctx: &mut Ctx, s: &State, t: f64| State {
-        x: velocity(ctx, sde, &s.x, t),
-        acc: zeros_acc(&s.x),
-    };
-    integrate(ctx, field, y, sde.t_min(), 1.0, solver, steps).x
+    integrate(ctx, flow(sde), y, sde.t_min(), 1.0, solver, steps).x
 }
 
 /// Decodes a latent at t = 1 to x at t_min (no final denoising), so that `decode(encode(x)) ≈ x`.
@@ -183,11 +183,7 @@ pub fn decode(ctx: &mut Ctx, z: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: 
         acc: zeros_acc(&z),
         x: z,
     };
-    let field = |ctx: &mut Ctx, s: &State, t: f64| State {
-        x: velocity(ctx, sde, &s.x, t),
-        acc: zeros_acc(&s.x),
-    };
-    integrate(ctx, field, y, 1.0, sde.t_min(), solver, steps).x
+    integrate(ctx, flow(sde), y, 1.0, sde.t_min(), solver, steps).x
 }
 
 /// log p_{t_min}(x) per image in nats: log p_1(z) + ∫ div F dt along the ODE from t_min to 1, with a fixed
