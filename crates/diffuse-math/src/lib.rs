@@ -5,9 +5,11 @@
 //! - [`step`]: the per-step coefficients of the DDPM, DDIM, ancestral and DPM-Solver++ updates.
 //! - [`level`], [`sde`]: noise levels x = αx₀ + σε, and the VP / sub-VP / VE SDEs that produce them.
 //! - [`dist`]: exact targets (Gaussian, mixtures) with their CDFs, and the 1-Wasserstein distance to them.
+//! - [`metrics`]: sample-quality statistics over feature vectors (Fréchet distance, Inception-style score).
 
 pub mod dist;
 pub mod level;
+pub mod metrics;
 pub mod prediction;
 pub mod schedule;
 pub mod sde;

@@ -1,10 +1,12 @@
 //! The evaluation classifier: trained on real labelled images, it measures how recognisable generated
-//! images are (share classified with confidence) and whether every class appears (coverage).
+//! images are (share classified with confidence, Inception-style score), whether every class appears
+//! (coverage), and how far their features lie from real ones (classifier-feature FID).
 
 use crate::data::Dataset;
 use crate::nn::classifier_net::ClassifierNet;
 use crate::safetensors_io::{self, Contents};
 use crate::{Error, Result, rng};
+use diffuse_math::metrics::{Moments, frechet_distance, inception_score};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
@@ -47,6 +49,11 @@ pub struct Report {
     /// Mean L2 distance between two images of the set (its first 500 at most, so that a 10,000-image test set
     /// does not cost 50 million pairs), in [−1, 1] pixel units: a simple diversity measure.
     pub mean_pairwise_distance: f64,
+    /// exp E[KL(p(y|x) ‖ p(y))] with this classifier's probabilities: 1 to the number of classes.
+    pub inception_score: f64,
+    /// Fréchet distance between this set's and a reference set's pooled classifier features, when a reference
+    /// is given. Small sets bias it upwards: compare values at equal sizes only.
+    pub fid: Option<f64>,
 }
 
 impl std::fmt::Display for Report {
@@ -63,6 +70,10 @@ impl std::fmt::Display for Report {
             self.histogram,
             self.mean_pairwise_distance
         )?;
+        write!(f, ", inception-style score {:.3}", self.inception_score)?;
+        if let Some(d) = self.fid {
+            write!(f, ", classifier FID {d:.3}")?;
+        }
         if let Some(a) = self.accuracy {
             write!(f, ", accuracy {:.2}%", a * 100.0)?;
         }
@@ -114,7 +125,7 @@ pub fn train(train: &Dataset, test: &Dataset, out: &Path, steps: usize, seed: u6
         },
         net: net.valid(),
     };
-    let acc = clf.score(test, 0.9)?.accuracy.unwrap_or(0.0);
+    let acc = clf.score(test, 0.9, None)?.accuracy.unwrap_or(0.0);
     let meta = ClassifierMeta {
         test_accuracy: acc,
         ..clf.meta.clone()
@@ -152,8 +163,8 @@ impl Classifier {
         Ok(Classifier { meta, net })
     }
 
-    /// Class probabilities [n][classes].
-    pub fn probabilities(&self, data: &Dataset) -> Result<Vec<Vec<f32>>> {
+    /// Class probabilities [n][classes] and pooled features [n][128].
+    pub fn outputs(&self, data: &Dataset) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
         let m = &self.meta;
         if (data.channels, data.height, data.width) != (m.channels, m.height, m.width) {
             return Err(Error::Data(format!(
@@ -163,28 +174,43 @@ impl Classifier {
         }
         let device = crate::device::device();
         let k = m.class_names.len();
-        let mut out = Vec::with_capacity(data.len());
+        let (mut probs, mut feats) = (Vec::with_capacity(data.len()), Vec::with_capacity(data.len()));
+        let rows = |t: Tensor<2>| -> Vec<Vec<f64>> {
+            let [_, d] = t.dims();
+            let v: Vec<f32> = t.into_data().try_into_vec().expect("f32");
+            v.chunks(d).map(|c| c.iter().map(|&x| x as f64).collect()).collect()
+        };
         for start in (0..data.len()).step_by(256) {
             let idx: Vec<usize> = (start..(start + 256).min(data.len())).collect();
-            let p: Vec<f32> = softmax(self.net.forward(images(data, &idx, &device)), 1)
-                .into_data()
-                .try_into_vec()
-                .expect("f32");
-            out.extend(p.chunks(k).map(|c| c.to_vec()));
+            let f = self.net.features(images(data, &idx, &device));
+            probs.extend(rows(softmax(self.net.logits(f.clone()), 1)));
+            feats.extend(rows(f));
         }
-        Ok(out)
+        debug_assert!(probs.iter().all(|p| p.len() == k));
+        Ok((probs, feats))
     }
 
-    pub fn score(&self, data: &Dataset, threshold: f64) -> Result<Report> {
-        let probs = self.probabilities(data)?;
+    /// Scores `data`; with a `reference` set (real images) also the classifier-feature FID against it.
+    pub fn score(&self, data: &Dataset, threshold: f64, reference: Option<&Dataset>) -> Result<Report> {
+        let (probs, feats) = self.outputs(data)?;
+        let fid = match reference {
+            Some(r) => {
+                let moments = |f: &[Vec<f64>], what: &str| {
+                    Moments::of(f).ok_or_else(|| Error::Data(format!("FID needs at least two {what} images")))
+                };
+                let (_, ref_feats) = self.outputs(r)?;
+                Some(frechet_distance(&moments(&feats, "scored")?, &moments(&ref_feats, "reference")?))
+            }
+            None => None,
+        };
         let k = self.meta.class_names.len();
         let mut histogram = vec![0; k];
         let (mut confident, mut conf_sum, mut correct) = (0, 0.0, 0);
         for (i, p) in probs.iter().enumerate() {
             let (arg, &max) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("classes");
             histogram[arg] += 1;
-            conf_sum += max as f64;
-            confident += (max as f64 >= threshold) as usize;
+            conf_sum += max;
+            confident += (max >= threshold) as usize;
             if let Some(l) = &data.labels {
                 correct += (l[i] as usize == arg) as usize;
             }
@@ -214,6 +240,8 @@ impl Classifier {
             num_classes: k,
             histogram,
             accuracy: data.labels.as_ref().map(|_| correct as f64 / n),
+            inception_score: inception_score(&probs),
+            fid,
         })
     }
 }

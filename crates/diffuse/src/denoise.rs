@@ -82,22 +82,60 @@ impl Conditioning {
     }
 }
 
+/// Classifier-free guidance (Ho & Salimans 2022): out = out_u + w·(out_c − out_u).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guidance {
+    /// w: 1 is plain conditional, 0 unconditional.
+    pub scale: f64,
+    /// Guide only while the noise level σ/α lies in [lo, hi]; elsewhere the plain conditional output is used
+    /// (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval"). σ/α is the VE-equivalent level,
+    /// the same for every SDE and schedule.
+    pub interval: Option<(f64, f64)>,
+    /// φ ∈ [0, 1]: the guided output rescaled per image to the conditional output's standard deviation,
+    /// blended as φ·rescaled + (1 − φ)·guided (Lin et al. 2024, §3.4), against over-exposure at large w.
+    pub rescale: f64,
+}
+
+impl Guidance {
+    /// Guidance with scale w and no interval or rescaling.
+    pub fn scale(w: f64) -> Guidance {
+        Guidance {
+            scale: w,
+            interval: None,
+            rescale: 0.0,
+        }
+    }
+
+    /// The scale in effect at `level`.
+    fn scale_at(&self, level: Level) -> f64 {
+        match self.interval {
+            Some((lo, hi)) if !(lo..=hi).contains(&(level.sigma / level.alpha)) => 1.0,
+            _ => self.scale,
+        }
+    }
+}
+
+impl Default for Guidance {
+    fn default() -> Guidance {
+        Guidance::scale(1.0)
+    }
+}
+
 /// A trained network as a denoiser at any level: x is scaled to the variance-preserving level with the same
 /// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
-/// (diffusers' `clip_sample`) and recomputes ε̂ to match. For class-conditional models, classifier-free guidance (Ho & Salimans 2022):
-/// out = out_u + w·(out_c − out_u), the conditional and null-class inputs in one batched call; w = 1 is
-/// plain conditional, w = 0 unconditional. Outputs combine linearly, so this is the same rule on ε̂ for
-/// every parameterisation.
+/// (diffusers' `clip_sample`) and recomputes ε̂ to match. Class-conditional models are guided by
+/// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
+/// this is the same rule on ε̂ for every parameterisation.
 pub struct UNetDenoiser<'a> {
     pub net: &'a Net,
     pub cond: &'a Conditioning,
     pub prediction: Prediction,
     pub clip: bool,
-    pub guidance: f64,
+    pub guidance: Guidance,
 }
 
 impl UNetDenoiser<'_> {
-    fn output(&self, x: Tensor<4>, t: Tensor<1>, cond: &Cond) -> Tensor<4> {
+    fn output(&self, x: Tensor<4>, t: Tensor<1>, level: Level, cond: &Cond) -> Tensor<4> {
         let (Some(classes), Some(k)) = (&cond.classes, self.net.num_classes()) else {
             return self.net.forward(x, t, None);
         };
@@ -105,7 +143,7 @@ impl UNetDenoiser<'_> {
         let b = classes.len();
         let labels = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device);
         let cls = labels(classes.iter().map(|&c| c as i64).collect());
-        let w = self.guidance;
+        let w = self.guidance.scale_at(level);
         if w == 1.0 {
             return self.net.forward(x, t, Some(cls));
         }
@@ -120,7 +158,14 @@ impl UNetDenoiser<'_> {
         );
         let mut halves = out.chunk(2, 0).into_iter();
         let (c, u) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
-        u.clone() + (c - u).mul_scalar(w)
+        let guided = u.clone() + (c.clone() - u).mul_scalar(w);
+        let phi = self.guidance.rescale;
+        if phi == 0.0 {
+            return guided;
+        }
+        let std = |t: &Tensor<4>| t.clone().reshape([b as i32, -1]).var(1).sqrt().reshape([b, 1, 1, 1]);
+        let ratio = std(&c) / std(&guided).clamp_min(1e-12);
+        guided.clone() * (ratio.mul_scalar(phi).add_scalar(1.0 - phi))
     }
 }
 
@@ -135,7 +180,7 @@ impl Denoiser for UNetDenoiser<'_> {
             x
         };
         let t = Tensor::<1>::full([b], self.cond.time_input(level) as f32, &x_vp.device());
-        let out = self.output(x_vp.clone(), t, cond);
+        let out = self.output(x_vp.clone(), t, level, cond);
         let mut d = from_output(x_vp.clone(), out, ab, self.prediction);
         if self.clip {
             // ε̂ is recomputed from the clipped x̂₀ (diffusers' `use_clipped_model_output`), so that every
@@ -283,7 +328,7 @@ mod tests {
             num_classes: Some(3),
             ..crate::nn::UNetConfig::for_image(1, 8, 8)
         };
-        let net = crate::nn::NetConfig::Unet(cfg).init(&device).unwrap();
+        let net = crate::device::init_seeded(0, &device, |d| crate::nn::NetConfig::Unet(cfg).init(d).unwrap());
         // Give the zero-initialised output layers weights, so that the class makes a difference.
         let net = net.map(&mut Perturb);
         let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
@@ -293,7 +338,7 @@ mod tests {
             cond: &c,
             prediction: Prediction::Eps,
             clip: false,
-            guidance: w,
+            guidance: Guidance::scale(w),
         };
         let x = Tensor::<4>::from_data(
             TensorData::new(crate::rng::normals(&mut crate::rng::stream(0, 0), 128), [2, 1, 8, 8]),
@@ -324,6 +369,48 @@ mod tests {
                 (g - want).abs() < 1e-4 * (1.0 + want.abs()),
                 "batched {g} vs separate {want}"
             );
+        }
+        // An interval that excludes this level (σ/α ≈ 1.0 here) leaves the plain conditional output.
+        let with = |g: Guidance| -> Vec<f32> {
+            let d = UNetDenoiser {
+                guidance: g,
+                ..den(1.0)
+            };
+            d.denoise(x.clone(), level, &labelled)
+                .eps
+                .into_data()
+                .try_into_vec()
+                .unwrap()
+        };
+        let ratio = level.sigma / level.alpha;
+        let interval = |lo, hi| Guidance {
+            interval: Some((lo, hi)),
+            ..Guidance::scale(3.0)
+        };
+        assert_eq!(with(interval(ratio * 1.1, ratio * 10.0)), cond1);
+        assert_eq!(with(interval(ratio * 0.9, ratio * 1.1)), guided);
+        // Full rescaling gives each image the conditional output's standard deviation, the direction of
+        // the guided one; half of it lies halfway.
+        let std = |v: &[f32]| {
+            let m = v.iter().sum::<f32>() / v.len() as f32;
+            (v.iter().map(|a| (a - m).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
+        };
+        let rescaled = |phi| {
+            with(Guidance {
+                rescale: phi,
+                ..Guidance::scale(3.0)
+            })
+        };
+        let (full, half) = (rescaled(1.0), rescaled(0.5));
+        for i in 0..2 {
+            let r = i * 64..(i + 1) * 64;
+            let (f, g, c) = (&full[r.clone()], &guided[r.clone()], &cond1[r.clone()]);
+            assert!((std(f) - std(c)).abs() < 1e-4 * std(c), "{} vs {}", std(f), std(c));
+            assert!((std(g) - std(c)).abs() > 0.05 * std(c), "rescaling has work to do here");
+            let k = std(c) / std(g);
+            for ((h, f), g) in half[r].iter().zip(f).zip(g) {
+                assert!((f - g * k).abs() < 1e-4 && (h - (f + g) / 2.0).abs() < 1e-4);
+            }
         }
     }
 

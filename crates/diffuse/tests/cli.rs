@@ -488,6 +488,35 @@ fn conditional_models_draw_the_asked_class_with_guidance() {
         ],
         "between 0 and 100",
     );
+    ok(&[
+        "sample",
+        "--run",
+        s(&out),
+        "--steps",
+        "5",
+        "--n",
+        "2",
+        "--class",
+        "3",
+        "--guidance",
+        "5",
+        "--guidance-interval",
+        "0.3,5",
+        "--guidance-rescale",
+        "0.7",
+        "--out-dir",
+        s(&d),
+    ]);
+    for (flag, value, said) in [
+        ("--guidance-interval", "5,0.3", "--guidance-interval \"5,0.3\""),
+        ("--guidance-interval", "1", "0 <= LO < HI"),
+        ("--guidance-rescale", "2", "between 0 and 1"),
+    ] {
+        fails(
+            &["sample", "--run", s(&out), "--class", "1", "--out-dir", o, flag, value],
+            said,
+        );
+    }
     fails(
         &["sample", "--run", s(tiny_run()), "--class", "1", "--out-dir", o],
         "need a class-conditional model",

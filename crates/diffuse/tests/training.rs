@@ -1,7 +1,7 @@
 //! Training end to end on tiny models: overfitting, exact resume, determinism, non-finite loss.
 
 use diffuse::data::{Dataset, Split};
-use diffuse::denoise::UNetDenoiser;
+use diffuse::denoise::{Cond, UNetDenoiser};
 use diffuse::nn::{NetConfig, UNetConfig};
 use diffuse::run::{self, FORMAT, RunConfig, ScheduleConfig, TrainConfig, Weights};
 use diffuse::sample::{self, Method, Plan, Process};
@@ -50,6 +50,11 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
 
 /// `n` deterministic DDIM samples (trailing spacing) of the raw weights of the run in `out`.
 fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: bool) -> Vec<f32> {
+    ddim_samples_of(out, steps, n, seed, clip, &Cond::default())
+}
+
+/// The same, conditioned on `cond`.
+fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: bool, cond: &Cond) -> Vec<f32> {
     let device = diffuse::device::device();
     let r = run::load(out, Weights::Raw, &device).unwrap();
     let den = UNetDenoiser {
@@ -57,7 +62,7 @@ fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: 
         cond: &r.cond,
         prediction: r.config.prediction().unwrap(),
         clip,
-        guidance: 1.0,
+        guidance: Default::default(),
     };
     let process = Process::Discrete {
         schedule: r.schedule.clone(),
@@ -65,20 +70,7 @@ fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: 
     };
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps).unwrap();
     let shape = [r.config.channels, r.config.height, r.config.width];
-    sample::draw(
-        &den,
-        &plan,
-        seed,
-        n,
-        shape,
-        n,
-        None,
-        &Default::default(),
-        &[],
-        &device,
-        &mut |_| {},
-    )
-    .images
+    sample::draw(&den, &plan, seed, n, shape, n, None, cond, &[], &device, &mut |_| {}).images
 }
 
 fn quiet() -> Options {
@@ -109,7 +101,6 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
     // than to any other training digit.
     let images = ddim_samples(&out, 25, 4, 9, true);
     let all = Dataset::load("digits", Split::Train).unwrap();
-    let mse = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / a.len() as f32;
     for img in images.chunks(64) {
         let to_target = mse(img, data.image(0));
         // Nearest neighbour among the 1,500 training digits: the one it was trained on (which is all.image(0)).
@@ -118,6 +109,46 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
             to_target < 0.06 && nearest == Some(0),
             "sample is not the training image: mse {to_target}, nearest digit {nearest:?}"
         );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// Mean squared difference of two images.
+fn mse(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>() / a.len() as f32
+}
+
+#[test]
+fn conditional_tiny_unet_overfits_one_digit_per_class_and_draws_each_on_request() {
+    let all = Dataset::load("digits", Split::Train).unwrap();
+    let labels = all.labels.clone().unwrap();
+    // The first training digit of classes 0, 1 and 2.
+    let picks: Vec<usize> = (0..3u32)
+        .map(|c| labels.iter().position(|&l| l == c).unwrap())
+        .collect();
+    let data = all.subset(&picks);
+    let out = tmp("overfit-cond");
+    let mut cfg = tiny_config(800, "eps");
+    cfg.class_names = all.class_names.clone();
+    if let NetConfig::Unet(u) = &mut cfg.net {
+        u.num_classes = Some(all.class_names.len());
+    }
+    cfg.train.checkpoint_every = 0;
+    train::train(&cfg, &data, &out, &quiet()).unwrap();
+    // Asked for class c, every sample is the one digit of class c: nearer to it than to the other two.
+    for (c, &pick) in picks.iter().enumerate() {
+        let cond = Cond {
+            classes: Some(vec![c as u32; 4]),
+        };
+        let images = ddim_samples_of(&out, 25, 4, 5, true, &cond);
+        for img in images.chunks(64) {
+            let d: Vec<f32> = picks.iter().map(|&p| mse(img, all.image(p))).collect();
+            let nearest = (0..3).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap();
+            assert!(
+                nearest == c && d[c] < 0.1,
+                "class {c} (digit #{pick}) drew a sample at distances {d:?}"
+            );
+        }
     }
     std::fs::remove_dir_all(&out).unwrap();
 }

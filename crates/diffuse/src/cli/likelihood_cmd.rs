@@ -71,7 +71,7 @@ pub fn likelihood(a: LikelihoodArgs) -> anyhow::Result<()> {
         cond: &run.cond,
         prediction: cfg.prediction()?,
         clip: false,
-        guidance: 1.0,
+        guidance: Default::default(),
     };
     let n = a.n.min(data.len());
     let per = data.image_size();

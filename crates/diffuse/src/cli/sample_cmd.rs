@@ -1,7 +1,7 @@
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::denoise::{Cond, UNetDenoiser};
+use diffuse::denoise::{Cond, Guidance, UNetDenoiser};
 use diffuse::run::{self, Weights};
 use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
@@ -44,6 +44,12 @@ pub struct SampleArgs {
     /// Classifier-free guidance scale w: ε̂ = ε̂_u + w (ε̂_c − ε̂_u); 1 is plain conditional, 0 unconditional.
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
+    /// Guide only at noise levels σ/α in [LO, HI] (e.g. 0.3,5), the plain conditional output elsewhere.
+    #[arg(long, value_name = "LO,HI")]
+    guidance_interval: Option<String>,
+    /// Rescale the guided output to the conditional one's standard deviation, blended by φ ∈ [0, 1].
+    #[arg(long, default_value_t = 0.0, value_name = "PHI")]
+    guidance_rescale: f64,
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -79,19 +85,44 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
+/// The guidance flags, checked.
+fn guidance(a: &SampleArgs) -> anyhow::Result<Guidance> {
+    if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
+        bail!("--guidance must be between 0 and 100, got {}", a.guidance);
+    }
+    if !(0.0..=1.0).contains(&a.guidance_rescale) {
+        bail!("--guidance-rescale must be between 0 and 1, got {}", a.guidance_rescale);
+    }
+    let interval = a
+        .guidance_interval
+        .as_deref()
+        .map(|spec| {
+            let v: Vec<f64> = spec.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()?;
+            match v[..] {
+                [lo, hi] if lo >= 0.0 && lo < hi && hi.is_finite() => Ok((lo, hi)),
+                _ => Err(anyhow::anyhow!("need two numbers 0 <= LO < HI")),
+            }
+        })
+        .transpose()
+        .with_context(|| format!("--guidance-interval {:?}", a.guidance_interval.as_deref().unwrap_or("")))?;
+    Ok(Guidance {
+        scale: a.guidance,
+        interval,
+        rescale: a.guidance_rescale,
+    })
+}
+
 /// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
 fn classes(a: &SampleArgs, names: &[String], num_classes: Option<usize>) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
+    let guided = a.guidance != 1.0 || a.guidance_interval.is_some() || a.guidance_rescale != 0.0;
     let Some(k) = num_classes else {
-        if a.class.is_some() || a.guidance != 1.0 {
+        if a.class.is_some() || guided {
             bail!("--class and --guidance need a class-conditional model (train with --conditional)");
         }
         return Ok((None, 1));
     };
-    if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
-        bail!("--guidance must be between 0 and 100, got {}", a.guidance);
-    }
     let Some(spec) = a.class.as_deref() else {
-        if a.guidance != 1.0 {
+        if guided {
             bail!("--guidance needs --class");
         }
         return Ok((None, 1));
@@ -124,6 +155,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cfg = &run.config;
     let plan = a.sampler.plan(&run.schedule, cfg.sde.as_deref())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
+    let guidance = guidance(&a)?;
     let (classes, rows) = classes(&a, &cfg.class_names, run.net.num_classes())?;
     let n = classes.as_ref().map_or(a.n, |c| c.len());
     let cond = Cond { classes };
@@ -139,7 +171,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         cond: &run.cond,
         prediction: cfg.prediction()?,
         clip: !a.no_clip && !points,
-        guidance: a.guidance,
+        guidance,
     };
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);

@@ -272,6 +272,10 @@ pub struct ClassifierScoreArgs {
     /// The class every image should be (by index or name): reports accuracy against it.
     #[arg(long)]
     class: Option<String>,
+    /// Real images to compare with: the classifier-feature FID of the scored set against this data set's
+    /// held-out split (e.g. digits).
+    #[arg(long)]
+    reference: Option<String>,
     /// A prediction counts as confident at or above this probability.
     #[arg(long, default_value_t = 0.9)]
     threshold: f64,
@@ -312,7 +316,8 @@ pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
                 let k = k.ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (classes: {})", names.join(", ")))?;
                 images.labels = Some(vec![k as u32; images.len()]);
             }
-            let r = clf.score(&images, a.threshold)?;
+            let reference = a.reference.as_deref().map(|s| Dataset::load(s, Split::Test)).transpose()?;
+            let r = clf.score(&images, a.threshold, reference.as_ref())?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

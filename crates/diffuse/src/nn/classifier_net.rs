@@ -32,10 +32,20 @@ impl ClassifierNet {
 
     /// Logits [b, classes] for images [b, c, h, w] in [-1, 1].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.logits(self.features(x))
+    }
+
+    /// Logits from pooled features.
+    pub fn logits(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head.forward(features)
+    }
+
+    /// The pooled 128-d features [b, 128] under the head: the space of the classifier-feature FID.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let h = silu(self.conv1.forward(x));
         let h = silu(self.conv2.forward(h));
         let h = silu(self.conv3.forward(h));
         let [b, c, _, _] = h.dims();
-        self.head.forward(h.mean_dims(&[2, 3]).reshape([b, c]))
+        h.mean_dims(&[2, 3]).reshape([b, c])
     }
 }

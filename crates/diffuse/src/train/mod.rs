@@ -299,7 +299,7 @@ fn preview(
         cond,
         prediction: cfg.prediction()?,
         clip: (cfg.height, cfg.width) != (1, 1),
-        guidance: 1.0,
+        guidance: Default::default(),
     };
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
     let points = (h, w) == (1, 1);

@@ -1,0 +1,140 @@
+//! Sample-quality statistics over feature vectors, in f64: the Fréchet distance between the Gaussians
+//! fitted to two feature sets (FID when the features are Inception's pool3, Heusel et al. 2017) and the
+//! Inception-style score exp E[KL(p(y|x) ‖ p(y))] of a classifier's probabilities (Salimans et al. 2016).
+
+use nalgebra::{DMatrix, DVector};
+
+/// The mean and covariance (unbiased, n − 1) of a set of feature vectors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moments {
+    pub n: usize,
+    pub mean: DVector<f64>,
+    pub cov: DMatrix<f64>,
+}
+
+impl Moments {
+    /// Moments of `rows`, each a feature vector of the same length; needs at least two rows.
+    pub fn of(rows: &[Vec<f64>]) -> Option<Moments> {
+        let n = rows.len();
+        let d = rows.first()?.len();
+        if n < 2 || d == 0 || rows.iter().any(|r| r.len() != d) {
+            return None;
+        }
+        let x = DMatrix::from_fn(n, d, |i, j| rows[i][j]);
+        let mean = x.row_mean().transpose();
+        let centred = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - mean[j]);
+        let cov = centred.tr_mul(&centred) / (n - 1) as f64;
+        Some(Moments { n, mean, cov })
+    }
+}
+
+/// The principal square root of a symmetric positive semi-definite matrix, through its eigendecomposition;
+/// eigenvalues that rounding made slightly negative count as zero.
+pub fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let sym = (m + m.transpose()) * 0.5;
+    let eig = sym.symmetric_eigen();
+    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eig.eigenvectors * DMatrix::from_diagonal(&roots) * eig.eigenvectors.transpose()
+}
+
+/// d² = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½. The symmetric form has the same trace as
+/// (Σ₁Σ₂)^½ and is PSD, so a symmetric eigensolver gives it without the complex parts that the general
+/// square root of Σ₁Σ₂ picks up from rounding.
+pub fn frechet_distance(a: &Moments, b: &Moments) -> f64 {
+    assert_eq!(a.mean.len(), b.mean.len(), "feature dimensions differ");
+    let r = sqrt_psd(&a.cov);
+    let cross = sqrt_psd(&(&r * &b.cov * &r)).trace();
+    let d = (&a.mean - &b.mean).norm_squared() + a.cov.trace() + b.cov.trace() - 2.0 * cross;
+    d.max(0.0)
+}
+
+/// exp of the mean KL divergence between each row of class probabilities and their average: 1 when every
+/// image gets the same distribution, k when each is confidently one of k equally frequent classes.
+pub fn inception_score(probs: &[Vec<f64>]) -> f64 {
+    let Some(k) = probs.first().map(Vec::len) else {
+        return f64::NAN;
+    };
+    let n = probs.len() as f64;
+    let marginal: Vec<f64> = (0..k).map(|j| probs.iter().map(|p| p[j]).sum::<f64>() / n).collect();
+    let kl = |p: &[f64]| -> f64 {
+        p.iter()
+            .zip(&marginal)
+            .filter(|(pj, _)| **pj > 0.0)
+            .map(|(pj, mj)| pj * (pj / mj).ln())
+            .sum()
+    };
+    (probs.iter().map(|p| kl(p)).sum::<f64>() / n).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moments(mean: &[f64], cov: &[f64]) -> Moments {
+        let d = mean.len();
+        Moments {
+            n: 0,
+            mean: DVector::from_column_slice(mean),
+            cov: DMatrix::from_row_slice(d, d, cov),
+        }
+    }
+
+    #[test]
+    fn square_root_of_known_matrices() {
+        let m = DMatrix::from_row_slice(2, 2, &[4.0, 0.0, 0.0, 9.0]);
+        assert!((sqrt_psd(&m) - DMatrix::from_row_slice(2, 2, &[2.0, 0.0, 0.0, 3.0])).norm() < 1e-12);
+        // [[5, 4], [4, 5]] = R² with R = [[2, 1], [1, 2]].
+        let m = DMatrix::from_row_slice(2, 2, &[5.0, 4.0, 4.0, 5.0]);
+        assert!((sqrt_psd(&m) - DMatrix::from_row_slice(2, 2, &[2.0, 1.0, 1.0, 2.0])).norm() < 1e-12);
+        // A random PSD matrix: the root squared gives it back.
+        let a = DMatrix::from_fn(6, 6, |i, j| ((i * 7 + j * 3) % 5) as f64 - 2.0);
+        let m = &a * a.transpose();
+        let r = sqrt_psd(&m);
+        assert!((&r * &r - &m).norm() < 1e-9 * m.norm());
+        // Rank-deficient input (a set with fewer items than dimensions) stays finite.
+        let v = DMatrix::from_column_slice(3, 1, &[1.0, 2.0, 2.0]);
+        let r = sqrt_psd(&(&v * v.transpose()));
+        assert!((&r * &r - &v * v.transpose()).norm() < 1e-9);
+    }
+
+    #[test]
+    fn frechet_distance_has_its_closed_forms() {
+        // One dimension: (μ₁ − μ₂)² + (s₁ − s₂)².
+        let d = frechet_distance(&moments(&[1.0], &[4.0]), &moments(&[-2.0], &[0.25]));
+        assert!((d - (9.0 + 1.5f64.powi(2))).abs() < 1e-12, "{d}");
+        // Non-commuting 2×2 covariances: tr √M = √(tr M + 2 √det M) for 2×2 PSD M, and
+        // tr (Σ₁^½Σ₂Σ₁^½)^½ = tr (Σ₁Σ₂)^½ with det(Σ₁Σ₂) = det Σ₁ det Σ₂.
+        let (s1, s2) = ([2.0, 0.5, 0.5, 1.0], [1.0, -0.3, -0.3, 3.0]);
+        let (a, b) = (moments(&[0.0, 1.0], &s1), moments(&[1.0, 1.0], &s2));
+        let tr_prod = s1[0] * s2[0] + s1[1] * s2[2] + s1[2] * s2[1] + s1[3] * s2[3];
+        let det = (s1[0] * s1[3] - s1[1] * s1[2]) * (s2[0] * s2[3] - s2[1] * s2[2]);
+        let want = 1.0 + 3.0 + 4.0 - 2.0 * (tr_prod + 2.0 * det.sqrt()).sqrt();
+        assert!((frechet_distance(&a, &b) - want).abs() < 1e-12);
+        assert!((frechet_distance(&b, &a) - want).abs() < 1e-12, "symmetric");
+        assert!(frechet_distance(&a, &a) < 1e-12);
+    }
+
+    #[test]
+    fn moments_are_the_unbiased_estimates_and_a_set_is_at_distance_zero_from_itself() {
+        let rows: Vec<Vec<f64>> = (0..50)
+            .map(|i| vec![(i as f64 * 0.37).sin(), (i as f64 * 0.11).cos() * 2.0, (i % 7) as f64])
+            .collect();
+        let m = Moments::of(&rows).unwrap();
+        let mean0 = rows.iter().map(|r| r[0]).sum::<f64>() / 50.0;
+        let var0 = rows.iter().map(|r| (r[0] - mean0).powi(2)).sum::<f64>() / 49.0;
+        assert!((m.mean[0] - mean0).abs() < 1e-12 && (m.cov[(0, 0)] - var0).abs() < 1e-12);
+        assert!(frechet_distance(&m, &m) < 1e-9);
+        assert!(Moments::of(&rows[..1]).is_none() && Moments::of(&[vec![1.0], vec![1.0, 2.0]]).is_none());
+    }
+
+    #[test]
+    fn inception_score_bounds() {
+        let one_hot = |k: usize| (0..4).map(|j| (j == k) as u8 as f64).collect::<Vec<_>>();
+        let confident: Vec<_> = (0..40).map(|i| one_hot(i % 4)).collect();
+        assert!((inception_score(&confident) - 4.0).abs() < 1e-12);
+        let collapsed: Vec<_> = (0..40).map(|_| one_hot(2)).collect();
+        assert!((inception_score(&collapsed) - 1.0).abs() < 1e-12);
+        let unsure: Vec<_> = (0..40).map(|_| vec![0.25; 4]).collect();
+        assert!((inception_score(&unsure) - 1.0).abs() < 1e-12);
+    }
+}
