@@ -6,10 +6,10 @@ use crate::data::Dataset;
 use crate::nn::classifier_net::ClassifierNet;
 use crate::safetensors_io::{self, Contents};
 use crate::{Error, Result, rng};
-use diffuse_math::metrics::{Moments, frechet_distance, inception_score};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
+use diffuse_math::metrics::{Moments, frechet_distance, inception_score};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -199,7 +199,10 @@ impl Classifier {
                     Moments::of(f).ok_or_else(|| Error::Data(format!("FID needs at least two {what} images")))
                 };
                 let (_, ref_feats) = self.outputs(r)?;
-                Some(frechet_distance(&moments(&feats, "scored")?, &moments(&ref_feats, "reference")?))
+                Some(frechet_distance(
+                    &moments(&feats, "scored")?,
+                    &moments(&ref_feats, "reference")?,
+                ))
             }
             None => None,
         };

@@ -316,7 +316,11 @@ pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
                 let k = k.ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (classes: {})", names.join(", ")))?;
                 images.labels = Some(vec![k as u32; images.len()]);
             }
-            let reference = a.reference.as_deref().map(|s| Dataset::load(s, Split::Test)).transpose()?;
+            let reference = a
+                .reference
+                .as_deref()
+                .map(|s| Dataset::load(s, Split::Test))
+                .transpose()?;
             let r = clf.score(&images, a.threshold, reference.as_ref())?;
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);

@@ -1,10 +1,12 @@
 //! Data sets as pixel arrays in [-1, 1], NCHW, with optional labels.
 //!
 //! `--data` takes: `digits` (embedded, the default), `mnist[:DIR]`, `fashion-mnist[:DIR]`,
-//! `idx:IMAGES[,LABELS]`, `folder:DIR` / a folder path (PNGs; sub-folders become labels), or
-//! `points:circle|sphere|torus|letter` (point clouds as 1×1 images with a channel per coordinate).
+//! `idx:IMAGES[,LABELS]`, `folder:DIR` / a folder path (PNGs; sub-folders become labels), `emoji[:DIR][@BG]`
+//! (32×32 colour sprites on background BG, categories as labels), or `points:circle|sphere|torus|letter`
+//! (point clouds as 1×1 images with a channel per coordinate).
 
 mod digits;
+pub mod emoji;
 mod folder;
 mod idx;
 pub mod points;
@@ -101,11 +103,20 @@ impl Dataset {
                 idx::load_files(spec, Path::new(images), labels)?
             }
             "folder" => folder::load(Path::new(arg))?,
+            "emoji" => {
+                let (dir, bg) = arg.rsplit_once('@').unwrap_or((arg, "white"));
+                let dir = if dir.is_empty() {
+                    default_dir("emoji-noto")?
+                } else {
+                    PathBuf::from(dir)
+                };
+                emoji::load(&dir, emoji::parse_background(bg)?, split)?
+            }
             "points" => points::load(arg, split)?,
             _ if Path::new(spec).is_dir() => folder::load(Path::new(spec))?,
             _ => {
                 return Err(Error::Data(format!(
-                    "unknown data '{spec}' (expected digits, mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR, a folder, or points:circle|sphere|torus|letter)"
+                    "unknown data '{spec}' (expected digits, mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR, a folder, emoji[:DIR][@BG], or points:circle|sphere|torus|letter)"
                 )));
             }
         };
@@ -116,7 +127,7 @@ impl Dataset {
     }
 }
 
-/// Where `mnist` / `fashion-mnist` are looked for without a DIR: `$DIFFUSE_DATA/<name>`.
+/// Where `mnist`, `fashion-mnist` and `emoji` (`emoji-noto`) are looked for without a DIR: `$DIFFUSE_DATA/<name>`.
 fn default_dir(name: &str) -> Result<PathBuf> {
     match std::env::var_os("DIFFUSE_DATA") {
         Some(root) => Ok(PathBuf::from(root).join(name)),
@@ -137,8 +148,28 @@ pub fn to_u8(v: f32) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A path inside the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after
+    /// saying that the test skips.
+    pub(crate) fn shared(sub: &str) -> Option<PathBuf> {
+        let path = std::env::var_os("DIFFUSE_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+            .join(sub);
+        if path.exists() {
+            return Some(path);
+        }
+        // Written past the test harness's capture so that the skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
+            path.display()
+        );
+        None
+    }
 
     #[test]
     fn pixel_scaling_round_trips() {
