@@ -1,6 +1,7 @@
 //! Sample-quality statistics over feature vectors, in f64: the Fréchet distance between the Gaussians
 //! fitted to two feature sets (FID when the features are Inception's pool3, Heusel et al. 2017) and the
-//! Inception-style score exp E[KL(p(y|x) ‖ p(y))] of a classifier's probabilities (Salimans et al. 2016).
+//! Inception-style score exp E[KL(p(y|x) ‖ p(y))] of a classifier's probabilities (Salimans et al. 2016);
+//! PSNR and SSIM for reconstructions.
 
 use nalgebra::{DMatrix, DVector};
 
@@ -66,9 +67,63 @@ pub fn inception_score(probs: &[Vec<f64>]) -> f64 {
     (probs.iter().map(|p| kl(p)).sum::<f64>() / n).exp()
 }
 
+/// Peak signal-to-noise ratio in dB of a mean squared error, for pixels in [0, 1].
+pub fn psnr(mse: f64) -> f64 {
+    10.0 * (1.0 / mse.max(1e-20)).log10()
+}
+
+/// Structural similarity (Wang et al. 2004) of two single-channel images in [0, 1] (h × w, row-major):
+/// Gaussian window of σ 1.5 and size 11 (smaller images: their smaller side), positions where the window fits,
+/// C₁ = 0.01², C₂ = 0.03².
+pub fn ssim(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
+    assert!(a.len() == h * w && b.len() == h * w, "images must be h × w");
+    let k = 11.min(h).min(w);
+    let g: Vec<f64> = (0..k)
+        .map(|i| (-((i as f64 - (k - 1) as f64 / 2.0).powi(2)) / (2.0 * 1.5 * 1.5)).exp())
+        .collect();
+    let total: f64 = g.iter().sum::<f64>().powi(2);
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let mut sum = 0.0;
+    let positions = (h - k + 1) * (w - k + 1);
+    for y in 0..=h - k {
+        for x in 0..=w - k {
+            let (mut ma, mut mb, mut aa, mut bb, mut ab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let wt = g[dy] * g[dx] / total;
+                    let (p, q) = (a[(y + dy) * w + x + dx], b[(y + dy) * w + x + dx]);
+                    ma += wt * p;
+                    mb += wt * q;
+                    aa += wt * p * p;
+                    bb += wt * q * q;
+                    ab += wt * p * q;
+                }
+            }
+            let (va, vb, cov) = (aa - ma * ma, bb - mb * mb, ab - ma * mb);
+            sum += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+        }
+    }
+    sum / positions as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssim_and_psnr_closed_forms() {
+        let img: Vec<f64> = (0..32 * 32).map(|i| ((i * 37 % 101) as f64) / 100.0).collect();
+        assert!((ssim(&img, &img, 32, 32) - 1.0).abs() < 1e-12);
+        // Two constant images: only the luminance term is left, (2ab + C₁)/(a² + b² + C₁).
+        let (a, b) = (vec![0.2; 64], vec![0.7; 64]);
+        let c1 = 1e-4;
+        let want = (2.0 * 0.2 * 0.7 + c1) / (0.04 + 0.49 + c1);
+        assert!((ssim(&a, &b, 8, 8) - want).abs() < 1e-12);
+        // A negated pattern around 0.5 has the same means and variances, and correlation −1.
+        let neg: Vec<f64> = img.iter().map(|v| 1.0 - v).collect();
+        assert!(ssim(&img, &neg, 32, 32) < -0.5);
+        assert!((psnr(0.01) - 20.0).abs() < 1e-12);
+    }
 
     fn moments(mean: &[f64], cov: &[f64]) -> Moments {
         let d = mean.len();

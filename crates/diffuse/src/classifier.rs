@@ -32,6 +32,9 @@ pub struct Classifier {
     net: ClassifierNet,
 }
 
+/// One vector per image.
+pub type Rows = Vec<Vec<f64>>;
+
 /// What the classifier says about a set of images.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -164,7 +167,7 @@ impl Classifier {
     }
 
     /// Class probabilities [n][classes] and pooled features [n][128].
-    pub fn outputs(&self, data: &Dataset) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+    pub fn outputs(&self, data: &Dataset) -> Result<(Rows, Rows)> {
         let m = &self.meta;
         if (data.channels, data.height, data.width) != (m.channels, m.height, m.width) {
             return Err(Error::Data(format!(

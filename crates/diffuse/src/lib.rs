@@ -3,7 +3,8 @@
 //! Every model is a denoiser and every sampler talks only to a denoiser:
 //! [`nn`] holds the networks, [`denoise`] turns a network's output into (x̂₀, ε̂),
 //! [`sample`] walks a timestep grid with the step coefficients of `diffuse_math::step`,
-//! [`train`] fits a network with the forward process of [`forward`].
+//! [`train`] fits a network with the forward process of [`forward`]; [`vae`] gives latent diffusion its
+//! autoencoder and latent space.
 
 pub mod atomic;
 pub mod classifier;
@@ -20,5 +21,6 @@ pub mod run;
 pub mod safetensors_io;
 pub mod sample;
 pub mod train;
+pub mod vae;
 
 pub use error::{Error, Result};

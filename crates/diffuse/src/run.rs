@@ -1,9 +1,10 @@
 //! A run directory: `config.json` (what was trained, how), `checkpoint.safetensors` (weights, EMA weights,
-//! optimizer state, step), `loss.csv`, `loss.png`, sample grids.
+//! optimizer state, step), `loss.csv`, `loss.png`, sample grids; latent runs also `vae/`, their autoencoder.
 
 use crate::denoise::Conditioning;
 use crate::nn::{Net, NetConfig};
 use crate::safetensors_io;
+use crate::vae::LatentSpace;
 use crate::{Error, Result};
 use burn::prelude::Device;
 use diffuse_math::{BetaSchedule, NoiseSchedule, Prediction, Sde};
@@ -79,9 +80,54 @@ pub struct RunConfig {
     pub sde: Option<String>,
     pub net: NetConfig,
     pub train: TrainConfig,
+    /// Latent diffusion: the network works on a VAE's scaled latents (channels/height/width above are the
+    /// latent's), decoded to images at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentConfig>,
 }
 
+/// Where a latent run's VAE is and what it makes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatentConfig {
+    /// The VAE directory, relative to the run (training copies the VAE in, so the run stands alone).
+    pub vae: String,
+    /// Latents are encoder means × scale (unit variance over the training set).
+    pub scale: f64,
+    /// (channels, height, width) of the decoded images.
+    pub image: [usize; 3],
+}
+
+/// The sub-directory of a latent run holding its VAE.
+pub const VAE_DIR: &str = "vae";
+
 impl RunConfig {
+    /// (channels, height, width) of what the run produces: decoded images for latent runs.
+    pub fn output_shape(&self) -> [usize; 3] {
+        match &self.latent {
+            Some(l) => l.image,
+            None => [self.channels, self.height, self.width],
+        }
+    }
+
+    /// The run's latent space, for latent runs in `dir`.
+    pub fn latent_space(&self, dir: &Path) -> Result<Option<LatentSpace>> {
+        let Some(l) = &self.latent else { return Ok(None) };
+        let space = LatentSpace::load(&dir.join(&l.vae))?;
+        let [c, h, w] = space.meta.net.latent_shape();
+        if [c, h, w] != [self.channels, self.height, self.width] || space.image_shape() != l.image {
+            return Err(Error::Config(format!(
+                "{}: the VAE makes {c}×{h}×{w} latents of {:?} images, the run expects {}×{}×{} of {:?}",
+                dir.display(),
+                space.image_shape(),
+                self.channels,
+                self.height,
+                self.width,
+                l.image
+            )));
+        }
+        Ok(Some(space))
+    }
+
     pub fn prediction(&self) -> Result<Prediction> {
         Ok(self.prediction.parse()?)
     }
@@ -177,6 +223,19 @@ pub struct LoadedRun {
     pub cond: Conditioning,
     pub net: Net,
     pub step: usize,
+    /// Latent runs: the VAE that decodes samples.
+    pub latent: Option<LatentSpace>,
+}
+
+impl LoadedRun {
+    /// `n` samples of the network's space as images: decoded by the VAE for latent runs, as they are
+    /// otherwise.
+    pub fn to_images(&self, samples: Vec<f32>, n: usize) -> Vec<f32> {
+        match &self.latent {
+            Some(space) => space.decode(&samples, n),
+            None => samples,
+        }
+    }
 }
 
 pub fn checkpoint_step(contents: &safetensors_io::Contents, path: &Path) -> Result<usize> {
@@ -212,6 +271,7 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         schedule: config.schedule.build()?,
         cond: config.conditioning()?,
         step: checkpoint_step(&contents, &path)?,
+        latent: config.latent_space(dir)?,
         config,
         net,
     })

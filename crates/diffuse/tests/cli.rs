@@ -593,3 +593,85 @@ fn plot_draws_csv_columns_and_names_bad_ones() {
         "not a number",
     );
 }
+
+#[test]
+fn latent_runs_train_on_a_vae_and_sample_decoded_images() {
+    let vae = tmp("vae").join("v");
+    let said = ok(&[
+        "vae",
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        s(&vae),
+        "--factor",
+        "2",
+        "--base-channels",
+        "8",
+        "--steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]);
+    assert!(said.contains("latent scale") && said.contains("PSNR"), "{said}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(vae.join("vae.json")).unwrap()).unwrap();
+    assert!(meta["scale"].as_f64().unwrap() > 0.0);
+    assert!(vae.join("reconstructions.png").is_file());
+    fails(
+        &["vae", "train", "--data", "digits", "--out", s(&vae), "--steps", "1"],
+        "already holds a VAE",
+    );
+    let said = ok(&["vae", "reconstruct", "--vae", s(&vae), "--data", "digits"]);
+    assert!(said.starts_with("297 images: PSNR"), "{said}");
+
+    // The latent run: 4×4×4 latents of 8×8 digits; the VAE is copied into the run.
+    let run = tmp("latent").join("r");
+    let cfg = train_tiny(&run, 10, &["--vae", s(&vae), "--conditional"]);
+    assert_eq!((cfg["channels"].as_u64(), cfg["height"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(cfg["latent"]["image"], serde_json::json!([1, 8, 8]));
+    assert!(run.join("vae/weights.safetensors").is_file());
+    std::fs::remove_dir_all(&vae).unwrap();
+    let d = tmp("latent-out");
+    let said = ok(&[
+        "sample",
+        "--run",
+        s(&run),
+        "--steps",
+        "5",
+        "--n",
+        "3",
+        "--class",
+        "4",
+        "--guidance",
+        "3",
+        "--out-dir",
+        s(&d),
+        "--strip",
+        s(&d.join("strip.png")),
+    ]);
+    assert!(said.starts_with("3 images"), "{said}");
+    let img = image::open(d.join("00002.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (8, 8), "decoded to the image size");
+    assert!(d.join("strip.png").is_file());
+    // Resume re-encodes the data with the run's own copy of the VAE.
+    ok(&["train", "--out", s(&run), "--resume", "--steps", "12", "--quiet"]);
+    // A VAE for other images is refused.
+    fails(
+        &[
+            "train",
+            "--data",
+            "points:circle",
+            "--vae",
+            s(&run.join("vae")),
+            "--out",
+            s(&tmp("latent-bad")),
+        ],
+        "the VAE takes 1×8×8",
+    );
+    fails(
+        &["train", "--vae", "/nonexistent", "--out", s(&tmp("latent-bad2"))],
+        "vae.json",
+    );
+}

@@ -45,6 +45,7 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
             sample_every: 0,
             label_dropout: 0.0,
         },
+        latent: None,
     }
 }
 

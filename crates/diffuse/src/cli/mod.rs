@@ -8,6 +8,7 @@ mod sampler_args;
 mod schedule_cmd;
 mod schedule_flags;
 mod train_cmd;
+mod vae_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,9 @@ enum Command {
     /// Train or apply the small classifier that measures sample quality.
     #[command(subcommand)]
     Classifier(train_cmd::ClassifierCommand),
+    /// Train or apply the autoencoder of latent diffusion.
+    #[command(subcommand)]
+    Vae(vae_cmd::VaeCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Likelihood(a) => likelihood_cmd::likelihood(a),
         Command::Plot(a) => plot_cmd::plot(a),
         Command::Classifier(c) => train_cmd::classifier(c),
+        Command::Vae(c) => vae_cmd::vae(c),
     }
 }
 

@@ -193,10 +193,16 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         &device,
         &mut tick,
     );
-    let (images, strip) = (&drawn.images, &drawn.strip);
+    // Latent runs: decode the samples and the strip's x̂₀ (decoding is part of the sampling time).
+    let images = &run.to_images(drawn.images, n);
+    let strip: &Vec<Vec<f32>> = &drawn
+        .strip
+        .into_iter()
+        .map(|x0| run.to_images(x0, n.min(a.batch_size.max(1))))
+        .collect();
     let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
+    let [c, h, w] = cfg.output_shape();
     let per = c * h * w;
     if (h, w) == (1, 1) {
         // Point clouds: one CSV row per point, and the grid is a picture of the cloud.

@@ -6,18 +6,21 @@ use clap::{Args, Subcommand};
 use diffuse::classifier;
 use diffuse::data::{Dataset, Split};
 use diffuse::nn::NetConfig;
-use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, RunConfig, TrainConfig};
+use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, LatentConfig, RunConfig, TrainConfig, VAE_DIR};
 use diffuse::train::{self, Options};
+use diffuse::vae::{self, LatentSpace};
 use std::path::PathBuf;
 
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
 diffuse train --data mnist:../shared/data/mnist --out runs/mnist --steps 20000 --batch-size 64\n  \
-diffuse train --out runs/digits --resume --steps 8000   # continue a run, or extend it"
+diffuse train --out runs/digits --resume --steps 8000   # continue a run, or extend it\n  \
+diffuse train --data emoji:../shared/data/emoji-noto --vae runs/emoji-vae --out runs/emoji-latent   # latent diffusion"
 )]
 pub struct TrainArgs {
-    /// Training data: digits (embedded), mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR.
+    /// Training data: digits (embedded), mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR,
+    /// emoji[:DIR][@BG] (BG: white, black, grey or RRGGBB), points:circle|sphere|torus|letter.
     #[arg(long, default_value = "digits")]
     data: String,
     /// Which part of the data to train on.
@@ -99,6 +102,10 @@ pub struct TrainArgs {
     /// Write a sample grid (samples/step-N.png) every N steps (and at the end); 0: only at the end.
     #[arg(long, default_value_t = 400)]
     sample_every: usize,
+    /// Latent diffusion: train on the scaled latents of this VAE (a `diffuse vae train` directory, copied into
+    /// the run); samples are decoded to images.
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -171,6 +178,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             sample_every: a.sample_every,
             label_dropout: if a.conditional { a.label_dropout } else { 0.0 },
         },
+        latent: None,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -184,6 +192,10 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             cfg.train.steps = steps;
         }
         let data = Dataset::load(&cfg.data, a.split)?;
+        let data = match cfg.latent_space(&a.out)? {
+            Some(space) => space.encode(&data)?,
+            None => data,
+        };
         (cfg, data)
     } else {
         if ckpt.exists() || a.out.join(CONFIG_FILE).exists() {
@@ -193,7 +205,27 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             );
         }
         let data = Dataset::load(&a.data, a.split)?;
-        (new_config(&a, &data)?, data)
+        match &a.vae {
+            Some(dir) => {
+                let space = LatentSpace::load(dir)?;
+                let latents = space.encode(&data)?;
+                let mut cfg = new_config(&a, &latents)?;
+                cfg.latent = Some(LatentConfig {
+                    vae: VAE_DIR.into(),
+                    scale: space.meta.scale,
+                    image: space.image_shape(),
+                });
+                let copy = a.out.join(VAE_DIR);
+                std::fs::create_dir_all(&copy).with_context(|| format!("creating {}", copy.display()))?;
+                for f in [vae::WEIGHTS, vae::META] {
+                    let bytes =
+                        std::fs::read(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))?;
+                    diffuse::atomic::write(&copy.join(f), &bytes)?;
+                }
+                (cfg, latents)
+            }
+            None => (new_config(&a, &data)?, data),
+        }
     };
     let net_params = cfg.net.init(&diffuse::device::device())?.num_params();
     eprintln!(

@@ -1,14 +1,17 @@
-//! Networks: the UNet (images) and the MLP (points) noise predictors, and the small evaluation classifier.
+//! Networks: the UNet (images) and the MLP (points) noise predictors, the latent-diffusion VAE, and the small
+//! evaluation classifier.
 
 pub mod classifier_net;
 pub mod mlp;
 pub mod unet;
+pub mod vae;
 
 use crate::Result;
 use burn::prelude::*;
 pub use mlp::{Mlp, MlpConfig};
 use serde::{Deserialize, Serialize};
 pub use unet::{UNet, UNetConfig};
+pub use vae::{Vae, VaeConfig};
 
 /// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
 pub fn groups_for(channels: usize, max: usize) -> usize {

@@ -132,12 +132,12 @@ impl TimeEmbedding {
 }
 
 /// GroupNorm → SiLU → conv → + time shift → GroupNorm → SiLU → dropout → conv, with a 1×1 skip when the
-/// channel count changes.
+/// channel count changes. Without a time embedding (the VAE's blocks) there is no shift.
 #[derive(Module, Debug)]
 pub struct ResBlock {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time: Linear,
+    time: Option<Linear>,
     norm2: GroupNorm,
     dropout: Dropout,
     conv2: Conv2d,
@@ -145,13 +145,20 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    fn new(cin: usize, cout: usize, temb: usize, cfg: &UNetConfig, device: &Device) -> Self {
+    pub(crate) fn new(
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        max_groups: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
         Self {
-            norm1: GroupNormConfig::new(groups_for(cin, cfg.max_groups), cin).init(device),
+            norm1: GroupNormConfig::new(groups_for(cin, max_groups), cin).init(device),
             conv1: conv3(cin, cout, device),
-            time: LinearConfig::new(temb, cout).init(device),
-            norm2: GroupNormConfig::new(groups_for(cout, cfg.max_groups), cout).init(device),
-            dropout: DropoutConfig::new(cfg.dropout).init(),
+            time: temb.map(|t| LinearConfig::new(t, cout).init(device)),
+            norm2: GroupNormConfig::new(groups_for(cout, max_groups), cout).init(device),
+            dropout: DropoutConfig::new(dropout).init(),
             // Zero-initialised: each block starts as the identity, which steadies early training.
             conv2: Conv2dConfig::new([cout, cout], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -161,14 +168,12 @@ impl ResBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let shift = self
-            .time
-            .forward(silu(temb))
-            .unsqueeze_dim::<3>(2)
-            .unsqueeze_dim::<4>(3);
-        let h = silu(self.norm2.forward(h + shift));
+    pub(crate) fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(time), Some(temb)) = (&self.time, temb) {
+            h = h + time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
+        }
+        let h = silu(self.norm2.forward(h));
         let h = self.conv2.forward(self.dropout.forward(h));
         let skip = match &self.skip {
             Some(conv) => conv.forward(x),
@@ -188,18 +193,18 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    fn new(c: usize, cfg: &UNetConfig, device: &Device) -> Self {
+    pub(crate) fn new(c: usize, heads: usize, max_groups: usize, device: &Device) -> Self {
         Self {
-            norm: GroupNormConfig::new(groups_for(c, cfg.max_groups), c).init(device),
+            norm: GroupNormConfig::new(groups_for(c, max_groups), c).init(device),
             qkv: conv1(c, 3 * c, device),
             proj: Conv2dConfig::new([c, c], [1, 1])
                 .with_initializer(Initializer::Zeros)
                 .init(device),
-            heads: cfg.heads,
+            heads,
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let (heads, n) = (self.heads, h * w);
         let d = c / heads;
@@ -256,6 +261,7 @@ impl UNet {
     fn new(cfg: &UNetConfig, device: &Device) -> Self {
         let base = cfg.base_channels;
         let temb = 4 * base;
+        let block = |cin, cout| ResBlock::new(cin, cout, Some(temb), cfg.max_groups, cfg.dropout, device);
         let levels = cfg.channel_mults.len();
         let mut skips = vec![base];
         let (mut ch, mut res) = (base, cfg.height);
@@ -266,10 +272,10 @@ impl UNet {
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..cfg.blocks_per_level {
-                blocks.push(ResBlock::new(ch, out, temb, cfg, device));
+                blocks.push(block(ch, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg, device));
+                    attns.push(AttnBlock::new(ch, cfg.heads, cfg.max_groups, device));
                 }
                 skips.push(ch);
             }
@@ -290,9 +296,9 @@ impl UNet {
                 down: down_conv,
             });
         }
-        let mid1 = ResBlock::new(ch, ch, temb, cfg, device);
-        let mid_attn = AttnBlock::new(ch, cfg, device);
-        let mid2 = ResBlock::new(ch, ch, temb, cfg, device);
+        let mid1 = block(ch, ch);
+        let mid_attn = AttnBlock::new(ch, cfg.heads, cfg.max_groups, device);
+        let mid2 = block(ch, ch);
         let mut up = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate().rev() {
             let out = base * m;
@@ -301,10 +307,10 @@ impl UNet {
             let mut attns = Vec::new();
             for _ in 0..=cfg.blocks_per_level {
                 let skip = skips.pop().expect("one skip per down block");
-                blocks.push(ResBlock::new(ch + skip, out, temb, cfg, device));
+                blocks.push(block(ch + skip, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg, device));
+                    attns.push(AttnBlock::new(ch, cfg.heads, cfg.max_groups, device));
                 }
             }
             let up_conv = (i > 0).then(|| conv3(ch, ch, device));
@@ -350,7 +356,7 @@ impl UNet {
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
-                h = block.forward(h, temb.clone());
+                h = block.forward(h, Some(temb.clone()));
                 if let Some(attn) = level.attns.get(i) {
                     h = attn.forward(h);
                 }
@@ -361,13 +367,13 @@ impl UNet {
                 skips.push(h.clone());
             }
         }
-        h = self.mid1.forward(h, temb.clone());
+        h = self.mid1.forward(h, Some(temb.clone()));
         h = self.mid_attn.forward(h);
-        h = self.mid2.forward(h, temb.clone());
+        h = self.mid2.forward(h, Some(temb.clone()));
         for level in &self.up {
             for (i, block) in level.blocks.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up block");
-                h = block.forward(Tensor::cat(vec![h, skip], 1), temb.clone());
+                h = block.forward(Tensor::cat(vec![h, skip], 1), Some(temb.clone()));
                 if let Some(attn) = level.attns.get(i) {
                     h = attn.forward(h);
                 }

@@ -5,7 +5,7 @@
 //! (seed, k), so a run resumed from its checkpoint at step k repeats the uninterrupted run's losses.
 
 mod ema;
-mod log;
+pub(crate) mod log;
 
 use crate::data::Dataset;
 use crate::denoise::{Conditioning, UNetDenoiser};
@@ -124,7 +124,7 @@ fn save(cfg: &RunConfig, out: &Path, s: &State) -> Result<()> {
 }
 
 /// Global L2 norm of all gradients, scaled down to `max` if above it; returns the norm before clipping.
-fn clip_grad_norm(model: &Net, grads: &mut GradientsParams, max: f64) -> f64 {
+pub(crate) fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, max: f64) -> f64 {
     struct Norm<'a>(&'a GradientsParams, f64);
     impl ModuleVisitor for Norm<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -321,6 +321,9 @@ fn preview(
     .images;
     let picture = if points {
         crate::plot::point_cloud(&images, c)
+    } else if let Some(space) = cfg.latent_space(out)? {
+        let [c, h, w] = space.image_shape();
+        crate::imageio::grid(&space.decode(&images, n), n, c, h, w, 8)
     } else {
         crate::imageio::grid(&images, n, c, h, w, 8)
     };
