@@ -76,7 +76,7 @@ pub fn vae(c: VaeCommand) -> anyhow::Result<()> {
             if a.out.join(vae::META).exists() {
                 bail!("{} already holds a VAE; choose another --out", a.out.display());
             }
-            if !(a.kl_weight.is_finite() && a.kl_weight >= 0.0) || !(a.lr.is_finite() && a.lr > 0.0) {
+            if !(a.kl_weight.is_finite() && a.kl_weight >= 0.0 && a.lr.is_finite() && a.lr > 0.0) {
                 bail!("--kl-weight must be ≥ 0 and --lr > 0");
             }
             if a.steps == 0 || a.batch_size == 0 {
