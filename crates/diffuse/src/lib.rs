@@ -11,6 +11,7 @@ pub mod classifier;
 pub mod data;
 pub mod denoise;
 pub mod device;
+pub mod edit;
 pub mod error;
 pub mod forward;
 pub mod imageio;

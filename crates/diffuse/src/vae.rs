@@ -100,6 +100,13 @@ impl LatentSpace {
         Ok(LatentSpace { meta, vae })
     }
 
+    /// Takes images of another size (the networks are convolutional; outpainting uses this). The size must
+    /// divide by the VAE's factor.
+    pub fn resize(&mut self, height: usize, width: usize) {
+        self.meta.net.height = height;
+        self.meta.net.width = width;
+    }
+
     /// (channels, height, width) of the images this VAE takes.
     pub fn image_shape(&self) -> [usize; 3] {
         let n = &self.meta.net;

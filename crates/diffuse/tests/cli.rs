@@ -675,3 +675,299 @@ fn latent_runs_train_on_a_vae_and_sample_decoded_images() {
         "vae.json",
     );
 }
+
+/// The pixels of a PNG as bytes, channel-major.
+fn pixels(path: &Path) -> Vec<u8> {
+    image::open(path).unwrap().to_luma8().into_raw()
+}
+
+#[test]
+fn edits_keep_known_pixels_invert_interpolate_and_reject_bad_input() {
+    let run = tiny_run();
+    let d = tmp("edit");
+    let r = s(run);
+    // Inputs: four held-out digits as files, so that names are kept.
+    let inputs = d.join("in");
+    let said = ok(&[
+        "edit",
+        "inpaint",
+        "--run",
+        r,
+        "--data",
+        "digits",
+        "--limit",
+        "4",
+        "--mask",
+        "left-half",
+        "--naive",
+        "mean",
+        "--out-dir",
+        s(&inputs),
+    ]);
+    assert!(said.starts_with("4 images inpainted (naive: mean fill)"), "{said}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&inputs)
+        .unwrap()
+        .flat_map(|e| std::fs::read_dir(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "class sub-folders of the held-out digits");
+    let flat = d.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::copy(f, flat.join(format!("digit-{i}.png"))).unwrap();
+    }
+    let out = d.join("inpainted");
+    let said = ok(&[
+        "edit",
+        "inpaint",
+        "--run",
+        r,
+        "--input",
+        s(&flat),
+        "--mask",
+        "box:0,0,4,8",
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "20",
+        "--resample",
+        "2",
+        "--jump-length",
+        "5",
+        "--out-dir",
+        s(&out),
+        "--grid",
+        s(&d.join("grid.png")),
+    ]);
+    assert!(said.contains("masked-region PSNR"), "{said}");
+    for i in 0..4 {
+        let (a, b) = (
+            pixels(&flat.join(format!("digit-{i}.png"))),
+            pixels(&out.join(format!("digit-{i}.png"))),
+        );
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            if k % 8 >= 4 {
+                assert_eq!(x, y, "kept pixel {k} of image {i} changed");
+            }
+        }
+    }
+    // SDEdit: a small strength keeps the input, full strength does not.
+    let diff = |strength: &str| {
+        let o = d.join(format!("sdedit-{strength}"));
+        ok(&[
+            "edit",
+            "sdedit",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--strength",
+            strength,
+            "--steps",
+            "50",
+            "--out-dir",
+            s(&o),
+        ]);
+        (0..4)
+            .map(|i| {
+                let (a, b) = (
+                    pixels(&flat.join(format!("digit-{i}.png"))),
+                    pixels(&o.join(format!("digit-{i}.png"))),
+                );
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| (*x as f64 - *y as f64).abs())
+                    .sum::<f64>()
+                    / a.len() as f64
+            })
+            .sum::<f64>()
+            / 4.0
+    };
+    let (near, far) = (diff("0.02"), diff("1"));
+    assert!(
+        near < 8.0 && far > 3.0 * near,
+        "mean absolute change {near} at strength 0.02, {far} at 1"
+    );
+    // Inversion reports its reconstruction and saves noises usable by `sample --init-noise`.
+    let noise = d.join("noise.safetensors");
+    let said = ok(&[
+        "edit",
+        "invert",
+        "--run",
+        r,
+        "--input",
+        s(&flat),
+        "--steps",
+        "50",
+        "--out-dir",
+        s(&d.join("inv")),
+        "--noise-out",
+        s(&noise),
+    ]);
+    assert!(said.contains("reconstruction PSNR"), "{said}");
+    ok(&[
+        "sample",
+        "--run",
+        r,
+        "--n",
+        "4",
+        "--steps",
+        "50",
+        "--init-noise",
+        s(&noise),
+        "--out-dir",
+        s(&d.join("from-noise")),
+    ]);
+    assert_eq!(
+        pixels(&d.join("from-noise/00002.png")),
+        pixels(&d.join("inv/digit-2.png")),
+        "the same DDIM path"
+    );
+    // Interpolation between seeds: the end frames are those seeds' DDIM samples.
+    ok(&[
+        "edit",
+        "interpolate",
+        "--run",
+        r,
+        "--seeds",
+        "5,6",
+        "--frames",
+        "5",
+        "--steps",
+        "20",
+        "--out-dir",
+        s(&d.join("lerp")),
+    ]);
+    for (seed, frame) in [("5", "00000"), ("6", "00004")] {
+        let o = d.join(format!("seed{seed}"));
+        ok(&[
+            "sample",
+            "--run",
+            r,
+            "--n",
+            "1",
+            "--seed",
+            seed,
+            "--steps",
+            "20",
+            "--out-dir",
+            s(&o),
+        ]);
+        assert_eq!(
+            pixels(&o.join("00000.png")),
+            pixels(&d.join(format!("lerp/{frame}.png")))
+        );
+    }
+    // Outpainting to a larger canvas.
+    let said = ok(&[
+        "edit",
+        "outpaint",
+        "--run",
+        r,
+        "--input",
+        s(&flat),
+        "--pad",
+        "0,0,4,0",
+        "--steps",
+        "10",
+        "--out-dir",
+        s(&d.join("outpaint")),
+    ]);
+    assert!(said.contains("from 8×8 to 12×8"), "{said}");
+    assert_eq!(image::open(d.join("outpaint/digit-0.png")).unwrap().width(), 12);
+    // Bad input.
+    let o = s(&d);
+    fails(
+        &[
+            "edit",
+            "inpaint",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--mask",
+            "box:9,9,1,1",
+            "--out-dir",
+            o,
+        ],
+        "inside the 8×8 image",
+    );
+    fails(
+        &[
+            "edit",
+            "sdedit",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--strength",
+            "0",
+            "--out-dir",
+            o,
+        ],
+        "strength must be in (0, 1]",
+    );
+    fails(
+        &[
+            "edit",
+            "invert",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--eta",
+            "1",
+            "--out-dir",
+            o,
+        ],
+        "--eta 0",
+    );
+    fails(
+        &[
+            "edit",
+            "inpaint",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--mask",
+            "left-half",
+            "--sampler",
+            "dpmpp-2m",
+            "--resample",
+            "3",
+            "--out-dir",
+            o,
+        ],
+        "resampling needs",
+    );
+    fails(
+        &[
+            "edit",
+            "outpaint",
+            "--run",
+            r,
+            "--input",
+            s(&flat),
+            "--pad",
+            "1,0,0,0",
+            "--out-dir",
+            o,
+        ],
+        "must divide by 2",
+    );
+    fails(
+        &[
+            "edit",
+            "sdedit",
+            "--run",
+            r,
+            "--input",
+            s(&tmp("edit-empty")),
+            "--out-dir",
+            o,
+        ],
+        "no PNG images",
+    );
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod edit_cmd;
 mod lab_cmd;
 mod likelihood_cmd;
 mod plot_cmd;
@@ -43,6 +44,9 @@ enum Command {
     /// Train or apply the small classifier that measures sample quality.
     #[command(subcommand)]
     Classifier(train_cmd::ClassifierCommand),
+    /// Edit images with a trained run: inpaint, outpaint, sdedit, invert, interpolate.
+    #[command(subcommand)]
+    Edit(edit_cmd::EditCommand),
     /// Train or apply the autoencoder of latent diffusion.
     #[command(subcommand)]
     Vae(vae_cmd::VaeCommand),
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(a) => plot_cmd::plot(a),
         Command::Classifier(c) => train_cmd::classifier(c),
         Command::Vae(c) => vae_cmd::vae(c),
+        Command::Edit(c) => edit_cmd::edit(c),
     }
 }
 

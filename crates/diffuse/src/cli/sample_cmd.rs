@@ -194,7 +194,9 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         &mut tick,
     );
     // Latent runs: decode the samples and the strip's x̂₀ (decoding is part of the sampling time).
+    let decode_started = Instant::now();
     let images = &run.to_images(drawn.images, n);
+    let decode_secs = decode_started.elapsed().as_secs_f64();
     let strip: &Vec<Vec<f32>> = &drawn
         .strip
         .into_iter()
@@ -248,13 +250,18 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         imageio::write_grid(path, &tiles, rows * cols, c, h, w, cols)?;
     }
     let nfe = drawn.nfe_per_image;
+    let decoded = if run.latent.is_some() {
+        format!(" (VAE decoding {decode_secs:.2} s of it)")
+    } else {
+        String::new()
+    };
     println!(
-        "{} images with {} (NFE {nfe} per image) in {:.2} s: {:.1} images/s, {:.1} NFE/s; written to {}",
+        "{} images with {} (NFE {nfe} per image) in {:.2} s{decoded}: {:.1} images/s, {:.1} NFE/s; written to {}",
         n,
         a.sampler.describe(&plan),
         secs,
         n as f64 / secs,
-        (n * nfe) as f64 / secs,
+        (n * nfe) as f64 / (secs - decode_secs).max(1e-9),
         a.out_dir.display()
     );
     Ok(())

@@ -251,11 +251,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     )?;
     let done = s.steps - s.resumed_from.unwrap_or(0);
     println!(
-        "trained {} steps{} in {:.1} s ({:.2} steps/s), final loss {:.4}; run in {}",
+        "trained {} steps{} in {:.1} s ({:.2} steps/s; {:.1} s of it in optimiser steps, {:.3} s each), final loss {:.4}; run in {}",
         done,
         s.resumed_from.map(|k| format!(" (resumed at {k})")).unwrap_or_default(),
         s.seconds,
         done as f64 / s.seconds.max(1e-9),
+        s.step_seconds,
+        s.step_seconds / done.max(1) as f64,
         s.final_loss,
         a.out.display()
     );

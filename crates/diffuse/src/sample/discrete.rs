@@ -1,7 +1,7 @@
 //! Samplers on a discrete train schedule: DDPM and DDIM apply one (x̂₀, ε̂, z) step per pair of grid levels;
 //! DPM-Solver++(2M) keeps the previous x̂₀ for its second-order correction.
 
-use super::{Ctx, Method};
+use super::{Ctx, Method, Plan, kept, repaint_moves};
 use burn::prelude::*;
 use diffuse_math::step::{ancestral, ddim_levels, dpm_solver_pp};
 use diffuse_math::{Level, NoiseSchedule, TimestepSpacing};
@@ -9,19 +9,28 @@ use diffuse_math::{Level, NoiseSchedule, TimestepSpacing};
 pub fn run(
     ctx: &mut Ctx,
     mut x: Tensor<4>,
-    method: Method,
+    plan: &Plan,
     schedule: &NoiseSchedule,
     spacing: TimestepSpacing,
-    steps: usize,
 ) -> Tensor<4> {
+    let (method, steps) = (plan.method, plan.steps);
     let level = |t: i64| Level::vp(schedule.alpha_bar(t));
     match method {
         Method::Ddpm { .. } | Method::Ddim { .. } => {
             let pairs = spacing
                 .pairs(schedule.len(), steps)
                 .expect("steps checked by Plan::new");
-            for (i, &(t, prev)) in pairs.iter().enumerate() {
+            let pairs = &pairs[pairs.len() - kept(pairs.len(), plan.strength)..];
+            for (i, up) in repaint_moves(pairs.len(), plan.resample) {
+                let (t, prev) = pairs[i];
                 let (from, to) = (level(t), level(prev));
+                if !up {
+                    // Back up by the forward transition q(x_t | x_prev).
+                    let (a, v) = from.transition_from(to);
+                    let z = ctx.noise(&x);
+                    x = x.mul_scalar(a) + z.mul_scalar(v.sqrt());
+                    continue;
+                }
                 let c = match method {
                     Method::Ddpm { large_variance } => ancestral(from, to, large_variance),
                     Method::Ddim { eta } => ddim_levels(from, to, eta).expect("eta checked by Plan::new"),
@@ -40,6 +49,7 @@ pub fn run(
             let ts = spacing
                 .dpm_solver_timesteps(schedule.len(), steps)
                 .expect("steps checked by Plan::new");
+            let ts = &ts[ts.len() - kept(ts.len(), plan.strength)..];
             let mut levels: Vec<Level> = ts.iter().map(|&t| level(t)).collect();
             levels.push(Level::CLEAN);
             let mut prev_x0: Option<Tensor<4>> = None;

@@ -102,6 +102,18 @@ pub struct Plan {
     pub method: Method,
     pub process: Process,
     pub steps: usize,
+    /// Where sampling starts, as a fraction of the process (SDEdit's strength): 1 starts from pure noise;
+    /// s < 1 keeps the last ⌈s·K⌉ steps of a discrete grid, or walks t from s on an SDE.
+    pub strength: f64,
+    /// RePaint's resampling (Lugmayr et al. 2022), DDPM and DDIM only: after every `jump` steps down, go back
+    /// up `jump` steps by the forward process and down again, `count − 1` times at each such point.
+    pub resample: Option<Resample>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resample {
+    pub jump: usize,
+    pub count: usize,
 }
 
 impl Plan {
@@ -143,7 +155,55 @@ impl Plan {
             }
             _ => {}
         }
-        Ok(Plan { method, process, steps })
+        Ok(Plan {
+            method,
+            process,
+            steps,
+            strength: 1.0,
+            resample: None,
+        })
+    }
+
+    /// Starts sampling part-way, at fraction `s` ∈ (0, 1] of the process.
+    pub fn with_strength(mut self, s: f64) -> Result<Plan> {
+        if !(s > 0.0 && s <= 1.0) {
+            return Err(Error::Invalid(format!("strength must be in (0, 1], got {s}")));
+        }
+        self.strength = s;
+        Ok(self)
+    }
+
+    /// Adds RePaint resampling (`count` ≥ 1 passes, `count` = 1 is none).
+    pub fn with_resampling(mut self, jump: usize, count: usize) -> Result<Plan> {
+        if count <= 1 {
+            return Ok(self);
+        }
+        if !matches!(self.method, Method::Ddpm { .. } | Method::Ddim { .. }) || jump == 0 {
+            return Err(Error::Invalid(
+                "resampling needs the ddpm or ddim sampler and a jump length of at least 1".into(),
+            ));
+        }
+        self.resample = Some(Resample { jump, count });
+        Ok(self)
+    }
+
+    /// The noise level sampling starts at (the level an SDEdit input is noised to).
+    pub fn start_level(&self) -> Level {
+        match &self.process {
+            Process::Discrete { schedule, spacing } => match self.method {
+                Method::DpmSolverPP2M => {
+                    let ts = spacing
+                        .dpm_solver_timesteps(schedule.len(), self.steps)
+                        .expect("checked");
+                    Level::vp(schedule.alpha_bar(ts[ts.len() - kept(ts.len(), self.strength)]))
+                }
+                _ => {
+                    let pairs = spacing.pairs(schedule.len(), self.steps).expect("checked");
+                    Level::vp(schedule.alpha_bar(pairs[pairs.len() - kept(pairs.len(), self.strength)].0))
+                }
+            },
+            Process::Sde(sde) => sde.marginal(self.strength),
+        }
     }
 
     /// Standard deviation of the noise sampling starts from.
@@ -153,6 +213,34 @@ impl Plan {
             Process::Sde(sde) => sde.prior_std(),
         }
     }
+}
+
+/// How many of `k` grid steps a start at strength `s` keeps: ⌈s·k⌉, at least one.
+pub fn kept(k: usize, s: f64) -> usize {
+    ((s * k as f64 - 1e-9).ceil() as usize).clamp(1, k)
+}
+
+/// The moves of a RePaint walk over `k` grid steps: `(i, true)` steps down from grid level i to i + 1 with the
+/// sampler, `(i, false)` goes back up from level i + 1 to i by the forward process.
+pub fn repaint_moves(k: usize, r: Option<Resample>) -> Vec<(usize, bool)> {
+    let Some(Resample { jump, count }) = r else {
+        return (0..k).map(|i| (i, true)).collect();
+    };
+    let mut moves = Vec::new();
+    let mut jumps = vec![0usize; k + 1];
+    let mut i = 0;
+    while i < k {
+        moves.push((i, true));
+        i += 1;
+        if i % jump == 0 && i < k && jumps[i] + 1 < count {
+            jumps[i] += 1;
+            for _ in 0..jump {
+                i -= 1;
+                moves.push((i, false));
+            }
+        }
+    }
+    moves
 }
 
 /// What one batch of sampling returns: the images, x̂₀ at the kept steps, and the network evaluations used.
@@ -185,6 +273,12 @@ impl<'a> Ctx<'a> {
             cond: Cond::default(),
             nfe: 0,
         }
+    }
+
+    /// The same context, conditioned on `cond`.
+    pub fn with_cond(mut self, cond: Cond) -> Ctx<'a> {
+        self.cond = cond;
+        self
     }
 
     pub fn denoise(&mut self, x: Tensor<4>, level: Level) -> Denoised {
@@ -231,8 +325,8 @@ pub fn run(
         nfe: 0,
     };
     let x = match (&plan.process, plan.method) {
-        (Process::Discrete { schedule, spacing }, m) => discrete::run(&mut ctx, x, m, schedule, *spacing, plan.steps),
-        (Process::Sde(sde), Method::Ode { solver }) => ode::sample(&mut ctx, x, sde, solver, plan.steps),
+        (Process::Discrete { schedule, spacing }, _) => discrete::run(&mut ctx, x, plan, schedule, *spacing),
+        (Process::Sde(sde), Method::Ode { solver }) => ode::sample(&mut ctx, x, sde, solver, plan.steps, plan.strength),
         (
             Process::Sde(sde),
             Method::Sde {
@@ -240,7 +334,15 @@ pub fn run(
                 corrector_steps,
                 snr,
             },
-        ) => sde::run(&mut ctx, x, sde, predictor, corrector_steps, snr, plan.steps),
+        ) => sde::run(
+            &mut ctx,
+            x,
+            sde,
+            predictor,
+            (corrector_steps, snr),
+            plan.steps,
+            plan.strength,
+        ),
         _ => unreachable!("Plan::new checks the method against the process"),
     };
     Sampled {

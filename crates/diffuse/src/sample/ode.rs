@@ -165,9 +165,9 @@ fn zeros_acc(x: &Tensor<4>) -> Tensor<1> {
 }
 
 /// Samples by integrating from t = 1 to t_min, then returns x̂₀ at t_min.
-pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize) -> Tensor<4> {
+pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize, start: f64) -> Tensor<4> {
     let y = State { acc: zeros_acc(&x), x };
-    let y = integrate(ctx, flow(sde), y, 1.0, sde.t_min(), solver, steps);
+    let y = integrate(ctx, flow(sde), y, start, sde.t_min(), solver, steps);
     ctx.denoise(y.x, sde.marginal(sde.t_min())).x0
 }
 

@@ -1,17 +1,18 @@
 //! Reverse-SDE samplers (Song et al. 2021, score_sde `sampling.py`): predictors step from t to the next grid
 //! time, the Langevin corrector refines at t. All use the score s = ∇ log p_t(x) = −ε̂/σ_t.
-//! The grid is t_i = 1 − i(1 − t_min)/K, i = 0…K; after it, x̂₀ at t_min is returned (noise removal).
+//! The grid is t_i = s − i(s − t_min)/K, i = 0…K, from s = 1 (or an SDEdit strength); after it, x̂₀ at t_min
+//! is returned (noise removal).
 
 use super::{Ctx, Predictor, norms};
 use burn::prelude::*;
 use diffuse_math::Sde;
 use diffuse_math::step::ancestral;
 
-/// K + 1 times from 1 down to the SDE's t_min.
-pub fn time_grid(sde: &Sde, steps: usize) -> Vec<f64> {
+/// K + 1 times from `start` (1 for sampling from the prior) down to the SDE's t_min.
+pub fn time_grid(sde: &Sde, steps: usize, start: f64) -> Vec<f64> {
     let t_min = sde.t_min();
     (0..=steps)
-        .map(|i| 1.0 - i as f64 * (1.0 - t_min) / steps as f64)
+        .map(|i| start - i as f64 * (start - t_min) / steps as f64)
         .collect()
 }
 
@@ -20,11 +21,11 @@ pub fn run(
     mut x: Tensor<4>,
     sde: &Sde,
     predictor: Predictor,
-    corrector_steps: usize,
-    snr: f64,
+    (corrector_steps, snr): (usize, f64),
     steps: usize,
+    start: f64,
 ) -> Tensor<4> {
-    let ts = time_grid(sde, steps);
+    let ts = time_grid(sde, steps, start);
     for i in 0..steps {
         let (t, next) = (ts[i], ts[i + 1]);
         for _ in 0..corrector_steps {

@@ -35,6 +35,8 @@ pub struct Summary {
     pub steps: usize,
     pub resumed_from: Option<usize>,
     pub seconds: f64,
+    /// Of which in optimiser steps (without checkpoints and preview grids).
+    pub step_seconds: f64,
     pub final_loss: f64,
     pub params: usize,
 }
@@ -230,8 +232,10 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     let started = Instant::now();
     let t = &cfg.train;
     let end = opts.stop_after.map_or(t.steps, |k| k.min(t.steps));
+    let mut step_seconds = 0.0;
     while s.step < end {
         let step = s.step;
+        let step_started = Instant::now();
         if cfg.net.dropout() > 0.0 {
             // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
             device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
@@ -257,6 +261,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
             lr,
             grad_norm,
         });
+        step_seconds += step_started.elapsed().as_secs_f64();
         bar.set_position(s.step as u64);
         bar.set_message(format!("loss {:.4}", log::recent_mean(&s.losses, 50)));
         let last = s.step == t.steps;
@@ -272,6 +277,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
         steps: s.step,
         resumed_from,
         seconds: started.elapsed().as_secs_f64(),
+        step_seconds,
         final_loss: log::recent_mean(&s.losses, 100),
         params,
     })
