@@ -532,6 +532,41 @@ fn conditional_models_draw_the_asked_class_with_guidance() {
         ],
         "--conditional is for images",
     );
+    // Guided edits: each held-out digit inpainted as its own class.
+    let e = tmp("cond-edit");
+    let inpaint = |class: &str| -> Vec<String> {
+        [
+            "edit",
+            "inpaint",
+            "--run",
+            s(&out),
+            "--data",
+            "digits",
+            "--limit",
+            "3",
+            "--mask",
+            "left-half",
+            "--steps",
+            "5",
+            "--class",
+            class,
+            "--guidance",
+            "3",
+            "--out-dir",
+            s(&e),
+        ]
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+    };
+    let args = inpaint("label");
+    let said = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(said.starts_with("3 images inpainted"), "{said}");
+    let args = inpaint("all");
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "--class all is for",
+    );
     // A class count that does not match the weights.
     let broken = tmp("cond-broken");
     for f in ["config.json", "checkpoint.safetensors"] {

@@ -2,6 +2,7 @@
 //! latent). Inputs are a PNG, a folder of PNGs (each result keeps its file name), or a data set's held-out
 //! split (`--data`; results in class sub-folders, so that `classifier score --images` knows their labels).
 
+use super::guide_args::GuideArgs;
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -46,6 +47,9 @@ pub struct Common {
     /// Also a grid: inputs (masked where a mask applies) in the first row, results in the second.
     #[arg(long)]
     grid: Option<PathBuf>,
+    /// Conditional runs: --class K|name (or `label`: each --data input's own label) and guidance.
+    #[command(flatten)]
+    guide: GuideArgs,
 }
 
 #[derive(Args)]
@@ -286,6 +290,7 @@ fn write_grid(path: &Option<PathBuf>, top: &[f32], bottom: &[f32], n: usize, sha
 struct Loaded {
     run: LoadedRun,
     plan: Plan,
+    guidance: diffuse::denoise::Guidance,
 }
 
 fn load(c: &Common) -> anyhow::Result<Loaded> {
@@ -297,24 +302,52 @@ fn load(c: &Common) -> anyhow::Result<Loaded> {
         bail!("editing is for image runs; {} holds points", c.run.display());
     }
     let plan = c.sampler.plan(&run.schedule, run.config.sde.as_deref())?;
-    Ok(Loaded { run, plan })
+    let guidance = c.guide.guidance()?;
+    Ok(Loaded { run, plan, guidance })
 }
 
-fn denoiser(run: &LoadedRun) -> anyhow::Result<UNetDenoiser<'_>> {
+fn denoiser(l: &Loaded) -> anyhow::Result<UNetDenoiser<'_>> {
     Ok(UNetDenoiser {
-        net: &run.net,
-        cond: &run.cond,
-        prediction: run.config.prediction()?,
-        clip: run.latent.is_none(),
-        guidance: Default::default(),
+        net: &l.run.net,
+        cond: &l.run.cond,
+        prediction: l.run.config.prediction()?,
+        clip: l.run.latent.is_none(),
+        guidance: l.guidance,
     })
+}
+
+/// The conditioning of `n` inputs: --class for all of them, `label` for each its own.
+fn conditioning(l: &Loaded, c: &Common, n: usize, labels: Option<&[u32]>) -> anyhow::Result<Cond> {
+    if c.guide.class_spec() == Some("all") {
+        bail!("--class all is for `diffuse sample`; edits take one class, or `label`");
+    }
+    if c.guide.class_spec() == Some("label") {
+        let Some(labels) = labels else {
+            bail!("--class label needs --data inputs, which have labels");
+        };
+        let k = l
+            .run
+            .net
+            .num_classes()
+            .ok_or_else(|| anyhow::anyhow!("--class needs a class-conditional run"))?;
+        if labels.iter().any(|&x| x as usize >= k) {
+            bail!("the inputs have labels beyond the run's {k} classes");
+        }
+        return Ok(Cond {
+            classes: Some(labels.to_vec()),
+        });
+    }
+    let (classes, _) = c.guide.classes(n, &l.run.config.class_names, l.run.net.num_classes())?;
+    Ok(Cond { classes })
 }
 
 /// Samples batch by batch from starting points made by `start(first, model_inputs)`, with a denoiser made by
 /// `den(model_inputs)`; returns images in pixel space.
+#[allow(clippy::too_many_arguments)]
 fn sample_batches<'a>(
     l: &Loaded,
     c: &Common,
+    cond: &Cond,
     model: &[f32],
     n: usize,
     model_shape: [usize; 3],
@@ -328,7 +361,15 @@ fn sample_batches<'a>(
         let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
         let d = den(x0.clone());
         let (x, mut streams) = start(first, x0);
-        let s = sample::run(d.as_ref(), &l.plan, x, &mut streams, Cond::default(), &[], &mut |_| {});
+        let s = sample::run(
+            d.as_ref(),
+            &l.plan,
+            x,
+            &mut streams,
+            cond.slice(first..first + m),
+            &[],
+            &mut |_| {},
+        );
         out.extend(sample::to_vec(s.x));
     }
     l.run.to_images(out, n)
@@ -384,15 +425,17 @@ fn naive_fill(mask: &Mask, images: &[f32], n: usize, c: usize, how: Naive) -> Ve
 
 /// Inpaints `b`'s images where `mask` says, returns the results in pixel space with the kept pixels exact.
 fn inpaint_images(l: &Loaded, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Result<Vec<f32>> {
+    let cond = conditioning(l, c, b.names.len(), b.labels.as_deref())?;
     let (shape, model_shape) = shapes(&l.run);
     let n = b.names.len();
     let model = to_model(&l.run, &b.images, shape)?;
     let model_mask = mask.downsample(shape[1] / model_shape[1]);
-    let base = denoiser(&l.run)?;
+    let base = denoiser(l)?;
     let prior = l.plan.prior_std();
     let filled = sample_batches(
         l,
         c,
+        &cond,
         &model,
         n,
         model_shape,
@@ -513,16 +556,18 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let model = to_model(&l.run, &b.images, shape)?;
-    denoiser(&l.run)?;
+    denoiser(&l)?;
     let started = Instant::now();
     let plan = l.plan.clone();
+    let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
     let out = sample_batches(
         &l,
         &a.common,
+        &cond,
         &model,
         n,
         model_shape,
-        &|_| Box::new(denoiser(&l.run).expect("checked")),
+        &|_| Box::new(denoiser(&l).expect("checked")),
         &|first, x0| edit::noised(&plan, x0, a.common.seed, first),
     );
     let secs = started.elapsed().as_secs_f64();
@@ -540,19 +585,19 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
 }
 
 /// DDIM-inverts `images` (pixel space) to noises in model space.
-fn invert_images(l: &Loaded, images: &[f32], n: usize) -> anyhow::Result<Vec<f32>> {
+fn invert_images(l: &Loaded, images: &[f32], n: usize, cond: &Cond) -> anyhow::Result<Vec<f32>> {
     if !matches!(l.plan.method, diffuse::sample::Method::Ddim { eta } if eta == 0.0) {
         bail!("inversion needs --sampler ddim --eta 0");
     }
     let (shape, model_shape) = shapes(&l.run);
     let model = to_model(&l.run, images, shape)?;
-    let den = denoiser(&l.run)?;
+    let den = denoiser(l)?;
     let per = model_shape.iter().product::<usize>();
     let mut out = Vec::new();
     for first in (0..n).step_by(64) {
         let m = 64.min(n - first);
         let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
-        let (z, _) = edit::invert(&den, &l.plan, x0, &Cond::default())?;
+        let (z, _) = edit::invert(&den, &l.plan, x0, &cond.slice(first..first + m))?;
         out.extend(sample::to_vec(z));
     }
     Ok(out)
@@ -564,14 +609,16 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let started = Instant::now();
-    let noise = invert_images(&l, &b.images, n)?;
+    let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
+    let noise = invert_images(&l, &b.images, n, &cond)?;
     let recon = sample_batches(
         &l,
         &a.common,
+        &cond,
         &noise,
         n,
         model_shape,
-        &|_| Box::new(denoiser(&l.run).expect("checked")),
+        &|_| Box::new(denoiser(&l).expect("checked")),
         &|first, z| {
             let [m, ..] = z.dims();
             let (_, streams) = sample::start(a.common.seed, first, m, model_shape, 1.0, &z.device());
@@ -642,7 +689,7 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
                 )?;
                 images.extend(b.images);
             }
-            invert_images(&l, &images, 2)?
+            invert_images(&l, &images, 2, &conditioning(&l, &a.common, 2, None)?)?
         }
         _ => bail!("give --seeds A,B or --images IMG1,IMG2"),
     };
@@ -651,14 +698,16 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     for i in 0..k {
         z.extend(edit::slerp(&ends[..per], &ends[per..], i as f64 / (k - 1) as f64));
     }
-    denoiser(&l.run)?;
+    denoiser(&l)?;
+    let cond = conditioning(&l, &a.common, k, None)?;
     let out = sample_batches(
         &l,
         &a.common,
+        &cond,
         &z,
         k,
         model_shape,
-        &|_| Box::new(denoiser(&l.run).expect("checked")),
+        &|_| Box::new(denoiser(&l).expect("checked")),
         &|_, z| {
             let [m, ..] = z.dims();
             // Every frame shares one noise stream, so stochastic samplers vary only with the start.

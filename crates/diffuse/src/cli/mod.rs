@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod edit_cmd;
+mod guide_args;
 mod lab_cmd;
 mod likelihood_cmd;
 mod plot_cmd;

@@ -1,7 +1,8 @@
+use super::guide_args::GuideArgs;
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::denoise::{Cond, Guidance, UNetDenoiser};
+use diffuse::denoise::{Cond, UNetDenoiser};
 use diffuse::run::{self, Weights};
 use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
@@ -37,19 +38,8 @@ pub struct SampleArgs {
     /// Start from this noise (a safetensors file with one f32 tensor [n, c, h, w]) instead of the seed's.
     #[arg(long)]
     init_noise: Option<PathBuf>,
-    /// Class-conditional models: the class to draw, by index or name, or `all` for --n images of every class
-    /// (a grid row per class). Without it a conditional model draws unconditionally (the null class).
-    #[arg(long)]
-    class: Option<String>,
-    /// Classifier-free guidance scale w: ε̂ = ε̂_u + w (ε̂_c − ε̂_u); 1 is plain conditional, 0 unconditional.
-    #[arg(long, default_value_t = 1.0)]
-    guidance: f64,
-    /// Guide only at noise levels σ/α in [LO, HI] (e.g. 0.3,5), the plain conditional output elsewhere.
-    #[arg(long, value_name = "LO,HI")]
-    guidance_interval: Option<String>,
-    /// Rescale the guided output to the conditional one's standard deviation, blended by φ ∈ [0, 1].
-    #[arg(long, default_value_t = 0.0, value_name = "PHI")]
-    guidance_rescale: f64,
+    #[command(flatten)]
+    guide: GuideArgs,
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -85,67 +75,6 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
-/// The guidance flags, checked.
-fn guidance(a: &SampleArgs) -> anyhow::Result<Guidance> {
-    if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
-        bail!("--guidance must be between 0 and 100, got {}", a.guidance);
-    }
-    if !(0.0..=1.0).contains(&a.guidance_rescale) {
-        bail!("--guidance-rescale must be between 0 and 1, got {}", a.guidance_rescale);
-    }
-    let interval = a
-        .guidance_interval
-        .as_deref()
-        .map(|spec| {
-            let v: Vec<f64> = spec.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()?;
-            match v[..] {
-                [lo, hi] if lo >= 0.0 && lo < hi && hi.is_finite() => Ok((lo, hi)),
-                _ => Err(anyhow::anyhow!("need two numbers 0 <= LO < HI")),
-            }
-        })
-        .transpose()
-        .with_context(|| format!("--guidance-interval {:?}", a.guidance_interval.as_deref().unwrap_or("")))?;
-    Ok(Guidance {
-        scale: a.guidance,
-        interval,
-        rescale: a.guidance_rescale,
-    })
-}
-
-/// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
-fn classes(a: &SampleArgs, names: &[String], num_classes: Option<usize>) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
-    let guided = a.guidance != 1.0 || a.guidance_interval.is_some() || a.guidance_rescale != 0.0;
-    let Some(k) = num_classes else {
-        if a.class.is_some() || guided {
-            bail!("--class and --guidance need a class-conditional model (train with --conditional)");
-        }
-        return Ok((None, 1));
-    };
-    let Some(spec) = a.class.as_deref() else {
-        if guided {
-            bail!("--guidance needs --class");
-        }
-        return Ok((None, 1));
-    };
-    if spec == "all" {
-        return Ok((
-            Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, a.n)).collect()),
-            k,
-        ));
-    }
-    let class = match spec.parse::<usize>() {
-        Ok(i) if i < k => i,
-        _ => names.iter().position(|n| n == spec).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown class '{spec}': this model has classes 0..{} ({})",
-                k - 1,
-                names.join(", ")
-            )
-        })?,
-    };
-    Ok((Some(vec![class as u32; a.n]), 1))
-}
-
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
@@ -155,8 +84,8 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let cfg = &run.config;
     let plan = a.sampler.plan(&run.schedule, cfg.sde.as_deref())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let guidance = guidance(&a)?;
-    let (classes, rows) = classes(&a, &cfg.class_names, run.net.num_classes())?;
+    let guidance = a.guide.guidance()?;
+    let (classes, rows) = a.guide.classes(a.n, &cfg.class_names, run.net.num_classes())?;
     let n = classes.as_ref().map_or(a.n, |c| c.len());
     let cond = Cond { classes };
     let noise = a.init_noise.as_deref().map(|p| read_noise(p, n, shape)).transpose()?;

@@ -1,0 +1,94 @@
+//! Class and classifier-free guidance flags, shared by `sample` and `edit`.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use diffuse::denoise::Guidance;
+
+#[derive(Args)]
+pub struct GuideArgs {
+    /// Class-conditional models: the class to draw, by index or name, or `all` for --n images of every class
+    /// (a grid row per class). Without it a conditional model draws unconditionally (the null class).
+    #[arg(long)]
+    class: Option<String>,
+    /// Classifier-free guidance scale w: ε̂ = ε̂_u + w (ε̂_c − ε̂_u); 1 is plain conditional, 0 unconditional.
+    #[arg(long, default_value_t = 1.0)]
+    guidance: f64,
+    /// Guide only at noise levels σ/α in [LO, HI] (e.g. 0.3,5), the plain conditional output elsewhere.
+    #[arg(long, value_name = "LO,HI")]
+    guidance_interval: Option<String>,
+    /// Rescale the guided output to the conditional one's standard deviation, blended by φ ∈ [0, 1].
+    #[arg(long, default_value_t = 0.0, value_name = "PHI")]
+    guidance_rescale: f64,
+}
+
+impl GuideArgs {
+    /// The --class value as given.
+    pub fn class_spec(&self) -> Option<&str> {
+        self.class.as_deref()
+    }
+
+    /// The guidance flags, checked.
+    pub fn guidance(&self) -> anyhow::Result<Guidance> {
+        let a = self;
+        if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
+            bail!("--guidance must be between 0 and 100, got {}", a.guidance);
+        }
+        if !(0.0..=1.0).contains(&a.guidance_rescale) {
+            bail!("--guidance-rescale must be between 0 and 1, got {}", a.guidance_rescale);
+        }
+        let interval = a
+            .guidance_interval
+            .as_deref()
+            .map(|spec| {
+                let v: Vec<f64> = spec.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()?;
+                match v[..] {
+                    [lo, hi] if lo >= 0.0 && lo < hi && hi.is_finite() => Ok((lo, hi)),
+                    _ => Err(anyhow::anyhow!("need two numbers 0 <= LO < HI")),
+                }
+            })
+            .transpose()
+            .with_context(|| format!("--guidance-interval {:?}", a.guidance_interval.as_deref().unwrap_or("")))?;
+        Ok(Guidance {
+            scale: a.guidance,
+            interval,
+            rescale: a.guidance_rescale,
+        })
+    }
+
+    /// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
+    pub fn classes(
+        &self,
+        n: usize,
+        names: &[String],
+        num_classes: Option<usize>,
+    ) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
+        let a = self;
+        let guided = a.guidance != 1.0 || a.guidance_interval.is_some() || a.guidance_rescale != 0.0;
+        let Some(k) = num_classes else {
+            if a.class.is_some() || guided {
+                bail!("--class and --guidance need a class-conditional model (train with --conditional)");
+            }
+            return Ok((None, 1));
+        };
+        let Some(spec) = a.class.as_deref() else {
+            if guided {
+                bail!("--guidance needs --class");
+            }
+            return Ok((None, 1));
+        };
+        if spec == "all" {
+            return Ok((Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect()), k));
+        }
+        let class = match spec.parse::<usize>() {
+            Ok(i) if i < k => i,
+            _ => names.iter().position(|n| n == spec).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown class '{spec}': this model has classes 0..{} ({})",
+                    k - 1,
+                    names.join(", ")
+                )
+            })?,
+        };
+        Ok((Some(vec![class as u32; n]), 1))
+    }
+}
