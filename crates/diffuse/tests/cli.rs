@@ -690,6 +690,75 @@ fn latent_runs_train_on_a_vae_and_sample_decoded_images() {
     let img = image::open(d.join("00002.png")).unwrap();
     assert_eq!((img.width(), img.height()), (8, 8), "decoded to the image size");
     assert!(d.join("strip.png").is_file());
+    // Edits work in the latent space too, and keep the known pixels exactly.
+    let e = tmp("latent-edit");
+    let naive = e.join("inputs");
+    ok(&[
+        "edit",
+        "inpaint",
+        "--run",
+        s(&run),
+        "--data",
+        "digits",
+        "--limit",
+        "2",
+        "--mask",
+        "left-half",
+        "--naive",
+        "blur",
+        "--out-dir",
+        s(&naive),
+    ]);
+    let said = ok(&[
+        "edit",
+        "inpaint",
+        "--run",
+        s(&run),
+        "--data",
+        "digits",
+        "--limit",
+        "2",
+        "--mask",
+        "left-half",
+        "--steps",
+        "5",
+        "--out-dir",
+        s(&e.join("ip")),
+    ]);
+    assert!(said.starts_with("2 images inpainted"), "{said}");
+    for class_dir in std::fs::read_dir(&naive).unwrap() {
+        let class_dir = class_dir.unwrap().path();
+        for f in std::fs::read_dir(&class_dir).unwrap() {
+            let f = f.unwrap().path();
+            let twin = e
+                .join("ip")
+                .join(class_dir.file_name().unwrap())
+                .join(f.file_name().unwrap());
+            let (a, b) = (
+                image::open(&f).unwrap().to_luma8(),
+                image::open(&twin).unwrap().to_luma8(),
+            );
+            for (k, (x, y)) in a.as_raw().iter().zip(b.as_raw()).enumerate() {
+                assert!(k % 8 < 4 || x == y, "kept pixel {k} of {} changed", f.display());
+            }
+        }
+    }
+    ok(&[
+        "edit",
+        "sdedit",
+        "--run",
+        s(&run),
+        "--data",
+        "digits",
+        "--limit",
+        "2",
+        "--strength",
+        "0.4",
+        "--steps",
+        "10",
+        "--out-dir",
+        s(&e.join("sd")),
+    ]);
     // Resume re-encodes the data with the run's own copy of the VAE.
     ok(&["train", "--out", s(&run), "--resume", "--steps", "12", "--quiet"]);
     // A VAE for other images is refused.

@@ -18,8 +18,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "diffuse",
     version,
-    about = "Train, sample and evaluate diffusion models (DDPM, DDIM, score SDEs) on the CPU",
-    long_about = "Train, sample and evaluate diffusion models (DDPM, DDIM, score SDEs) on the CPU.\n\n\
+    about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU",
+    long_about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU.\n\n\
 Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
 diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid out/grid.png"
 )]
