@@ -38,10 +38,13 @@ for line in sys.stdin:
 '
 cp "$out/left-half-repaint.png" docs/inpaint-left-half.png
 cp "$out/bottom-half-repaint.png" docs/inpaint-bottom-half.png
-"$bin" edit sdedit --run "$run" --data digits --limit 16 --strength 0.5 --steps 50 --seed 1 --out-dir "$out/sdedit" \
-  --grid docs/sdedit-0.5.png
-"$bin" edit invert --run "$run" --data digits --limit 16 --steps 50 --out-dir "$out/invert-50" --grid docs/invert-50.png
-"$bin" edit invert --run "$run" --data digits --limit 297 --steps 250 --out-dir "$out/invert-250"
+for s in 0.25 0.5; do
+  "$bin" edit sdedit --run "$run" --data digits --limit 16 --strength "$s" --steps 50 --seed 1 --out-dir "$out/sdedit-$s" \
+    --grid "docs/sdedit-$s.png"
+done
+for k in 10 50 250; do
+  "$bin" edit invert --run "$run" --data digits --steps "$k" --out-dir "$out/invert-$k" --grid "docs/invert-$k.png"
+done
 "$bin" edit interpolate --run "$run" --seeds 3,4 --frames 10 --steps 50 --out-dir "$out/lerp" --grid docs/interpolate.png
 "$bin" edit outpaint --run "$run" --data digits --limit 16 --pad 0,0,8,0 --sampler ddpm --steps 100 --resample 5 \
   --jump-length 5 --out-dir "$out/outpaint" --grid docs/outpaint.png

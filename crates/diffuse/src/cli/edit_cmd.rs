@@ -65,6 +65,17 @@ pub struct Inputs {
     limit: Option<usize>,
 }
 
+/// RePaint's resampling, for inpainting and outpainting.
+#[derive(Args)]
+pub struct RepaintArgs {
+    /// RePaint passes at each jump point (1: no resampling; ddpm and ddim).
+    #[arg(long, default_value_t = 1)]
+    resample: usize,
+    /// RePaint jump length in sampler steps.
+    #[arg(long, default_value_t = 10)]
+    jump_length: usize,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Naive {
     /// The mean of the kept pixels.
@@ -85,12 +96,8 @@ pub struct InpaintArgs {
     /// box:x,y,w,h, left-half, right-half, top-half, bottom-half, center:r, or a PNG (white = regenerate).
     #[arg(long)]
     mask: String,
-    /// RePaint passes at each jump point (1: no resampling; ddpm and ddim).
-    #[arg(long, default_value_t = 1)]
-    resample: usize,
-    /// RePaint jump length in sampler steps.
-    #[arg(long, default_value_t = 10)]
-    jump_length: usize,
+    #[command(flatten)]
+    repaint: RepaintArgs,
     /// Fill naively instead of with the model (a baseline).
     #[arg(long, value_enum)]
     naive: Option<Naive>,
@@ -108,6 +115,8 @@ pub struct OutpaintArgs {
     /// Pixels added: N on every side, or LEFT,TOP,RIGHT,BOTTOM.
     #[arg(long)]
     pad: String,
+    #[command(flatten)]
+    repaint: RepaintArgs,
 }
 
 #[derive(Args)]
@@ -457,7 +466,10 @@ fn inpaint_images(l: &Loaded, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Res
 
 fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
     let mut l = load(&a.common)?;
-    l.plan = l.plan.clone().with_resampling(a.jump_length, a.resample)?;
+    l.plan = l
+        .plan
+        .clone()
+        .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
     let (shape, _) = shapes(&l.run);
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
@@ -485,7 +497,11 @@ fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
 }
 
 fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
-    let l = load(&a.common)?;
+    let mut l = load(&a.common)?;
+    l.plan = l
+        .plan
+        .clone()
+        .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
     let (shape, model_shape) = shapes(&l.run);
     let v: Vec<usize> = super::parse_list(&a.pad).map_err(|e| anyhow::anyhow!("--pad: {e}"))?;
     let [left, top, right, bottom] = match v[..] {
@@ -526,7 +542,6 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
         names: b.names.clone(),
         labels: None,
     };
-    let mut l = l;
     // Latents and noise take the canvas size too.
     if let Some(lat) = &mut l.run.config.latent {
         lat.image = [c, nh, nw];
