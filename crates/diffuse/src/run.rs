@@ -1,6 +1,7 @@
 //! A run directory: `config.json` (what was trained, how), `checkpoint.safetensors` (weights, EMA weights,
 //! optimizer state, step), `loss.csv`, `loss.png`, sample grids; latent runs also `vae/`, their autoencoder.
 
+use crate::data::Dataset;
 use crate::denoise::Conditioning;
 use crate::nn::{Net, NetConfig};
 use crate::safetensors_io;
@@ -101,6 +102,55 @@ pub struct LatentConfig {
 pub const VAE_DIR: &str = "vae";
 
 impl RunConfig {
+    /// What `diffuse train --data SPEC` trains without other flags: the network for the data's shape, the
+    /// linear schedule over 1000 steps, ε prediction, AdamW at 3e-4 with 100 warm-up steps, EMA 0.995, and
+    /// 800 steps (images up to 16×16), 3000 (points) or 20,000 (larger images).
+    pub fn for_data(spec: &str, data: &Dataset) -> RunConfig {
+        let points = data.height == 1 && data.width == 1;
+        let small = data.height.max(data.width) <= 16;
+        RunConfig {
+            format: FORMAT,
+            data: spec.into(),
+            channels: data.channels,
+            height: data.height,
+            width: data.width,
+            class_names: data.class_names.clone(),
+            prediction: Prediction::Eps.name().into(),
+            schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
+            sde: None,
+            net: NetConfig::for_data(data.channels, data.height, data.width),
+            train: TrainConfig {
+                steps: if points {
+                    3000
+                } else if small {
+                    800
+                } else {
+                    20000
+                },
+                batch_size: if points { 256 } else { 64 },
+                lr: 3e-4,
+                warmup_steps: 100,
+                weight_decay: 0.0,
+                grad_clip: 1.0,
+                ema_decay: 0.995,
+                seed: 0,
+                checkpoint_every: 200,
+                sample_every: 400,
+                label_dropout: 0.0,
+            },
+            latent: None,
+        }
+    }
+
+    /// Makes the network class-conditional on the data's labels, with label dropout `p`.
+    pub fn conditional(mut self, p: f64) -> RunConfig {
+        if let NetConfig::Unet(u) = &mut self.net {
+            u.num_classes = Some(self.class_names.len());
+        }
+        self.train.label_dropout = p;
+        self
+    }
+
     /// (channels, height, width) of what the run produces: decoded images for latent runs.
     pub fn output_shape(&self) -> [usize; 3] {
         match &self.latent {

@@ -1075,3 +1075,25 @@ fn edits_keep_known_pixels_invert_interpolate_and_reject_bad_input() {
         "no PNG images",
     );
 }
+
+#[test]
+fn the_cli_defaults_are_the_library_defaults() {
+    let out = tmp("defaults").join("r");
+    ok(&[
+        "train",
+        "--out",
+        s(&out),
+        "--steps",
+        "1",
+        "--sample-every",
+        "0",
+        "--quiet",
+    ]);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let data = diffuse::data::Dataset::load("digits", diffuse::data::Split::Train).unwrap();
+    let mut lib = diffuse::run::RunConfig::for_data("digits", &data);
+    lib.train.steps = 1;
+    lib.train.sample_every = 0;
+    assert_eq!(written, serde_json::to_value(&lib).unwrap());
+}

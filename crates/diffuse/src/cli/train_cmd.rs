@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use diffuse::classifier;
 use diffuse::data::{Dataset, Split};
 use diffuse::nn::NetConfig;
-use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, FORMAT, LatentConfig, RunConfig, TrainConfig, VAE_DIR};
+use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, LatentConfig, RunConfig, VAE_DIR};
 use diffuse::train::{self, Options};
 use diffuse::vae::{self, LatentSpace};
 use std::path::PathBuf;
@@ -117,8 +117,9 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             .map(|v| parse_list::<usize>(v).map_err(|e| anyhow::anyhow!("--{name}: {e}")))
             .transpose()
     };
-    let mut net = NetConfig::for_data(data.channels, data.height, data.width);
-    match &mut net {
+    // The library's defaults for this data, then every flag given.
+    let mut cfg = RunConfig::for_data(&a.data, data);
+    match &mut cfg.net {
         NetConfig::Unet(unet) => {
             unet.base_channels = a.base_channels.unwrap_or(unet.base_channels);
             unet.channel_mults = list(&a.channel_mults, "channel-mults")?.unwrap_or(unet.channel_mults.clone());
@@ -126,15 +127,6 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             unet.attention_resolutions = list(&a.attention, "attention")?.unwrap_or(unet.attention_resolutions.clone());
             unet.heads = a.heads.unwrap_or(unet.heads);
             unet.dropout = a.dropout.unwrap_or(unet.dropout);
-            if a.conditional {
-                if data.labels.is_none() || data.num_classes() < 2 {
-                    bail!(
-                        "--conditional needs labelled data with at least two classes; {} has none",
-                        data.name
-                    );
-                }
-                unet.num_classes = Some(data.num_classes());
-            }
         }
         NetConfig::Mlp(_) if a.conditional => bail!("--conditional is for images; point data has no labels"),
         NetConfig::Mlp(mlp) => {
@@ -142,44 +134,33 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             mlp.layers = a.layers.unwrap_or(mlp.layers);
         }
     }
-    let points = data.height == 1 && data.width == 1;
-    let small = data.height.max(data.width) <= 16;
-    let cfg = RunConfig {
-        format: FORMAT,
-        data: a.data.clone(),
-        channels: data.channels,
-        height: data.height,
-        width: data.width,
-        class_names: data.class_names.clone(),
-        prediction: a.prediction.parse::<diffuse_math::Prediction>()?.name().into(),
-        schedule: a.schedule.config()?,
-        sde: a
-            .sde
-            .as_deref()
-            .map(|s| s.parse::<diffuse_math::Sde>().map(|s| s.name().to_string()))
-            .transpose()?,
-        net,
-        train: TrainConfig {
-            steps: a.steps.unwrap_or(if points {
-                3000
-            } else if small {
-                800
-            } else {
-                20000
-            }),
-            batch_size: a.batch_size.unwrap_or(if points { 256 } else { 64 }),
-            lr: a.lr,
-            warmup_steps: a.warmup,
-            weight_decay: a.weight_decay,
-            grad_clip: a.grad_clip,
-            ema_decay: a.ema_decay,
-            seed: a.seed,
-            checkpoint_every: a.checkpoint_every,
-            sample_every: a.sample_every,
-            label_dropout: if a.conditional { a.label_dropout } else { 0.0 },
-        },
-        latent: None,
-    };
+    if a.conditional {
+        if data.labels.is_none() || data.num_classes() < 2 {
+            bail!(
+                "--conditional needs labelled data with at least two classes; {} has none",
+                data.name
+            );
+        }
+        cfg = cfg.conditional(a.label_dropout);
+    }
+    cfg.prediction = a.prediction.parse::<diffuse_math::Prediction>()?.name().into();
+    cfg.schedule = a.schedule.config()?;
+    cfg.sde = a
+        .sde
+        .as_deref()
+        .map(|s| s.parse::<diffuse_math::Sde>().map(|s| s.name().to_string()))
+        .transpose()?;
+    let t = &mut cfg.train;
+    t.steps = a.steps.unwrap_or(t.steps);
+    t.batch_size = a.batch_size.unwrap_or(t.batch_size);
+    t.lr = a.lr;
+    t.warmup_steps = a.warmup;
+    t.weight_decay = a.weight_decay;
+    t.grad_clip = a.grad_clip;
+    t.ema_decay = a.ema_decay;
+    t.seed = a.seed;
+    t.checkpoint_every = a.checkpoint_every;
+    t.sample_every = a.sample_every;
     cfg.validate()?;
     Ok(cfg)
 }
