@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     let run_dir = dir.join("run");
     std::fs::create_dir_all(run_dir.join(VAE_DIR))?;
     for f in [vae::WEIGHTS, vae::META] {
-        std::fs::copy(vae_dir.join(f), run_dir.join(VAE_DIR).join(f))?;
+        diffuse::atomic::write(&run_dir.join(VAE_DIR).join(f), &std::fs::read(vae_dir.join(f))?)?;
     }
     let run = train_or_reuse(&run_dir, &cfg, &latents)?;
 

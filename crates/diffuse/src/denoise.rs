@@ -125,7 +125,8 @@ impl Default for Guidance {
 /// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
 /// (diffusers' `clip_sample`) and recomputes ε̂ to match. Class-conditional models are guided by
 /// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
-/// this is the same rule on ε̂ for every parameterisation.
+/// plain guidance is the same rule on ε̂ for every parameterisation; rescaling (a per-image std ratio) acts on
+/// the network's output, as diffusers' `guidance_rescale` does, and so depends on what it predicts.
 pub struct UNetDenoiser<'a> {
     pub net: &'a Net,
     pub cond: &'a Conditioning,

@@ -333,6 +333,24 @@ mod tests {
     }
 
     #[test]
+    fn sdedit_strength_must_leave_something_to_denoise() {
+        let em = Method::Sde {
+            predictor: Predictor::EulerMaruyama,
+            corrector_steps: 0,
+            snr: 0.16,
+        };
+        let plan = Plan::new(em, Process::Sde(Sde::vp()), 10).unwrap();
+        let e = plan.clone().with_strength(5e-4).unwrap_err().to_string();
+        assert!(e.contains("t_min"), "{e}");
+        assert!((plan.with_strength(0.5).unwrap().start_level().alpha - Sde::vp().marginal(0.5).alpha).abs() < 1e-12);
+        // Discrete: strength s keeps ⌈s·K⌉ steps and starts at the first kept one.
+        let p = discrete(Method::Ddim { eta: 0.0 }, 10).with_strength(0.3).unwrap();
+        let s = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
+        let pairs = TimestepSpacing::Trailing.pairs(1000, 10).unwrap();
+        assert_eq!(p.start_level(), Level::vp(s.alpha_bar(pairs[7].0)));
+    }
+
+    #[test]
     fn repaint_walks_back_up_at_every_jump_point_and_ends_at_the_bottom() {
         let moves = sample::repaint_moves(6, Some(sample::Resample { jump: 2, count: 3 }));
         let ups = moves.iter().filter(|m| !m.1).count();

@@ -215,6 +215,9 @@ pub fn train(
     progress: bool,
 ) -> Result<VaeMeta> {
     net.validate()?;
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::Data("a VAE needs training and held-out images".into()));
+    }
     if (train.channels, train.height, train.width) != (net.in_channels, net.height, net.width) {
         return Err(Error::Data(format!(
             "images are {}×{}×{}, the VAE is for {}×{}×{}",

@@ -437,7 +437,10 @@ fn inpaint_images(l: &Loaded, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Res
     let cond = conditioning(l, c, b.names.len(), b.labels.as_deref())?;
     let (shape, model_shape) = shapes(&l.run);
     let n = b.names.len();
-    let model = to_model(&l.run, &b.images, shape)?;
+    // Latent runs encode the inputs with the hole already filled: the encoder sees every pixel (its attention
+    // spans the image), so encoding the originals would leak the region to regenerate into the known latents.
+    let holed = naive_fill(mask, &b.images, n, shape[0], Naive::Mean);
+    let model = to_model(&l.run, if l.run.latent.is_some() { &holed } else { &b.images }, shape)?;
     let model_mask = mask.downsample(shape[1] / model_shape[1]);
     let base = denoiser(l)?;
     let prior = l.plan.prior_std();
@@ -540,7 +543,7 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
     let big = Batch {
         images: canvas,
         names: b.names.clone(),
-        labels: None,
+        labels: b.labels.clone(),
     };
     // Latents and noise take the canvas size too.
     if let Some(lat) = &mut l.run.config.latent {

@@ -46,7 +46,7 @@ pub struct SampleArgs {
     /// Sample with the EMA weights or the raw ones.
     #[arg(long, value_enum, default_value = "ema")]
     weights: Weights,
-    /// Do not clamp x̂₀ to [-1, 1] at each step.
+    /// Do not clamp x̂₀ to [-1, 1] at each step (never done for latent runs and points).
     #[arg(long)]
     no_clip: bool,
 }
@@ -99,7 +99,8 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         net: &run.net,
         cond: &run.cond,
         prediction: cfg.prediction()?,
-        clip: !a.no_clip && !points,
+        // Clipping is for pixels in [−1, 1]; points and (unit-variance) latents are left alone.
+        clip: !a.no_clip && !points && run.latent.is_none(),
         guidance,
     };
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;

@@ -163,7 +163,11 @@ impl SamplerArgs {
     pub fn describe(&self, plan: &Plan) -> String {
         match &plan.process {
             Process::Discrete { spacing, .. } => {
-                format!("{}, {} steps, {spacing} spacing", plan.method.name(), plan.steps)
+                let mut d = format!("{}, {} steps, {spacing} spacing", plan.method.name(), plan.steps);
+                if let Some(r) = plan.resample {
+                    d += &format!(", RePaint resampling {}× per jump of {}", r.count, r.jump);
+                }
+                d
             }
             Process::Sde(sde) => format!("{}, {} SDE, {} steps", plan.method.name(), sde, plan.steps),
         }

@@ -128,6 +128,21 @@ mod tests {
     }
 
     #[test]
+    fn specs_name_the_folder_and_the_background() {
+        let Some(dir) = crate::data::tests::shared("data/emoji-noto") else {
+            return;
+        };
+        let spec = format!("emoji:{}@black", dir.display());
+        let d = Dataset::load(&spec, Split::Test).unwrap();
+        assert_eq!(d.image(0)[0], -1.0, "a black corner");
+        // `emoji@BG` without a folder looks in $DIFFUSE_DATA; with it unset the error says so.
+        if std::env::var_os("DIFFUSE_DATA").is_none() {
+            let e = Dataset::load("emoji@black", Split::Test).unwrap_err().to_string();
+            assert!(e.contains("emoji-noto"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_backgrounds_and_missing_sheets_are_named() {
         assert_eq!(parse_background("grey").unwrap(), [128; 3]);
         assert!(

@@ -81,7 +81,15 @@ impl Dataset {
 
     /// Loads a data set from its `--data` spec.
     pub fn load(spec: &str, split: Split) -> Result<Dataset> {
-        let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+        // `emoji@BG` carries its background without a folder.
+        let spec_for_kind = spec
+            .split_once('@')
+            .map_or(spec, |(k, _)| if k == "emoji" { k } else { spec });
+        let (kind, arg) = if spec_for_kind != spec {
+            ("emoji", &spec[5..])
+        } else {
+            spec.split_once(':').unwrap_or((spec, ""))
+        };
         let ds = match kind {
             "digits" if arg.is_empty() => digits::load(split)?,
             "mnist" | "fashion-mnist" => {

@@ -21,6 +21,7 @@ pub fn run(
                 .pairs(schedule.len(), steps)
                 .expect("steps checked by Plan::new");
             let pairs = &pairs[pairs.len() - kept(pairs.len(), plan.strength)..];
+            let mut done = 0; // steps reported: a resampled step is reported once
             for (i, up) in repaint_moves(pairs.len(), plan.resample) {
                 let (t, prev) = pairs[i];
                 let (from, to) = (level(t), level(prev));
@@ -41,7 +42,10 @@ pub fn run(
                 if c.std > 0.0 {
                     x = x.clone() + ctx.noise(&x).mul_scalar(c.std);
                 }
-                ctx.step_done(i, &d.x0);
+                if i == done {
+                    ctx.step_done(i, &d.x0);
+                    done += 1;
+                }
             }
             x
         }

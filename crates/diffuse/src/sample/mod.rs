@@ -169,6 +169,14 @@ impl Plan {
         if !(s > 0.0 && s <= 1.0) {
             return Err(Error::Invalid(format!("strength must be in (0, 1], got {s}")));
         }
+        if let Process::Sde(sde) = &self.process
+            && s <= sde.t_min()
+        {
+            return Err(Error::Invalid(format!(
+                "strength {s} is at or below the {sde} SDE's t_min {}: nothing to denoise",
+                sde.t_min()
+            )));
+        }
         self.strength = s;
         Ok(self)
     }

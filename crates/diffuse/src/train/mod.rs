@@ -304,7 +304,7 @@ fn preview(
         net: ema,
         cond,
         prediction: cfg.prediction()?,
-        clip: (cfg.height, cfg.width) != (1, 1),
+        clip: (cfg.height, cfg.width) != (1, 1) && cfg.latent.is_none(),
         guidance: Default::default(),
     };
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
