@@ -254,6 +254,7 @@ pub enum ClassifierCommand {
 }
 
 #[derive(Args)]
+#[command(after_help = "Example:\n  diffuse classifier train --data digits --out runs/quality/classifier")]
 pub struct ClassifierTrainArgs {
     /// Labelled training data (see `diffuse train --help`).
     #[arg(long, default_value = "digits")]
