@@ -9,7 +9,7 @@ use crate::{Error, Result, rng};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use diffuse_math::metrics::{Moments, frechet_distance, inception_score};
+use diffuse_math::metrics::{Moments, frechet_distance, inception_score, kid, precision_recall};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -57,6 +57,12 @@ pub struct Report {
     /// Fréchet distance between this set's and a reference set's pooled classifier features, when a reference
     /// is given. Small sets bias it upwards: compare values at equal sizes only.
     pub fid: Option<f64>,
+    /// With a reference: KID (mean, std over 50 subsets of up to 100 images) in the same feature space, the
+    /// features divided by the reference's RMS feature value.
+    pub kid: Option<(f64, f64)>,
+    /// With a reference: improved precision (share of images on the reference's k = 3 manifold) and recall.
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
 }
 
 impl std::fmt::Display for Report {
@@ -76,6 +82,9 @@ impl std::fmt::Display for Report {
         write!(f, ", inception-style score {:.3}", self.inception_score)?;
         if let Some(d) = self.fid {
             write!(f, ", classifier FID {d:.3}")?;
+        }
+        if let (Some((k, s)), Some(p), Some(r)) = (self.kid, self.precision, self.recall) {
+            write!(f, ", KID {k:.4} ± {s:.4}, precision {p:.3}, recall {r:.3}")?;
         }
         if let Some(a) = self.accuracy {
             write!(f, ", accuracy {:.2}%", a * 100.0)?;
@@ -196,19 +205,28 @@ impl Classifier {
     /// Scores `data`; with a `reference` set (real images) also the classifier-feature FID against it.
     pub fn score(&self, data: &Dataset, threshold: f64, reference: Option<&Dataset>) -> Result<Report> {
         let (probs, feats) = self.outputs(data)?;
-        let fid = match reference {
-            Some(r) => {
-                let moments = |f: &[Vec<f64>], what: &str| {
-                    Moments::of(f).ok_or_else(|| Error::Data(format!("FID needs at least two {what} images")))
-                };
-                let (_, ref_feats) = self.outputs(r)?;
-                Some(frechet_distance(
-                    &moments(&feats, "scored")?,
-                    &moments(&ref_feats, "reference")?,
-                ))
-            }
-            None => None,
-        };
+        let (mut fid, mut kid_value, mut precision, mut recall) = (None, None, None, None);
+        if let Some(r) = reference {
+            let moments = |f: &[Vec<f64>], what: &str| {
+                Moments::of(f).ok_or_else(|| Error::Data(format!("FID needs at least two {what} images")))
+            };
+            let (_, ref_feats) = self.outputs(r)?;
+            fid = Some(frechet_distance(
+                &moments(&feats, "scored")?,
+                &moments(&ref_feats, "reference")?,
+            ));
+            // The cubic kernel is scale-sensitive: features are first divided by the reference's RMS value, so
+            // that they have the O(1) scale the kernel was designed for (Inception's pool features).
+            let rms = (ref_feats.iter().flatten().map(|v| v * v).sum::<f64>()
+                / ref_feats.iter().map(Vec::len).sum::<usize>().max(1) as f64)
+                .sqrt()
+                .max(1e-12);
+            let unit =
+                |f: &[Vec<f64>]| -> Vec<Vec<f64>> { f.iter().map(|r| r.iter().map(|v| v / rms).collect()).collect() };
+            kid_value = Some(kid(&unit(&feats), &unit(&ref_feats), 50, 100, 0));
+            let (p, rc) = precision_recall(&ref_feats, &feats, 3);
+            (precision, recall) = (Some(p), Some(rc));
+        }
         let k = self.meta.class_names.len();
         let mut histogram = vec![0; k];
         let (mut confident, mut conf_sum, mut correct) = (0, 0.0, 0);
@@ -248,6 +266,9 @@ impl Classifier {
             accuracy: data.labels.as_ref().map(|_| correct as f64 / n),
             inception_score: inception_score(&probs),
             fid,
+            kid: kid_value,
+            precision,
+            recall,
         })
     }
 }

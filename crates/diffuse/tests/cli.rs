@@ -1097,3 +1097,51 @@ fn the_cli_defaults_are_the_library_defaults() {
     lib.train.sample_every = 0;
     assert_eq!(written, serde_json::to_value(&lib).unwrap());
 }
+
+#[test]
+fn classifier_scores_a_set_against_a_reference() {
+    let clf = tmp("clf").join("c");
+    let said = ok(&[
+        "classifier",
+        "train",
+        "--data",
+        "digits",
+        "--out",
+        s(&clf),
+        "--steps",
+        "30",
+    ]);
+    assert!(said.contains("held-out accuracy"), "{said}");
+    let json = ok(&[
+        "classifier",
+        "score",
+        "--classifier",
+        s(&clf),
+        "--data",
+        "digits",
+        "--reference",
+        "digits",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // The held-out digits against themselves: on each other's manifolds, at Fréchet distance zero.
+    assert!(r["fid"].as_f64().unwrap().abs() < 1e-6, "{r}");
+    assert_eq!((r["precision"].as_f64(), r["recall"].as_f64()), (Some(1.0), Some(1.0)));
+    let kid = r["kid"].as_array().unwrap();
+    assert!(kid[0].as_f64().unwrap().is_finite() && kid[1].as_f64().unwrap() >= 0.0);
+    let is = r["inception_score"].as_f64().unwrap();
+    assert!((1.0..=10.0).contains(&is), "{is}");
+    fails(
+        &[
+            "classifier",
+            "score",
+            "--classifier",
+            s(&clf),
+            "--data",
+            "digits",
+            "--reference",
+            "mnist:/nonexistent",
+        ],
+        "nonexistent",
+    );
+}

@@ -58,7 +58,9 @@ pub struct VaeTrainArgs {
 }
 
 #[derive(Args)]
-#[command(after_help = "Example:\n  diffuse vae reconstruct --vae runs/emoji-vae --data emoji:../shared/data/emoji-noto --out pairs.png")]
+#[command(
+    after_help = "Example:\n  diffuse vae reconstruct --vae runs/emoji-vae --data emoji:../shared/data/emoji-noto --out pairs.png"
+)]
 pub struct VaeReconstructArgs {
     /// A directory written by `diffuse vae train`.
     #[arg(long)]
