@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use diffuse::data::{Dataset, Split};
-use diffuse::denoise::{Cond, UNetDenoiser};
+use diffuse::denoise::Cond;
 use diffuse::run::RunConfig;
 use diffuse::sample::{self, Method, Plan, Process};
 use diffuse_math::TimestepSpacing;
@@ -45,13 +45,7 @@ fn main() -> Result<()> {
 
     // 2. Determinism: with η = 0 the same starting noise gives the same image; η = 1 adds fresh noise per step.
     let twice = |eta: f64, seed_of_steps: u64| -> Result<Vec<f32>> {
-        let den = UNetDenoiser {
-            net: &run.net,
-            cond: &run.cond,
-            prediction: run.config.prediction()?,
-            clip: true,
-            guidance: Default::default(),
-        };
+        let den = denoiser(&run, 1.0)?;
         let device = diffuse::device::device();
         let (x, _) = sample::start(7, 0, 8, [1, 8, 8], 1.0, &device); // the same noise every time
         let (_, mut streams) = sample::start(seed_of_steps, 0, 8, [1, 8, 8], 1.0, &device);
@@ -88,13 +82,7 @@ fn main() -> Result<()> {
     for i in 0..frames {
         z.extend(diffuse::edit::slerp(&ends[0], &ends[1], i as f64 / (frames - 1) as f64));
     }
-    let den = UNetDenoiser {
-        net: &run.net,
-        cond: &run.cond,
-        prediction: run.config.prediction()?,
-        clip: true,
-        guidance: Default::default(),
-    };
+    let den = denoiser(&run, 1.0)?;
     let drawn = sample::draw(
         &den,
         &plan(0.0, 50)?,

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use diffuse::data::{Dataset, Split};
-use diffuse::denoise::{Cond, UNetDenoiser};
+use diffuse::denoise::Cond;
 use diffuse::run::RunConfig;
 use diffuse::sample::{self, Method, Plan, Process};
 use diffuse_math::TimestepSpacing;
@@ -33,13 +33,7 @@ fn main() -> Result<()> {
     grid(&dir.join("ddpm-1000.png"), &run, &images, 64, 8)?;
 
     // 3. The reverse process as pictures: x̂₀ every 100 steps of the first 8 images, then the result.
-    let den = UNetDenoiser {
-        net: &run.net,
-        cond: &run.cond,
-        prediction: run.config.prediction()?,
-        clip: true,
-        guidance: Default::default(),
-    };
+    let den = denoiser(&run, 1.0)?;
     let keep: Vec<usize> = (0..10).map(|k| k * 111).collect();
     let device = diffuse::device::device();
     let drawn = sample::draw(

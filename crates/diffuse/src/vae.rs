@@ -41,7 +41,7 @@ pub struct VaeTrainConfig {
 }
 
 /// Reconstruction quality over held-out images (pixels in [0, 1]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     pub images: usize,
     pub psnr_db: f64,
@@ -285,12 +285,7 @@ pub fn train(
             net: net.clone(),
             train: cfg.clone(),
             scale: 1.0 / std,
-            quality: Quality {
-                images: 0,
-                psnr_db: 0.0,
-                ssim: 0.0,
-                mse: 0.0,
-            },
+            quality: Quality::default(),
             seconds: 0.0,
         },
         vae,
@@ -360,12 +355,7 @@ mod tests {
                     seed: 0,
                 },
                 scale: 2.5,
-                quality: Quality {
-                    images: 0,
-                    psnr_db: 0.0,
-                    ssim: 0.0,
-                    mse: 0.0,
-                },
+                quality: Quality::default(),
                 seconds: 0.0,
             },
             vae,

@@ -49,15 +49,20 @@ pub fn train_or_reuse(dir: &Path, cfg: &RunConfig, data: &Dataset) -> Result<Loa
     Ok(run::load(dir, Weights::Ema, &diffuse::device::device())?)
 }
 
-/// `n` images (decoded, for latent runs) from `plan`, image i from seed `seed`'s stream i; prints the time.
-pub fn draw(run: &LoadedRun, plan: &Plan, n: usize, seed: u64, cond: &Cond, guidance: f64) -> Result<Vec<f32>> {
-    let den = UNetDenoiser {
+/// The run's network as a denoiser: x̂₀ clipped to [−1, 1] for pixel runs, classifier-free guidance scale `w`.
+pub fn denoiser(run: &LoadedRun, w: f64) -> Result<UNetDenoiser<'_>> {
+    Ok(UNetDenoiser {
         net: &run.net,
         cond: &run.cond,
         prediction: run.config.prediction()?,
         clip: run.latent.is_none(),
-        guidance: Guidance::scale(guidance),
-    };
+        guidance: Guidance::scale(w),
+    })
+}
+
+/// `n` images (decoded, for latent runs) from `plan`, image i from seed `seed`'s stream i; prints the time.
+pub fn draw(run: &LoadedRun, plan: &Plan, n: usize, seed: u64, cond: &Cond, guidance: f64) -> Result<Vec<f32>> {
+    let den = denoiser(run, guidance)?;
     let cfg = &run.config;
     let started = Instant::now();
     let drawn = sample::draw(
