@@ -92,6 +92,14 @@ impl ModuleMapper for Load<'_> {
 /// Replaces every parameter of `module` with the tensor of the same path. With `restore_ids`, the saved
 /// parameter ids are restored too (needed to resume the optimizer). `origin` names the file in errors.
 pub fn load<M: Module>(module: M, src: &BTreeMap<String, NamedTensor>, restore_ids: bool, origin: &Path) -> Result<M> {
+    // Weights that are NaN or infinite would only show up later as black images or a NaN loss.
+    if let Some((name, t)) = src.iter().find(|(_, t)| t.data.iter().any(|v| !v.is_finite())) {
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        return Err(Error::checkpoint(
+            origin,
+            format!("weight '{name}' holds {bad} NaN or infinite values"),
+        ));
+    }
     let mut l = Load {
         path: Vec::new(),
         src,
@@ -285,6 +293,16 @@ mod tests {
         .unwrap();
         let e = load(other, &back.groups["model"], true, &path).unwrap_err().to_string();
         assert!(e.contains("does not fit"), "{e}");
+        // Non-finite weights are named.
+        let mut poisoned = back.groups["model"].clone();
+        poisoned.get_mut("down.0.blocks.0.conv1.weight").unwrap().data[3] = f32::NAN;
+        let e = load(tiny().init(&device).unwrap(), &poisoned, true, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'down.0.blocks.0.conv1.weight' holds 1 NaN or infinite"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
