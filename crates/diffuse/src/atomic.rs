@@ -1,9 +1,15 @@
-//! Atomic file writes: temporary file in the same folder, fsync, rename. A reader (or a resumed run) sees the
-//! old file or the new one, never half of one.
+//! Atomic file writes (temporary file in the same folder, fsync, rename; a reader or a resumed run sees the
+//! old file or the new one, never half of one), and the JSON reading of the metadata files written so.
 
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;
+
+/// Reads a JSON file (a run's, classifier's or VAE's metadata), naming the file in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
 
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path

@@ -156,9 +156,7 @@ pub fn train(train: &Dataset, test: &Dataset, out: &Path, steps: usize, seed: u6
 impl Classifier {
     pub fn load(dir: &Path) -> Result<Classifier> {
         let path = dir.join(META);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let meta: ClassifierMeta =
-            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let meta: ClassifierMeta = crate::atomic::read_json(&path)?;
         let device = crate::device::device();
         let wpath = dir.join(WEIGHTS);
         let c = safetensors_io::read(&wpath)?;

@@ -8,6 +8,7 @@
 use crate::data::Dataset;
 use crate::nn::vae::{Vae, VaeConfig, kl_divergence};
 use crate::safetensors_io::{self, Contents};
+use crate::sample::to_vec;
 use crate::train::clip_grad_norm;
 use crate::{Error, Result, rng};
 use burn::module::Module;
@@ -70,18 +71,12 @@ fn tensor(values: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-fn values(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_into_vec().expect("f32")
-}
-
 const BATCH: usize = 64;
 
 impl LatentSpace {
     pub fn load(dir: &Path) -> Result<LatentSpace> {
         let path = dir.join(META);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let meta: VaeMeta =
-            serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let meta: VaeMeta = crate::atomic::read_json(&path)?;
         meta.net.validate()?;
         if !(meta.scale.is_finite() && meta.scale > 0.0) {
             return Err(Error::Config(format!(
@@ -147,7 +142,7 @@ impl LatentSpace {
         for start in (0..n).step_by(BATCH) {
             let b = BATCH.min(n - start);
             let x = tensor(latents[start * per..(start + b) * per].to_vec(), [b, z, h, w], &device);
-            out.extend(values(
+            out.extend(to_vec(
                 self.vae.decode(x.mul_scalar(1.0 / self.meta.scale)).clamp(-1.0, 1.0),
             ));
         }
@@ -171,7 +166,7 @@ fn encode_means(vae: &Vae, data: &Dataset, scale: f32) -> Vec<f32> {
             [idx.len(), data.channels, data.height, data.width],
             &device,
         );
-        out.extend(values(vae.encode(x).0.mul_scalar(scale)));
+        out.extend(to_vec(vae.encode(x).0.mul_scalar(scale)));
     }
     out
 }
@@ -341,7 +336,7 @@ mod tests {
         let vae = crate::device::init_seeded(1, &device, |d| net.init(d).unwrap());
         let data = Dataset::load("digits", Split::Test).unwrap().subset(&[0, 1, 2]);
         let x = tensor(data.images.clone(), [3, 1, 8, 8], &device);
-        let raw_means = values(vae.encode(x).0);
+        let raw_means = to_vec(vae.encode(x).0);
         let space = LatentSpace {
             meta: VaeMeta {
                 data: "digits".into(),
@@ -367,7 +362,7 @@ mod tests {
             assert!((l - 2.5 * m).abs() <= 1e-6 * (1.0 + m.abs()));
         }
         // Decoding divides by the scale before the decoder: the decoder's output of the raw means, clamped.
-        let direct = values(
+        let direct = to_vec(
             space
                 .vae
                 .decode(tensor(raw_means, [3, 4, 4, 4], &device))

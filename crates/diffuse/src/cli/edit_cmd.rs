@@ -350,28 +350,37 @@ fn conditioning(l: &Loaded, c: &Common, n: usize, labels: Option<&[u32]>) -> any
     Ok(Cond { classes })
 }
 
-/// Samples batch by batch from starting points made by `start(first, model_inputs)`, with a denoiser made by
-/// `den(model_inputs)`; returns images in pixel space.
+/// Samples batch by batch from starting points made by `start(first, model_inputs)`. With `known`, the
+/// inputs are known where the mask keeps them (inpainting); returns images in pixel space.
 #[allow(clippy::too_many_arguments)]
-fn sample_batches<'a>(
+fn sample_batches(
     l: &Loaded,
     c: &Common,
     cond: &Cond,
     model: &[f32],
     n: usize,
     model_shape: [usize; 3],
-    den: &dyn Fn(burn::Tensor<4>) -> Box<dyn Denoiser + 'a>,
+    known: Option<&Mask>,
     start: &dyn Fn(usize, burn::Tensor<4>) -> (burn::Tensor<4>, Vec<rand_chacha::ChaCha8Rng>),
-) -> Vec<f32> {
+) -> anyhow::Result<Vec<f32>> {
+    let base = denoiser(l)?;
     let per = model_shape.iter().product::<usize>();
     let mut out = Vec::with_capacity(n * per);
     for first in (0..n).step_by(c.batch_size) {
         let m = c.batch_size.min(n - first);
         let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
-        let d = den(x0.clone());
+        let inpaint = known.map(|mask| Inpaint {
+            inner: &base,
+            keep: mask.keep(m, model_shape[0], &x0.device()),
+            known: x0.clone(),
+        });
+        let den: &dyn Denoiser = match &inpaint {
+            Some(i) => i,
+            None => &base,
+        };
         let (x, mut streams) = start(first, x0);
         let s = sample::run(
-            d.as_ref(),
+            den,
             &l.plan,
             x,
             &mut streams,
@@ -381,7 +390,7 @@ fn sample_batches<'a>(
         );
         out.extend(sample::to_vec(s.x));
     }
-    l.run.to_images(out, n)
+    Ok(l.run.to_images(out, n))
 }
 
 pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
@@ -442,28 +451,11 @@ fn inpaint_images(l: &Loaded, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Res
     let holed = naive_fill(mask, &b.images, n, shape[0], Naive::Mean);
     let model = to_model(&l.run, if l.run.latent.is_some() { &holed } else { &b.images }, shape)?;
     let model_mask = mask.downsample(shape[1] / model_shape[1]);
-    let base = denoiser(l)?;
     let prior = l.plan.prior_std();
-    let filled = sample_batches(
-        l,
-        c,
-        &cond,
-        &model,
-        n,
-        model_shape,
-        &|known| {
-            let [m, ch, _, _] = known.dims();
-            Box::new(Inpaint {
-                inner: &base,
-                keep: model_mask.keep(m, ch, &known.device()),
-                known,
-            })
-        },
-        &|first, x0| {
-            let [m, ..] = x0.dims();
-            sample::start(c.seed, first, m, model_shape, prior, &x0.device())
-        },
-    );
+    let filled = sample_batches(l, c, &cond, &model, n, model_shape, Some(&model_mask), &|first, x0| {
+        let [m, ..] = x0.dims();
+        sample::start(c.seed, first, m, model_shape, prior, &x0.device())
+    })?;
     Ok(mask.paste(&b.images, &filled))
 }
 
@@ -574,20 +566,12 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let model = to_model(&l.run, &b.images, shape)?;
-    denoiser(&l)?;
     let started = Instant::now();
     let plan = l.plan.clone();
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
-    let out = sample_batches(
-        &l,
-        &a.common,
-        &cond,
-        &model,
-        n,
-        model_shape,
-        &|_| Box::new(denoiser(&l).expect("checked")),
-        &|first, x0| edit::noised(&plan, x0, a.common.seed, first),
-    );
+    let out = sample_batches(&l, &a.common, &cond, &model, n, model_shape, None, &|first, x0| {
+        edit::noised(&plan, x0, a.common.seed, first)
+    })?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
     write_grid(&a.common.grid, &b.images, &out, n, shape)?;
@@ -603,7 +587,7 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
 }
 
 /// DDIM-inverts `images` (pixel space) to noises in model space.
-fn invert_images(l: &Loaded, images: &[f32], n: usize, cond: &Cond) -> anyhow::Result<Vec<f32>> {
+fn invert_images(l: &Loaded, c: &Common, images: &[f32], n: usize, cond: &Cond) -> anyhow::Result<Vec<f32>> {
     if !matches!(l.plan.method, diffuse::sample::Method::Ddim { eta } if eta == 0.0) {
         bail!("inversion needs --sampler ddim --eta 0");
     }
@@ -612,8 +596,8 @@ fn invert_images(l: &Loaded, images: &[f32], n: usize, cond: &Cond) -> anyhow::R
     let den = denoiser(l)?;
     let per = model_shape.iter().product::<usize>();
     let mut out = Vec::new();
-    for first in (0..n).step_by(64) {
-        let m = 64.min(n - first);
+    for first in (0..n).step_by(c.batch_size) {
+        let m = c.batch_size.min(n - first);
         let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
         let (z, _) = edit::invert(&den, &l.plan, x0, &cond.slice(first..first + m))?;
         out.extend(sample::to_vec(z));
@@ -628,21 +612,12 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let n = b.names.len();
     let started = Instant::now();
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
-    let noise = invert_images(&l, &b.images, n, &cond)?;
-    let recon = sample_batches(
-        &l,
-        &a.common,
-        &cond,
-        &noise,
-        n,
-        model_shape,
-        &|_| Box::new(denoiser(&l).expect("checked")),
-        &|first, z| {
-            let [m, ..] = z.dims();
-            let (_, streams) = sample::start(a.common.seed, first, m, model_shape, 1.0, &z.device());
-            (z, streams)
-        },
-    );
+    let noise = invert_images(&l, &a.common, &b.images, n, &cond)?;
+    let recon = sample_batches(&l, &a.common, &cond, &noise, n, model_shape, None, &|first, z| {
+        let [m, ..] = z.dims();
+        let (_, streams) = sample::start(a.common.seed, first, m, model_shape, 1.0, &z.device());
+        (z, streams)
+    })?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &recon, shape)?;
     write_grid(&a.common.grid, &b.images, &recon, n, shape)?;
@@ -707,7 +682,7 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
                 )?;
                 images.extend(b.images);
             }
-            invert_images(&l, &images, 2, &conditioning(&l, &a.common, 2, None)?)?
+            invert_images(&l, &a.common, &images, 2, &conditioning(&l, &a.common, 2, None)?)?
         }
         _ => bail!("give --seeds A,B or --images IMG1,IMG2"),
     };
@@ -716,23 +691,13 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     for i in 0..k {
         z.extend(edit::slerp(&ends[..per], &ends[per..], i as f64 / (k - 1) as f64));
     }
-    denoiser(&l)?;
     let cond = conditioning(&l, &a.common, k, None)?;
-    let out = sample_batches(
-        &l,
-        &a.common,
-        &cond,
-        &z,
-        k,
-        model_shape,
-        &|_| Box::new(denoiser(&l).expect("checked")),
-        &|_, z| {
-            let [m, ..] = z.dims();
-            // Every frame shares one noise stream, so stochastic samplers vary only with the start.
-            let (_, streams) = sample::start(a.common.seed, 0, 1, model_shape, 1.0, &z.device());
-            (z, vec![streams[0].clone(); m])
-        },
-    );
+    let out = sample_batches(&l, &a.common, &cond, &z, k, model_shape, None, &|_, z| {
+        let [m, ..] = z.dims();
+        // Every frame shares one noise stream, so stochastic samplers vary only with the start.
+        let (_, streams) = sample::start(a.common.seed, 0, 1, model_shape, 1.0, &z.device());
+        (z, vec![streams[0].clone(); m])
+    })?;
     let names: Vec<String> = (0..k).map(|i| format!("{i:05}.png")).collect();
     write_all(&a.common.out_dir, &names, &out, shape)?;
     if let Some(path) = &a.common.grid {

@@ -29,14 +29,16 @@ impl GuideArgs {
 
     /// The guidance flags, checked.
     pub fn guidance(&self) -> anyhow::Result<Guidance> {
-        let a = self;
-        if !(a.guidance.is_finite() && (0.0..=100.0).contains(&a.guidance)) {
-            bail!("--guidance must be between 0 and 100, got {}", a.guidance);
+        if !(self.guidance.is_finite() && (0.0..=100.0).contains(&self.guidance)) {
+            bail!("--guidance must be between 0 and 100, got {}", self.guidance);
         }
-        if !(0.0..=1.0).contains(&a.guidance_rescale) {
-            bail!("--guidance-rescale must be between 0 and 1, got {}", a.guidance_rescale);
+        if !(0.0..=1.0).contains(&self.guidance_rescale) {
+            bail!(
+                "--guidance-rescale must be between 0 and 1, got {}",
+                self.guidance_rescale
+            );
         }
-        let interval = a
+        let interval = self
             .guidance_interval
             .as_deref()
             .map(|spec| {
@@ -47,11 +49,16 @@ impl GuideArgs {
                 }
             })
             .transpose()
-            .with_context(|| format!("--guidance-interval {:?}", a.guidance_interval.as_deref().unwrap_or("")))?;
+            .with_context(|| {
+                format!(
+                    "--guidance-interval {:?}",
+                    self.guidance_interval.as_deref().unwrap_or("")
+                )
+            })?;
         Ok(Guidance {
-            scale: a.guidance,
+            scale: self.guidance,
             interval,
-            rescale: a.guidance_rescale,
+            rescale: self.guidance_rescale,
         })
     }
 
@@ -62,15 +69,14 @@ impl GuideArgs {
         names: &[String],
         num_classes: Option<usize>,
     ) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
-        let a = self;
-        let guided = a.guidance != 1.0 || a.guidance_interval.is_some() || a.guidance_rescale != 0.0;
+        let guided = self.guidance != 1.0 || self.guidance_interval.is_some() || self.guidance_rescale != 0.0;
         let Some(k) = num_classes else {
-            if a.class.is_some() || guided {
+            if self.class.is_some() || guided {
                 bail!("--class and --guidance need a class-conditional model (train with --conditional)");
             }
             return Ok((None, 1));
         };
-        let Some(spec) = a.class.as_deref() else {
+        let Some(spec) = self.class.as_deref() else {
             if guided {
                 bail!("--guidance needs --class");
             }

@@ -81,14 +81,10 @@ impl Dataset {
 
     /// Loads a data set from its `--data` spec.
     pub fn load(spec: &str, split: Split) -> Result<Dataset> {
-        // `emoji@BG` carries its background without a folder.
-        let spec_for_kind = spec
-            .split_once('@')
-            .map_or(spec, |(k, _)| if k == "emoji" { k } else { spec });
-        let (kind, arg) = if spec_for_kind != spec {
-            ("emoji", &spec[5..])
-        } else {
-            spec.split_once(':').unwrap_or((spec, ""))
+        // `emoji@BG` carries its background without a folder: its argument is "@BG".
+        let (kind, arg) = match spec.strip_prefix("emoji") {
+            Some(rest) if rest.starts_with('@') => ("emoji", rest),
+            _ => spec.split_once(':').unwrap_or((spec, "")),
         };
         let ds = match kind {
             "digits" if arg.is_empty() => digits::load(split)?,
