@@ -1,12 +1,20 @@
-//! The compute device (burn's flex CPU backend), and seeded module construction.
+//! The compute device (burn's flex CPU backend, or the GPU of the `vulkan` feature), and seeded module
+//! construction.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::{Device, Tensor};
 use std::sync::Mutex;
 
 /// The inference device.
+#[cfg(not(feature = "vulkan"))]
 pub fn device() -> Device {
     Device::flex()
+}
+
+/// The inference device: the GPU, unless `BURN_DEVICE` names another backend.
+#[cfg(feature = "vulkan")]
+pub fn device() -> Device {
+    Device::default()
 }
 
 /// The training device (with the autodiff tape).

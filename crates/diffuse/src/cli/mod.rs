@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod bench_cmd;
 mod edit_cmd;
 mod guide_args;
 mod lab_cmd;
@@ -51,6 +52,8 @@ enum Command {
     /// Train or apply the autoencoder of latent diffusion.
     #[command(subcommand)]
     Vae(vae_cmd::VaeCommand),
+    /// Time training steps and inference of the reference UNet and the default models (and PyTorch's).
+    Bench(bench_cmd::BenchArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classifier(c) => train_cmd::classifier(c),
         Command::Vae(c) => vae_cmd::vae(c),
         Command::Edit(c) => edit_cmd::edit(c),
+        Command::Bench(a) => bench_cmd::bench(a),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct UNetConfig {
     pub blocks_per_level: usize,
     /// Resolutions (height in pixels) where self-attention follows each ResBlock; the middle always has one.
     pub attention_resolutions: Vec<usize>,
+    /// Whether the down path has attention too (at those resolutions), or only the up path.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub down_attention: bool,
     pub heads: usize,
     pub max_groups: usize,
     pub dropout: f64,
@@ -36,6 +39,14 @@ pub struct UNetConfig {
     /// `num_classes` is the null class of classifier-free guidance) is added to the time embedding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_classes: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl UNetConfig {
@@ -50,10 +61,27 @@ impl UNetConfig {
             channel_mults: if small { vec![1, 2] } else { vec![1, 2, 2] },
             blocks_per_level: if small { 1 } else { 2 },
             attention_resolutions: if small { vec![4] } else { vec![height / 4] },
+            down_attention: true,
             heads: 4,
             max_groups: 8,
             dropout: 0.0,
             num_classes: None,
+        }
+    }
+
+    /// The layers of the PyTorch reference UNet of the benchmarks (`reference/ref_unet.py` in the shared
+    /// folder, 6,339,587 parameters): 3×32×32, channels 64 → (64, 128, 128), two ResBlocks per level,
+    /// GroupNorm(32), one attention head at 8×8 in the middle and the up path only.
+    pub fn reference() -> Self {
+        Self {
+            base_channels: 64,
+            channel_mults: vec![1, 2, 2],
+            blocks_per_level: 2,
+            attention_resolutions: vec![8],
+            down_attention: false,
+            heads: 1,
+            max_groups: 32,
+            ..Self::for_image(3, 32, 32)
         }
     }
 
@@ -268,7 +296,7 @@ impl UNet {
         let mut down = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate() {
             let out = base * m;
-            let attn_here = cfg.attention_resolutions.contains(&res);
+            let attn_here = cfg.down_attention && cfg.attention_resolutions.contains(&res);
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..cfg.blocks_per_level {
@@ -416,6 +444,12 @@ mod tests {
             assert_eq!(net.forward(x, t, None).dims(), [2, c, h, w]);
             assert!(net.num_params() > 1000);
         }
+    }
+
+    #[test]
+    fn reference_port_has_the_reference_parameter_count() {
+        let net = UNetConfig::reference().init(&crate::device::device()).unwrap();
+        assert_eq!(net.num_params(), 6_339_587);
     }
 
     #[test]
