@@ -7,6 +7,7 @@
 //! autoencoder and latent space.
 
 pub mod atomic;
+pub mod autoencoder_kl;
 pub mod bench;
 pub mod classifier;
 pub mod data;

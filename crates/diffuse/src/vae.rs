@@ -4,6 +4,7 @@
 //!
 //! A VAE directory holds `vae.json` (shape, training settings, scale, reconstruction figures),
 //! `weights.safetensors`, `loss.csv` and `reconstructions.png` (held-out originals above their reconstructions).
+//! `import` makes one from a diffusers AutoencoderKL folder (`autoencoder_kl.rs`).
 
 use crate::data::Dataset;
 use crate::nn::vae::{Vae, VaeConfig, kl_divergence};
@@ -52,9 +53,15 @@ pub struct Quality {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VaeMeta {
+    /// The data it was trained on, or whose latents set the scale of an imported VAE ("" if none).
     pub data: String,
     pub net: VaeConfig,
-    pub train: VaeTrainConfig,
+    /// Absent for imported VAEs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<VaeTrainConfig>,
+    /// The diffusers AutoencoderKL folder an imported VAE was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
     /// Latents are encoder means × scale (1 / their standard deviation over the training set).
     pub scale: f64,
     pub quality: Quality,
@@ -152,6 +159,36 @@ impl LatentSpace {
     /// Reconstructions (decoded encoder means) of `data`, in [−1, 1].
     pub fn reconstruct(&self, data: &Dataset) -> Result<Vec<f32>> {
         Ok(self.decode(&self.encode(data)?.images, data.len()))
+    }
+
+    /// Measures the reconstructions of `test` into the metadata and writes `reconstructions.png` (16
+    /// originals above their reconstructions) into `out`.
+    fn measure(&mut self, test: &Dataset, out: &Path) -> Result<()> {
+        let recon = self.reconstruct(test)?;
+        self.meta.quality = quality(test, &recon);
+        let k = test.len().min(16);
+        let mut tiles = test.gather(&(0..k).collect::<Vec<_>>());
+        tiles.extend_from_slice(&recon[..k * test.image_size()]);
+        crate::imageio::write_grid(
+            &out.join("reconstructions.png"),
+            &tiles,
+            2 * k,
+            test.channels,
+            test.height,
+            test.width,
+            k,
+        )
+    }
+
+    /// Writes the weights, then vae.json: a directory with vae.json is complete.
+    fn save(&self, out: &Path) -> Result<()> {
+        let mut c = Contents::default();
+        c.groups.insert("vae".into(), safetensors_io::collect(&self.vae));
+        safetensors_io::write(&out.join(WEIGHTS), &c)?;
+        crate::atomic::write(
+            &out.join(META),
+            serde_json::to_string_pretty(&self.meta).expect("serialises").as_bytes(),
+        )
     }
 }
 
@@ -264,8 +301,29 @@ pub fn train(
     }
     bar.finish_and_clear();
     let vae = model.valid();
-    // Scale: 1 / std of all latent means of the training set.
-    let means = encode_means(&vae, train, 1.0);
+    let mut space = LatentSpace {
+        meta: VaeMeta {
+            data: train.name.clone(),
+            net: net.clone(),
+            train: Some(cfg.clone()),
+            imported_from: None,
+            scale: latent_scale(&vae, train)?,
+            quality: Quality::default(),
+            seconds: 0.0,
+        },
+        vae,
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    space.measure(test, out)?;
+    space.meta.seconds = started.elapsed().as_secs_f64();
+    crate::atomic::write(&out.join("loss.csv"), csv.as_bytes())?;
+    space.save(out)?;
+    Ok(space.meta)
+}
+
+/// 1 / the standard deviation of all latent means of `train`: the scale that gives latents unit variance.
+fn latent_scale(vae: &Vae, train: &Dataset) -> Result<f64> {
+    let means = encode_means(vae, train, 1.0);
     let n = means.len() as f64;
     let mu = means.iter().map(|&v| v as f64).sum::<f64>() / n;
     let std = (means.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / n).sqrt();
@@ -274,46 +332,43 @@ pub fn train(
             "latent standard deviation {std}: the VAE collapsed"
         )));
     }
+    Ok(1.0 / std)
+}
+
+/// Imports a diffusers AutoencoderKL folder as a VAE directory for `height`×`width` images. With data, the
+/// latent scale is measured on its training split and the reconstructions on its held-out split; without,
+/// the folder's `scaling_factor` is the scale.
+pub fn import(
+    dir: &Path,
+    height: usize,
+    width: usize,
+    data: Option<(&Dataset, &Dataset)>,
+    out: &Path,
+) -> Result<VaeMeta> {
+    let started = std::time::Instant::now();
+    let (akl, net, vae) = crate::autoencoder_kl::load(dir, height, width, &crate::device::device())?;
+    let scale = match data {
+        Some((train, _)) => latent_scale(&vae, train)?,
+        None => akl.scaling_factor,
+    };
     let mut space = LatentSpace {
         meta: VaeMeta {
-            data: train.name.clone(),
-            net: net.clone(),
-            train: cfg.clone(),
-            scale: 1.0 / std,
+            data: data.map_or(String::new(), |(train, _)| train.name.clone()),
+            net,
+            train: None,
+            imported_from: Some(dir.display().to_string()),
+            scale,
             quality: Quality::default(),
             seconds: 0.0,
         },
         vae,
     };
-    let recon = space.reconstruct(test)?;
-    space.meta.quality = quality(test, &recon);
-    space.meta.seconds = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let k = test.len().min(16);
-    let idx: Vec<usize> = (0..k).collect();
-    let per = test.image_size();
-    let mut tiles = test.gather(&idx);
-    tiles.extend_from_slice(&recon[..k * per]);
-    crate::imageio::write_grid(
-        &out.join("reconstructions.png"),
-        &tiles,
-        2 * k,
-        test.channels,
-        test.height,
-        test.width,
-        k,
-    )?;
-    crate::atomic::write(&out.join("loss.csv"), csv.as_bytes())?;
-    let mut c = Contents::default();
-    c.groups.insert("vae".into(), safetensors_io::collect(&space.vae));
-    safetensors_io::write(&out.join(WEIGHTS), &c)?;
-    // Written last: a directory with vae.json is complete.
-    crate::atomic::write(
-        &out.join(META),
-        serde_json::to_string_pretty(&space.meta)
-            .expect("serialises")
-            .as_bytes(),
-    )?;
+    if let Some((_, test)) = data {
+        space.measure(test, out)?;
+    }
+    space.meta.seconds = started.elapsed().as_secs_f64();
+    space.save(out)?;
     Ok(space.meta)
 }
 
@@ -341,14 +396,8 @@ mod tests {
             meta: VaeMeta {
                 data: "digits".into(),
                 net: net.clone(),
-                train: VaeTrainConfig {
-                    steps: 1,
-                    batch_size: 1,
-                    lr: 1e-3,
-                    kl_weight: 0.0,
-                    loss: Reconstruction::L1,
-                    seed: 0,
-                },
+                train: None,
+                imported_from: None,
                 scale: 2.5,
                 quality: Quality::default(),
                 seconds: 0.0,

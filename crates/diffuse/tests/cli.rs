@@ -1145,3 +1145,84 @@ fn classifier_scores_a_set_against_a_reference() {
         "nonexistent",
     );
 }
+
+#[test]
+fn a_diffusers_autoencoder_is_imported_and_bad_folders_are_named() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/autoencoder_kl");
+    let dir = tmp("akl");
+    let out = dir.join("vae");
+    let said = ok(&[
+        "vae",
+        "import",
+        "--diffusers",
+        s(&fixture),
+        "--out",
+        s(&out),
+        "--size",
+        "16,16",
+    ]);
+    assert!(said.contains("latents 4×8×8") && said.contains("0.18215"), "{said}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("vae.json")).unwrap()).unwrap();
+    assert_eq!(meta["net"]["norm_eps"], 1e-6);
+    assert_eq!(meta["net"]["downsample_pad"], "right-bottom");
+    assert!(meta["imported_from"].as_str().unwrap().ends_with("autoencoder_kl"));
+    fails(
+        &[
+            "vae",
+            "import",
+            "--diffusers",
+            s(&fixture),
+            "--out",
+            s(&out),
+            "--size",
+            "16,16",
+        ],
+        "already holds a VAE",
+    );
+    fails(
+        &[
+            "vae",
+            "import",
+            "--diffusers",
+            s(&dir),
+            "--out",
+            s(&dir.join("x")),
+            "--size",
+            "16,16",
+        ],
+        "config.json",
+    );
+    fails(
+        &[
+            "vae",
+            "import",
+            "--diffusers",
+            s(&fixture),
+            "--out",
+            s(&dir.join("y")),
+            "--size",
+            "15,16",
+        ],
+        "does not divide",
+    );
+    fails(
+        &["vae", "import", "--diffusers", s(&fixture), "--out", s(&dir.join("z"))],
+        "--size",
+    );
+    // Bench: bad input is refused before anything runs.
+    fails(&["bench", "--run", s(&dir)], "config.json");
+    fails(&["bench", "--rounds", "0"], "--rounds");
+    fails(
+        &[
+            "bench",
+            "--reference-unet",
+            "--torch",
+            "python3",
+            "--torch-script",
+            s(&dir.join("none.py")),
+        ],
+        "not found",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

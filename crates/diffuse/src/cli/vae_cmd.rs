@@ -14,6 +14,29 @@ pub enum VaeCommand {
     Train(VaeTrainArgs),
     /// Reconstruct a data set's held-out images and report PSNR and SSIM.
     Reconstruct(VaeReconstructArgs),
+    /// Import a diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors, e.g. the
+    /// Stable Diffusion VAE) as a VAE directory that `diffuse train --vae` takes.
+    Import(VaeImportArgs),
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+diffuse vae import --diffusers sd-vae-ft-mse --out runs/sd-vae --data folder:my-images-256\n  \
+diffuse vae import --diffusers sd-vae-ft-mse --out runs/sd-vae --size 256,256")]
+pub struct VaeImportArgs {
+    /// The diffusers folder (float32 weights).
+    #[arg(long, value_name = "DIR")]
+    diffusers: PathBuf,
+    /// Output VAE directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Data whose training latents set the latent scale and whose held-out images measure the
+    /// reconstructions; it also fixes the image size.
+    #[arg(long, conflicts_with = "size")]
+    data: Option<String>,
+    /// Image size H,W when no --data is given (the latent scale is then the folder's scaling_factor).
+    #[arg(long, value_name = "H,W")]
+    size: Option<String>,
 }
 
 #[derive(Args)]
@@ -126,6 +149,7 @@ pub fn vae(c: VaeCommand) -> anyhow::Result<()> {
                 a.out.display()
             );
         }
+        VaeCommand::Import(a) => import(a)?,
         VaeCommand::Reconstruct(a) => {
             let space = LatentSpace::load(&a.vae)?;
             let test = Dataset::load(&a.data, Split::Test)?;
@@ -142,6 +166,46 @@ pub fn vae(c: VaeCommand) -> anyhow::Result<()> {
                 q.images, q.psnr_db, q.ssim, q.mse
             );
         }
+    }
+    Ok(())
+}
+
+fn import(a: VaeImportArgs) -> anyhow::Result<()> {
+    if a.out.join(vae::META).exists() {
+        bail!("{} already holds a VAE; choose another --out", a.out.display());
+    }
+    let data = match &a.data {
+        Some(spec) => Some((Dataset::load(spec, Split::Train)?, Dataset::load(spec, Split::Test)?)),
+        None => None,
+    };
+    let (height, width) = match (&data, &a.size) {
+        (Some((train, _)), _) => (train.height, train.width),
+        (None, Some(s)) => match super::parse_list::<usize>(s).map_err(anyhow::Error::msg)?[..] {
+            [h, w] => (h, w),
+            _ => bail!("--size takes H,W, got '{s}'"),
+        },
+        (None, None) => bail!("give --data (to measure the latent scale) or --size H,W"),
+    };
+    let meta = vae::import(&a.diffusers, height, width, data.as_ref().map(|(t, h)| (t, h)), &a.out)?;
+    let [z, lh, lw] = meta.net.latent_shape();
+    println!(
+        "imported {} ({} levels, factor {}) for {height}×{width} images → latents {z}×{lh}×{lw}; latent scale {:.5}",
+        a.diffusers.display(),
+        meta.net.channel_mults.len(),
+        meta.net.factor(),
+        meta.scale
+    );
+    if data.is_some() {
+        let q = &meta.quality;
+        println!(
+            "held-out ({} images) PSNR {:.2} dB, SSIM {:.4}; written to {}",
+            q.images,
+            q.psnr_db,
+            q.ssim,
+            a.out.display()
+        );
+    } else {
+        println!("written to {}", a.out.display());
     }
     Ok(())
 }

@@ -21,6 +21,24 @@ pub fn groups_for(channels: usize, max: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// How a network builds its GroupNorms: at most `max_groups` groups, and ε.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Norm {
+    pub max_groups: usize,
+    pub eps: f64,
+}
+
+impl Norm {
+    /// burn's default ε, which the UNet and the VAEs trained by diffuse use.
+    pub const DEFAULT_EPS: f64 = 1e-5;
+
+    pub fn init(self, channels: usize, device: &Device) -> burn::nn::GroupNorm {
+        burn::nn::GroupNormConfig::new(groups_for(channels, self.max_groups), channels)
+            .with_epsilon(self.eps)
+            .init(device)
+    }
+}
+
 /// Which noise predictor a run trains, with its shape; stored in config.json as `{"kind": "unet", …}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -2,13 +2,12 @@
 //! SiLU and a per-channel time shift, self-attention at chosen resolutions, skip connections between the
 //! down and up paths.
 
-use super::groups_for;
+use super::Norm;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
-    PaddingConfig2d,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, Initializer, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
@@ -173,19 +172,12 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    pub(crate) fn new(
-        cin: usize,
-        cout: usize,
-        temb: Option<usize>,
-        max_groups: usize,
-        dropout: f64,
-        device: &Device,
-    ) -> Self {
+    pub(crate) fn new(cin: usize, cout: usize, temb: Option<usize>, norm: Norm, dropout: f64, device: &Device) -> Self {
         Self {
-            norm1: GroupNormConfig::new(groups_for(cin, max_groups), cin).init(device),
+            norm1: norm.init(cin, device),
             conv1: conv3(cin, cout, device),
             time: temb.map(|t| LinearConfig::new(t, cout).init(device)),
-            norm2: GroupNormConfig::new(groups_for(cout, max_groups), cout).init(device),
+            norm2: norm.init(cout, device),
             dropout: DropoutConfig::new(dropout).init(),
             // Zero-initialised: each block starts as the identity, which steadies early training.
             conv2: Conv2dConfig::new([cout, cout], [3, 3])
@@ -221,9 +213,9 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    pub(crate) fn new(c: usize, heads: usize, max_groups: usize, device: &Device) -> Self {
+    pub(crate) fn new(c: usize, heads: usize, norm: Norm, device: &Device) -> Self {
         Self {
-            norm: GroupNormConfig::new(groups_for(c, max_groups), c).init(device),
+            norm: norm.init(c, device),
             qkv: conv1(c, 3 * c, device),
             proj: Conv2dConfig::new([c, c], [1, 1])
                 .with_initializer(Initializer::Zeros)
@@ -289,7 +281,11 @@ impl UNet {
     fn new(cfg: &UNetConfig, device: &Device) -> Self {
         let base = cfg.base_channels;
         let temb = 4 * base;
-        let block = |cin, cout| ResBlock::new(cin, cout, Some(temb), cfg.max_groups, cfg.dropout, device);
+        let norm = Norm {
+            max_groups: cfg.max_groups,
+            eps: Norm::DEFAULT_EPS,
+        };
+        let block = |cin, cout| ResBlock::new(cin, cout, Some(temb), norm, cfg.dropout, device);
         let levels = cfg.channel_mults.len();
         let mut skips = vec![base];
         let (mut ch, mut res) = (base, cfg.height);
@@ -303,7 +299,7 @@ impl UNet {
                 blocks.push(block(ch, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg.heads, cfg.max_groups, device));
+                    attns.push(AttnBlock::new(ch, cfg.heads, norm, device));
                 }
                 skips.push(ch);
             }
@@ -325,7 +321,7 @@ impl UNet {
             });
         }
         let mid1 = block(ch, ch);
-        let mid_attn = AttnBlock::new(ch, cfg.heads, cfg.max_groups, device);
+        let mid_attn = AttnBlock::new(ch, cfg.heads, norm, device);
         let mid2 = block(ch, ch);
         let mut up = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate().rev() {
@@ -338,7 +334,7 @@ impl UNet {
                 blocks.push(block(ch + skip, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg.heads, cfg.max_groups, device));
+                    attns.push(AttnBlock::new(ch, cfg.heads, norm, device));
                 }
             }
             let up_conv = (i > 0).then(|| conv3(ch, ch, device));
@@ -361,7 +357,7 @@ impl UNet {
             mid_attn,
             mid2,
             up,
-            norm_out: GroupNormConfig::new(groups_for(ch, cfg.max_groups), ch).init(device),
+            norm_out: norm.init(ch, device),
             conv_out: Conv2dConfig::new([ch, cfg.in_channels], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_initializer(Initializer::Zeros)

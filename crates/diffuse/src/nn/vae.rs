@@ -2,12 +2,12 @@
 //! downsampling and attention at the lowest resolution, giving the mean and log-variance of a diagonal
 //! Gaussian over `latent_channels` channels at 1/factor of the image size, and a mirrored decoder.
 
-use super::groups_for;
+use super::Norm;
 use super::unet::{AttnBlock, ResBlock};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
+use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
@@ -28,6 +28,40 @@ pub struct VaeConfig {
     pub latent_channels: usize,
     pub heads: usize,
     pub max_groups: usize,
+    /// GroupNorm ε: 1e-5 in the VAEs diffuse trains, 1e-6 in diffusers' AutoencoderKL.
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    /// Where the stride-2 convolutions pad.
+    #[serde(default)]
+    pub downsample_pad: DownsamplePad,
+    /// Attention between the middle ResBlocks (diffusers' `mid_block_add_attention`).
+    #[serde(default = "yes")]
+    pub mid_attention: bool,
+    /// The 1×1 convolutions on the encoder's moments and on the decoder's input (diffusers'
+    /// `use_quant_conv`, `use_post_quant_conv`).
+    #[serde(default = "yes")]
+    pub quant_conv: bool,
+    #[serde(default = "yes")]
+    pub post_quant_conv: bool,
+}
+
+/// Padding of the downsampling convolutions (3×3, stride 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DownsamplePad {
+    /// One pixel on every side.
+    #[default]
+    Centered,
+    /// One pixel on the right and bottom only, as diffusers' `Downsample2D` pads.
+    RightBottom,
+}
+
+fn default_eps() -> f64 {
+    Norm::DEFAULT_EPS
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl VaeConfig {
@@ -44,6 +78,18 @@ impl VaeConfig {
             latent_channels: 4,
             heads: 1,
             max_groups: 8,
+            norm_eps: Norm::DEFAULT_EPS,
+            downsample_pad: DownsamplePad::Centered,
+            mid_attention: true,
+            quant_conv: true,
+            post_quant_conv: true,
+        }
+    }
+
+    fn norm(&self) -> Norm {
+        Norm {
+            max_groups: self.max_groups,
+            eps: self.norm_eps,
         }
     }
 
@@ -92,11 +138,25 @@ impl VaeConfig {
     }
 }
 
-fn conv3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
+fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [3, 3])
-        .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .init(device)
+}
+
+fn downsample(c: usize, pad: DownsamplePad, device: &Device) -> Conv2d {
+    let padding = match pad {
+        DownsamplePad::Centered => PaddingConfig2d::Explicit(1, 1, 1, 1),
+        DownsamplePad::RightBottom => PaddingConfig2d::Explicit(0, 0, 1, 1),
+    };
+    Conv2dConfig::new([c, c], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(padding)
+        .init(device)
+}
+
+fn conv1(cin: usize, cout: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [1, 1]).init(device)
 }
 
 /// ResBlocks at one resolution, then a resampling convolution (stride 2 down, or nearest ×2 and a
@@ -111,22 +171,26 @@ pub struct VaeLevel {
 #[derive(Module, Debug)]
 pub struct VaeMiddle {
     block1: ResBlock,
-    attn: AttnBlock,
+    attn: Option<AttnBlock>,
     block2: ResBlock,
 }
 
 impl VaeMiddle {
     fn new(c: usize, cfg: &VaeConfig, device: &Device) -> Self {
+        let norm = cfg.norm();
         Self {
-            block1: ResBlock::new(c, c, None, cfg.max_groups, 0.0, device),
-            attn: AttnBlock::new(c, cfg.heads, cfg.max_groups, device),
-            block2: ResBlock::new(c, c, None, cfg.max_groups, 0.0, device),
+            block1: ResBlock::new(c, c, None, norm, 0.0, device),
+            attn: cfg.mid_attention.then(|| AttnBlock::new(c, cfg.heads, norm, device)),
+            block2: ResBlock::new(c, c, None, norm, 0.0, device),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.block2
-            .forward(self.attn.forward(self.block1.forward(x, None)), None)
+        let mut h = self.block1.forward(x, None);
+        if let Some(attn) = &self.attn {
+            h = attn.forward(h);
+        }
+        self.block2.forward(h, None)
     }
 }
 
@@ -138,12 +202,12 @@ pub struct Encoder {
     norm_out: GroupNorm,
     conv_out: Conv2d,
     /// 1×1 convolution on (mean, log-variance), as in the LDM and diffusers layouts.
-    quant: Conv2d,
+    quant: Option<Conv2d>,
 }
 
 #[derive(Module, Debug)]
 pub struct Decoder {
-    post_quant: Conv2d,
+    post_quant: Option<Conv2d>,
     conv_in: Conv2d,
     mid: VaeMiddle,
     levels: Vec<VaeLevel>,
@@ -161,7 +225,7 @@ impl Vae {
     fn new(cfg: &VaeConfig, device: &Device) -> Self {
         let base = cfg.base_channels;
         let z = cfg.latent_channels;
-        let res = |cin, cout| ResBlock::new(cin, cout, None, cfg.max_groups, 0.0, device);
+        let res = |cin, cout| ResBlock::new(cin, cout, None, cfg.norm(), 0.0, device);
         let n = cfg.channel_mults.len();
         let mut ch = base;
         let mut down = Vec::new();
@@ -173,17 +237,17 @@ impl Vae {
             ch = out;
             down.push(VaeLevel {
                 blocks,
-                resample: (i + 1 < n).then(|| conv3(ch, ch, 2, device)),
+                resample: (i + 1 < n).then(|| downsample(ch, cfg.downsample_pad, device)),
             });
         }
-        let norm = |c: usize| GroupNormConfig::new(groups_for(c, cfg.max_groups), c).init(device);
+        let norm = |c: usize| cfg.norm().init(c, device);
         let encoder = Encoder {
-            conv_in: conv3(cfg.in_channels, base, 1, device),
+            conv_in: conv3(cfg.in_channels, base, device),
             levels: down,
             mid: VaeMiddle::new(ch, cfg, device),
             norm_out: norm(ch),
-            conv_out: conv3(ch, 2 * z, 1, device),
-            quant: Conv2dConfig::new([2 * z, 2 * z], [1, 1]).init(device),
+            conv_out: conv3(ch, 2 * z, device),
+            quant: cfg.quant_conv.then(|| conv1(2 * z, 2 * z, device)),
         };
         let mut up = Vec::new();
         let top = ch;
@@ -195,16 +259,16 @@ impl Vae {
             ch = out;
             up.push(VaeLevel {
                 blocks,
-                resample: (i > 0).then(|| conv3(ch, ch, 1, device)),
+                resample: (i > 0).then(|| conv3(ch, ch, device)),
             });
         }
         let decoder = Decoder {
-            post_quant: Conv2dConfig::new([z, z], [1, 1]).init(device),
-            conv_in: conv3(z, top, 1, device),
+            post_quant: cfg.post_quant_conv.then(|| conv1(z, z, device)),
+            conv_in: conv3(z, top, device),
             mid: VaeMiddle::new(top, cfg, device),
             levels: up,
             norm_out: norm(ch),
-            conv_out: conv3(ch, cfg.in_channels, 1, device),
+            conv_out: conv3(ch, cfg.in_channels, device),
         };
         Vae { encoder, decoder }
     }
@@ -223,7 +287,10 @@ impl Vae {
             }
         }
         let h = e.mid.forward(h);
-        let moments = e.quant.forward(e.conv_out.forward(silu(e.norm_out.forward(h))));
+        let mut moments = e.conv_out.forward(silu(e.norm_out.forward(h)));
+        if let Some(quant) = &e.quant {
+            moments = quant.forward(moments);
+        }
         let mut halves = moments.chunk(2, 1).into_iter();
         let mean = halves.next().expect("two halves");
         (mean, halves.next().expect("two halves").clamp(-30.0, 20.0))
@@ -232,7 +299,11 @@ impl Vae {
     /// Latents [b, z, h/f, w/f] → images [b, c, h, w] (unclamped).
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
-        let mut h = d.mid.forward(d.conv_in.forward(d.post_quant.forward(z)));
+        let z = match &d.post_quant {
+            Some(conv) => conv.forward(z),
+            None => z,
+        };
+        let mut h = d.mid.forward(d.conv_in.forward(z));
         for level in &d.levels {
             for block in &level.blocks {
                 h = block.forward(h, None);
