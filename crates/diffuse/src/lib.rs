@@ -15,6 +15,8 @@ pub mod denoise;
 pub mod device;
 pub mod edit;
 pub mod error;
+pub mod fetch;
+pub mod fid;
 pub mod forward;
 pub mod imageio;
 pub mod nn;

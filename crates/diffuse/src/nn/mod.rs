@@ -2,6 +2,7 @@
 //! evaluation classifier.
 
 pub mod classifier_net;
+pub mod inception;
 pub mod mlp;
 pub mod unet;
 pub mod vae;
