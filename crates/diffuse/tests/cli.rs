@@ -1226,3 +1226,93 @@ fn a_diffusers_autoencoder_is_imported_and_bad_folders_are_named() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A local HTTP server answering GET /NAME with the files of `dir` (404 otherwise); returns its base URL.
+fn serve(dir: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let name = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            let mut header = String::new();
+            while reader.read_line(&mut header).map(|n| n > 2).unwrap_or(false) {
+                header.clear();
+            }
+            let mut out = stream;
+            match std::fs::read(dir.join(&name)) {
+                Ok(body) => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = out.write_all(head.as_bytes()).and_then(|_| out.write_all(&body));
+                }
+                Err(_) => {
+                    let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    url
+}
+
+#[test]
+fn fetch_checks_sha256_against_a_local_mirror() {
+    let shared = std::env::var_os("DIFFUSE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let mnist = shared.join("data/mnist");
+    if !mnist.is_dir() {
+        eprintln!(
+            "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
+            mnist.display()
+        );
+        return;
+    }
+    let dir = tmp("fetch");
+    let cache = dir.join("cache");
+    let good = serve(mnist.clone());
+    let said = ok(&["fetch", "mnist", "--mirror", &good, "--cache", s(&cache)]);
+    assert_eq!(said.matches("downloaded, checksum matches").count(), 4, "{said}");
+    for f in ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        assert_eq!(
+            std::fs::read(cache.join("mnist").join(f)).unwrap(),
+            std::fs::read(mnist.join(f)).unwrap()
+        );
+    }
+    let again = ok(&["fetch", "mnist", "--mirror", &good, "--cache", s(&cache)]);
+    assert_eq!(again.matches("already there").count(), 4, "{again}");
+    // A mirror serving other data (here: the Fashion-MNIST labels under MNIST's name) is refused, and the
+    // file is not written.
+    let bad_dir = dir.join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+    ] {
+        std::fs::copy(mnist.join(f), bad_dir.join(f)).unwrap();
+    }
+    let fashion = shared.join("data/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+    std::fs::copy(fashion, bad_dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let fresh = dir.join("fresh");
+    let bad = serve(bad_dir);
+    fails(
+        &["fetch", "mnist", "--mirror", &bad, "--cache", s(&fresh)],
+        "does not match",
+    );
+    assert!(!fresh.join("mnist/t10k-labels-idx1-ubyte.gz").exists());
+    fails(&["fetch", "inception", "--cache", s(&fresh)], "--mirror");
+    fails(&["fetch", "imagenet", "--cache", s(&fresh)], "choose one of");
+    fails(&["fetch", "inception", "--mirror", &good, "--cache", s(&fresh)], "404");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,6 +2,8 @@
 
 mod bench_cmd;
 mod edit_cmd;
+mod fetch_cmd;
+mod fid_cmd;
 mod guide_args;
 mod lab_cmd;
 mod likelihood_cmd;
@@ -52,6 +54,10 @@ enum Command {
     /// Train or apply the autoencoder of latent diffusion.
     #[command(subcommand)]
     Vae(vae_cmd::VaeCommand),
+    /// FID between two image sets in the reference Inception's features.
+    Fid(fid_cmd::FidArgs),
+    /// Download the Inception weights, MNIST or Fashion-MNIST into the cache, checking SHA-256.
+    Fetch(fetch_cmd::FetchArgs),
     /// Time training steps and inference of the reference UNet and the default models (and PyTorch's).
     Bench(bench_cmd::BenchArgs),
 }
@@ -68,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vae(c) => vae_cmd::vae(c),
         Command::Edit(c) => edit_cmd::edit(c),
         Command::Bench(a) => bench_cmd::bench(a),
+        Command::Fid(a) => fid_cmd::fid(a),
+        Command::Fetch(a) => fetch_cmd::fetch(a),
     }
 }
 

@@ -131,12 +131,17 @@ impl Dataset {
     }
 }
 
-/// Where `mnist`, `fashion-mnist` and `emoji` (`emoji-noto`) are looked for without a DIR: `$DIFFUSE_DATA/<name>`.
+/// Where `mnist`, `fashion-mnist` and `emoji` (`emoji-noto`) are looked for without a DIR: `$DIFFUSE_DATA/<name>`,
+/// else the cache of `diffuse fetch`.
 fn default_dir(name: &str) -> Result<PathBuf> {
-    match std::env::var_os("DIFFUSE_DATA") {
-        Some(root) => Ok(PathBuf::from(root).join(name)),
-        None => Err(Error::Data(format!(
-            "{name}: give its folder as --data {name}:DIR (the four IDX files, gz or raw) or set DIFFUSE_DATA to a folder holding {name}/"
+    if let Some(root) = std::env::var_os("DIFFUSE_DATA") {
+        return Ok(PathBuf::from(root).join(name));
+    }
+    match crate::fetch::cache_dir().map(|c| c.join(name)) {
+        Some(dir) if dir.is_dir() => Ok(dir),
+        _ => Err(Error::Data(format!(
+            "{name}: give its folder as --data {name}:DIR (the four IDX files, gz or raw), set DIFFUSE_DATA to a \
+             folder holding {name}/, or download it with `diffuse fetch {name}`"
         ))),
     }
 }
