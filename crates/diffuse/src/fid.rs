@@ -27,7 +27,11 @@ pub fn locate_weights(given: Option<&Path>) -> Result<PathBuf> {
     }
     let mut tried = Vec::new();
     if let Some(p) = std::env::var_os(WEIGHTS_ENV) {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(format!("${WEIGHTS_ENV} = {}", p.display()));
     }
     let candidates = [
         crate::fetch::cache_dir().map(|d| d.join(WEIGHTS_FILE)),

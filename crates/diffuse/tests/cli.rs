@@ -1316,3 +1316,102 @@ fn fetch_checks_sha256_against_a_local_mirror() {
     fails(&["fetch", "inception", "--mirror", &good, "--cache", s(&fresh)], "404");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fid_compares_folders_and_statistics_and_names_missing_weights() {
+    let weights = std::env::var_os("DIFFUSE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("weights/fid_inception_2015-12-05_features.safetensors");
+    let dir = tmp("fid");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (out, seed) in [(&a, "1"), (&b, "2")] {
+        let run = s(tiny_run());
+        ok(&[
+            "sample",
+            "--run",
+            run,
+            "--sampler",
+            "ddim",
+            "--steps",
+            "5",
+            "--n",
+            "3",
+            "--seed",
+            seed,
+            "--out-dir",
+            s(out),
+        ]);
+    }
+    // Without weights anywhere, the message says how to get them.
+    let o = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(["fid", s(&a), s(&b)])
+        .env("DIFFUSE_SHARED", dir.join("none"))
+        .env("DIFFUSE_CACHE", dir.join("none"))
+        .env_remove("DIFFUSE_INCEPTION")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && err.contains("diffuse fetch inception"),
+        "{err}"
+    );
+    fails(&["fid", s(&a)], "--save-stats");
+    fails(&["fid", s(&a), "no-such-set"], "neither a folder");
+    if !weights.is_file() {
+        eprintln!(
+            "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
+            weights.display()
+        );
+        return;
+    }
+    let w = s(&weights);
+    let same: serde_json::Value =
+        serde_json::from_str(&ok(&["fid", s(&a), s(&a), "--inception", w, "--json", "--quiet"])).unwrap();
+    assert!(same["fid"].as_f64().unwrap().abs() < 1e-3, "{same}");
+    let stats = dir.join("a.safetensors");
+    let direct = ok(&[
+        "fid",
+        s(&a),
+        s(&b),
+        "--inception",
+        w,
+        "--save-stats",
+        s(&stats),
+        "--quiet",
+    ]);
+    let value: f64 = direct.trim().strip_prefix("FID ").unwrap().parse().unwrap();
+    assert!(value > 1.0, "{direct}");
+    let via_stats = ok(&["fid", s(&stats), s(&b), "--inception", w, "--quiet"]);
+    let again: f64 = via_stats.trim().strip_prefix("FID ").unwrap().parse().unwrap();
+    assert!((again - value).abs() < 1e-6 * value, "{again} vs {value}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lpips_rejects_unpaired_sets_and_missing_weights() {
+    let dir = tmp("lpips");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for (out, n) in [(&a, "2"), (&b, "1")] {
+        ok(&[
+            "sample",
+            "--run",
+            s(tiny_run()),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--n",
+            n,
+            "--out-dir",
+            s(out),
+        ]);
+    }
+    let backbone = dir.join("alexnet.safetensors");
+    fails(&["lpips", s(&a), s(&b), "--backbone", s(&backbone)], "pairs need equal");
+    fails(
+        &["lpips", s(&a), s(&a), "--backbone", s(&backbone)],
+        "alexnet.safetensors",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,11 +2,13 @@
 
 mod bench_cmd;
 mod edit_cmd;
+mod eval_cmd;
 mod fetch_cmd;
 mod fid_cmd;
 mod guide_args;
 mod lab_cmd;
 mod likelihood_cmd;
+mod lpips_cmd;
 mod plot_cmd;
 mod sample_cmd;
 mod sampler_args;
@@ -54,6 +56,10 @@ enum Command {
     /// Train or apply the autoencoder of latent diffusion.
     #[command(subcommand)]
     Vae(vae_cmd::VaeCommand),
+    /// Sample a run and measure the samples: FID, KID, precision/recall (Inception), classifier scores.
+    Eval(eval_cmd::EvalArgs),
+    /// LPIPS between two images or folders of images (a user-provided AlexNet or VGG16 backbone).
+    Lpips(lpips_cmd::LpipsArgs),
     /// FID between two image sets in the reference Inception's features.
     Fid(fid_cmd::FidArgs),
     /// Download the Inception weights, MNIST or Fashion-MNIST into the cache, checking SHA-256.
@@ -75,6 +81,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(c) => edit_cmd::edit(c),
         Command::Bench(a) => bench_cmd::bench(a),
         Command::Fid(a) => fid_cmd::fid(a),
+        Command::Lpips(a) => lpips_cmd::lpips(a),
+        Command::Eval(a) => eval_cmd::eval(a),
         Command::Fetch(a) => fetch_cmd::fetch(a),
     }
 }

@@ -75,21 +75,50 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
-pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
-    if a.n == 0 {
+/// What a sampling command asked for, and what it got.
+pub(super) struct Samples {
+    /// Decoded images, n × c × h × w in [−1, 1].
+    pub images: Vec<f32>,
+    /// x̂₀ of the first batch at the strip's steps, decoded.
+    pub strip: Vec<Vec<f32>>,
+    pub n: usize,
+    /// Rows of a per-class grid (1 without classes).
+    pub rows: usize,
+    /// The class of each image, for conditional draws.
+    pub classes: Option<Vec<u32>>,
+    pub nfe: usize,
+    pub secs: f64,
+    pub decode_secs: f64,
+    pub describe: String,
+}
+
+/// Draws `n` images (or `n` per class) of a loaded run with the sampler and guidance flags.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn draw_samples(
+    run: &run::LoadedRun,
+    sampler: &SamplerArgs,
+    guide: &GuideArgs,
+    n: usize,
+    seed: u64,
+    batch_size: usize,
+    no_clip: bool,
+    noise_from: Option<&Path>,
+    strip: bool,
+) -> anyhow::Result<Samples> {
+    if n == 0 {
         bail!("--n must be at least 1");
     }
     let device = diffuse::device::device();
-    let run = run::load(&a.run, a.weights, &device)?;
     let cfg = &run.config;
-    let plan = a.sampler.plan(&run.schedule, cfg.sde.as_deref())?;
+    let plan = sampler.plan(&run.schedule, cfg.sde.as_deref())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let guidance = a.guide.guidance()?;
-    let (classes, rows) = a.guide.classes(a.n, &cfg.class_names, run.net.num_classes())?;
-    let n = classes.as_ref().map_or(a.n, |c| c.len());
+    let guidance = guide.guidance()?;
+    let (classes, rows) = guide.classes(n, &cfg.class_names, run.net.num_classes())?;
+    let n = classes.as_ref().map_or(n, |c| c.len());
+    let class_list = classes.clone();
     let cond = Cond { classes };
-    let noise = a.init_noise.as_deref().map(|p| read_noise(p, n, shape)).transpose()?;
-    let strip_at: Vec<usize> = if a.strip.is_some() {
+    let noise = noise_from.map(|p| read_noise(p, n, shape)).transpose()?;
+    let strip_at: Vec<usize> = if strip {
         (0..10).map(|k| k * (plan.steps - 1) / 9).collect()
     } else {
         Vec::new()
@@ -100,11 +129,10 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         cond: &run.cond,
         prediction: cfg.prediction()?,
         // Clipping is for pixels in [−1, 1]; points and (unit-variance) latents are left alone.
-        clip: !a.no_clip && !points && run.latent.is_none(),
+        clip: !no_clip && !points && run.latent.is_none(),
         guidance,
     };
-    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch_size.max(1)) * plan.steps) as u64);
+    let bar = indicatif::ProgressBar::new((n.div_ceil(batch_size.max(1)) * plan.steps) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(
         "{bar:30} {pos}/{len} steps  ETA {eta}",
     )?);
@@ -113,10 +141,10 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let drawn = sample::draw(
         &den,
         &plan,
-        a.seed,
+        seed,
         n,
         shape,
-        a.batch_size,
+        batch_size,
         noise.as_deref(),
         &cond,
         &strip_at,
@@ -125,15 +153,46 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     );
     // Latent runs: decode the samples and the strip's x̂₀ (decoding is part of the sampling time).
     let decode_started = Instant::now();
-    let images = &run.to_images(drawn.images, n);
+    let images = run.to_images(drawn.images, n);
     let decode_secs = decode_started.elapsed().as_secs_f64();
-    let strip: &Vec<Vec<f32>> = &drawn
+    let strip = drawn
         .strip
         .into_iter()
-        .map(|x0| run.to_images(x0, n.min(a.batch_size.max(1))))
+        .map(|x0| run.to_images(x0, n.min(batch_size.max(1))))
         .collect();
     let secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    Ok(Samples {
+        images,
+        strip,
+        n,
+        rows,
+        classes: class_list,
+        nfe: drawn.nfe_per_image,
+        secs,
+        decode_secs,
+        describe: sampler.describe(&plan),
+    })
+}
+
+pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
+    let device = diffuse::device::device();
+    let run = run::load(&a.run, a.weights, &device)?;
+    let cfg = &run.config;
+    let drawn = draw_samples(
+        &run,
+        &a.sampler,
+        &a.guide,
+        a.n,
+        a.seed,
+        a.batch_size,
+        a.no_clip,
+        a.init_noise.as_deref(),
+        a.strip.is_some(),
+    )?;
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let (images, strip, n, rows) = (&drawn.images, &drawn.strip, drawn.n, drawn.rows);
+    let (secs, decode_secs) = (drawn.secs, drawn.decode_secs);
     let [c, h, w] = cfg.output_shape();
     let per = c * h * w;
     if (h, w) == (1, 1) {
@@ -179,7 +238,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         }
         imageio::write_grid(path, &tiles, rows * cols, c, h, w, cols)?;
     }
-    let nfe = drawn.nfe_per_image;
+    let nfe = drawn.nfe;
     let decoded = if run.latent.is_some() {
         format!(" (VAE decoding {decode_secs:.2} s of it)")
     } else {
@@ -188,7 +247,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     println!(
         "{} images with {} (NFE {nfe} per image) in {:.2} s{decoded}: {:.1} images/s, {:.1} NFE/s; written to {}",
         n,
-        a.sampler.describe(&plan),
+        drawn.describe,
         secs,
         n as f64 / secs,
         (n * nfe) as f64 / (secs - decode_secs).max(1e-9),

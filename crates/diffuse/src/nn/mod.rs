@@ -3,6 +3,7 @@
 
 pub mod classifier_net;
 pub mod inception;
+pub mod lpips;
 pub mod mlp;
 pub mod unet;
 pub mod vae;
