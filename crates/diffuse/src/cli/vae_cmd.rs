@@ -82,7 +82,8 @@ pub struct VaeTrainArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse vae reconstruct --vae runs/emoji-vae --data emoji:../shared/data/emoji-noto --out pairs.png"
+    after_help = "Examples:\n  diffuse vae reconstruct --vae runs/emoji-vae --data emoji:../shared/data/emoji-noto --out pairs.png\n  \
+diffuse vae reconstruct --vae runs/emoji-vae --data emoji:../shared/data/emoji-noto --out-dir recon && diffuse fid recon emoji:../shared/data/emoji-noto"
 )]
 pub struct VaeReconstructArgs {
     /// A directory written by `diffuse vae train`.
@@ -94,6 +95,9 @@ pub struct VaeReconstructArgs {
     /// Also write originals above their reconstructions (first 16).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write every reconstruction as a PNG here (00000.png, …), e.g. for `diffuse fid DIR DATA`.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
 
 pub fn vae(c: VaeCommand) -> anyhow::Result<()> {
@@ -160,6 +164,14 @@ pub fn vae(c: VaeCommand) -> anyhow::Result<()> {
                 let mut tiles = test.gather(&(0..k).collect::<Vec<_>>());
                 tiles.extend_from_slice(&recon[..k * test.image_size()]);
                 diffuse::imageio::write_grid(path, &tiles, 2 * k, test.channels, test.height, test.width, k)?;
+            }
+            if let Some(dir) = &a.out_dir {
+                std::fs::create_dir_all(dir)?;
+                let per = test.image_size();
+                for (i, img) in recon.chunks(per).enumerate() {
+                    let path = dir.join(format!("{i:05}.png"));
+                    diffuse::imageio::write_png(&path, img, test.channels, test.height, test.width)?;
+                }
             }
             println!(
                 "{} images: PSNR {:.2} dB, SSIM {:.4}, MSE {:.5} (pixels in [0, 1])",
