@@ -72,7 +72,7 @@ pub fn resize_bilinear(img: &[f32], h: usize, w: usize, oh: usize, ow: usize) ->
             .map(|i| {
                 let s = i as f64 * n_in as f64 / n_out as f64;
                 let i0 = (s.floor() as usize).min(n_in - 1);
-                ((i0), (i0 + 1).min(n_in - 1), (s - i0 as f64) as f32)
+                (i0, (i0 + 1).min(n_in - 1), (s - i0 as f64) as f32)
             })
             .collect()
     };
@@ -334,14 +334,6 @@ mod tests {
         f
     }
 
-    /// SplitMix64, value i of stream `seed`: the fixture's generator.
-    fn splitmix(seed: u64, i: u64) -> u64 {
-        let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn images(pixels: &[u8], n: usize, c: usize, h: usize, w: usize) -> Vec<Image> {
         (0..n)
             .map(|i| Image {
@@ -405,7 +397,9 @@ mod tests {
         let ex = Extractor::load(&weights).unwrap();
         // The 299×299 images are regenerated from the fixture's generator and checked against its bytes.
         let n299 = 3 * SIZE * SIZE;
-        let px: Vec<u8> = (0..2 * n299 as u64).map(|i| (splitmix(1, i) >> 56) as u8).collect();
+        let px: Vec<u8> = (0..2 * n299 as u64)
+            .map(|i| (crate::rng::splitmix64(1, i) >> 56) as u8)
+            .collect();
         let (_, head) = &f.u8s["img299.head"];
         assert_eq!(&px[..64], &head[..64]);
         assert_eq!(&px[n299..n299 + 64], &head[64..]);
@@ -451,7 +445,7 @@ mod tests {
                 .map(|i| {
                     (0..2048)
                         .map(|j| {
-                            let u = (splitmix(seed, i * 2048 + j) >> 11) as f64 * 2f64.powi(-53);
+                            let u = (crate::rng::splitmix64(seed, i * 2048 + j) >> 11) as f64 * 2f64.powi(-53);
                             (gain * 3f64.sqrt() * (2.0 * u - 1.0) + shift) as f32 as f64
                         })
                         .collect()

@@ -32,9 +32,25 @@ pub fn normals_per_stream(streams: &mut [ChaCha8Rng], per_item: usize) -> Vec<f3
     out
 }
 
+/// Value `i` of SplitMix64 stream `seed`: the generator with which the parity fixtures
+/// (`scripts/make_*_fixture.py`) describe inputs that the tests regenerate instead of storing.
+#[cfg(test)]
+pub(crate) fn splitmix64(seed: u64, i: u64) -> u64 {
+    let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splitmix64_is_the_published_generator() {
+        assert_eq!(splitmix64(0, 0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(splitmix64(1, 0), 0x910a_2dec_8902_5cc1);
+    }
 
     #[test]
     fn streams_are_reproducible_and_distinct() {

@@ -216,15 +216,8 @@ impl Lpips {
 mod tests {
     use super::*;
 
-    fn splitmix(seed: u64, i: u64) -> u64 {
-        let mut z = seed.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn r(seed: u64, i: u64) -> f64 {
-        2.0 * ((splitmix(seed, i) >> 11) as f64 * 2f64.powi(-53)) - 1.0
+        2.0 * ((crate::rng::splitmix64(seed, i) >> 11) as f64 * 2f64.powi(-53)) - 1.0
     }
 
     /// The fixture's random backbone (scripts/make_lpips_fixture.py): He-uniform weights and small biases
