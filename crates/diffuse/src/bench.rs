@@ -24,6 +24,9 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub repeats: usize,
     pub seed: u64,
+    /// Recompute memory-bound activations in the backward pass instead of keeping them (burn's balanced
+    /// gradient checkpointing).
+    pub checkpointing: bool,
 }
 
 impl Default for BenchConfig {
@@ -34,6 +37,7 @@ impl Default for BenchConfig {
             warmup: 2,
             repeats: 5,
             seed: 0,
+            checkpointing: false,
         }
     }
 }
@@ -94,7 +98,7 @@ pub fn unet(net: &UNetConfig, bench: &BenchConfig) -> Result<Timing> {
         ));
     }
     net.validate()?;
-    let device = crate::device::train_device();
+    let device = crate::device::train_device_with(bench.checkpointing);
     let model = crate::device::init_seeded(bench.seed, &device, |d| net.init(d).expect("validated"));
     let params = model.num_params();
     let mut model = Some(model);
@@ -213,6 +217,7 @@ mod tests {
             warmup: 1,
             repeats: 3,
             seed: 0,
+            checkpointing: false,
         };
         let t = unet(&net, &b).unwrap();
         assert!(

@@ -79,6 +79,7 @@ fn quiet() -> Options {
         resume: false,
         progress: false,
         stop_after: None,
+        gradient_checkpointing: false,
     }
 }
 
@@ -187,6 +188,14 @@ fn resumed_run_repeats_the_uninterrupted_one() {
         String::from_utf8(read(&parts, "loss.csv")).unwrap(),
         String::from_utf8(read(&whole, "loss.csv")).unwrap()
     );
+    // Gradient checkpointing recomputes activations; it changes memory, not the losses.
+    let recomputed = tmp("recomputed");
+    let opts = Options {
+        gradient_checkpointing: true,
+        ..quiet()
+    };
+    train::train(&cfg, &data, &recomputed, &opts).unwrap();
+    assert_eq!(read(&recomputed, "loss.csv"), read(&whole, "loss.csv"));
     // Weights and EMA weights bit for bit (parameter ids are random per process, so they are not compared).
     let weights = |d: &PathBuf| {
         let c = diffuse::safetensors_io::read(&d.join("checkpoint.safetensors")).unwrap();

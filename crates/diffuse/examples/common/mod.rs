@@ -42,6 +42,7 @@ pub fn train_or_reuse(dir: &Path, cfg: &RunConfig, data: &Dataset) -> Result<Loa
             resume: false,
             progress: true,
             stop_after: None,
+            gradient_checkpointing: false,
         };
         let s = train::train(cfg, data, dir, &opts)?;
         println!("  trained in {:.0} s, final loss {:.4}", s.seconds, s.final_loss);

@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Extra argument for the script, after the batch size (repeatable).
     #[arg(long, value_name = "ARG", requires = "torch", allow_hyphen_values = true)]
     torch_arg: Vec<String>,
+    /// Train with burn's gradient checkpointing (memory-bound activations recomputed in the backward pass).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Print JSON: one object for --reference-unet, else an array.
     #[arg(long)]
     json: bool,
@@ -97,6 +100,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         warmup: a.warmup,
         repeats: a.repeats,
         seed: 0,
+        checkpointing: a.gradient_checkpointing,
     };
     let script = a.torch_script.clone().unwrap_or_else(reference_script);
     let device = format!("{:?}", diffuse::device::device());
@@ -130,6 +134,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "infer_b64_ms": ours.infer_b64_ms,
             "peak_rss_mb": ours.peak_rss_mb,
             "rounds": a.rounds,
+            "gradient_checkpointing": a.gradient_checkpointing,
         });
         if !theirs.is_empty() {
             let theirs = bench::median(&theirs);

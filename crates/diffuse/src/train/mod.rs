@@ -47,6 +47,8 @@ pub struct Options {
     pub progress: bool,
     /// Stop (as if killed) after this step: for tests of resume.
     pub stop_after: Option<usize>,
+    /// Recompute memory-bound activations in the backward pass (less memory, a little more time).
+    pub gradient_checkpointing: bool,
 }
 
 struct State {
@@ -66,10 +68,9 @@ fn optimizer(cfg: &RunConfig) -> ModuleOptimizer {
         .init()
 }
 
-fn fresh(cfg: &RunConfig) -> Result<State> {
-    let device = crate::device::train_device();
+fn fresh(cfg: &RunConfig, device: &Device) -> Result<State> {
     cfg.net.validate()?;
-    let model = crate::device::init_seeded(cfg.train.seed, &device, |d| cfg.net.init(d).expect("validated"));
+    let model = crate::device::init_seeded(cfg.train.seed, device, |d| cfg.net.init(d).expect("validated"));
     let ema = model.valid();
     Ok(State {
         model,
@@ -80,7 +81,7 @@ fn fresh(cfg: &RunConfig) -> Result<State> {
     })
 }
 
-fn restore(cfg: &RunConfig, out: &Path) -> Result<State> {
+fn restore(cfg: &RunConfig, out: &Path, device: &Device) -> Result<State> {
     let path = out.join(CHECKPOINT_FILE);
     let c = safetensors_io::read(&path)?;
     let group = |name: &str| {
@@ -88,8 +89,7 @@ fn restore(cfg: &RunConfig, out: &Path) -> Result<State> {
             .get(name)
             .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{name}' weights")))
     };
-    let device = crate::device::train_device();
-    let model = safetensors_io::load(cfg.net.init(&device)?, group("model")?, true, &path)?;
+    let model = safetensors_io::load(cfg.net.init(device)?, group("model")?, true, &path)?;
     let ema = safetensors_io::load(cfg.net.init(&crate::device::device())?, group("ema")?, true, &path)?;
     let blob = c
         .blobs
@@ -220,13 +220,13 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     cfg.write(out)?; // on resume this records an extended step count
     let has_ckpt = out.join(CHECKPOINT_FILE).exists();
+    let device = crate::device::train_device_with(opts.gradient_checkpointing);
     let mut s = if opts.resume && has_ckpt {
-        restore(cfg, out)?
+        restore(cfg, out, &device)?
     } else {
-        fresh(cfg)?
+        fresh(cfg, &device)?
     };
     let resumed_from = (s.step > 0).then_some(s.step);
-    let device = crate::device::train_device();
     let params = s.model.num_params();
     let bar = log::progress(cfg.train.steps, s.step, opts.progress);
     let started = Instant::now();
