@@ -128,6 +128,23 @@ fn conv1(cin: usize, cout: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [1, 1]).init(device)
 }
 
+/// A 1×1 convolution. On the training device it runs as a batched matrix product with the same weights:
+/// burn's convolution weight gradient becomes a width-1 matrix product for 1×1 kernels, several times slower
+/// than the matmul's backward (docs/perf-profile.md §5.2). Inference keeps the convolution, faster there.
+fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !x.device().is_autodiff() {
+        return conv.forward(x);
+    }
+    let [b, c, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let [out, ..] = weight.dims();
+    let mut y = weight.reshape([1, out, c]).matmul(x.reshape([b, c, h * w]));
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([1, out, 1]);
+    }
+    y.reshape([b, out, h, w])
+}
+
 /// Sinusoidal features of the timestep (Vaswani et al.), then a two-layer MLP.
 #[derive(Module, Debug)]
 pub struct TimeEmbedding {
@@ -196,7 +213,7 @@ impl ResBlock {
         let h = silu(self.norm2.forward(h));
         let h = self.conv2.forward(self.dropout.forward(h));
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(conv) => pointwise(conv, x),
             None => x,
         };
         skip + h
@@ -228,14 +245,16 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let (heads, n) = (self.heads, h * w);
         let d = c / heads;
-        let mut qkv = self.qkv.forward(self.norm.forward(x.clone())).chunk(3, 1).into_iter();
+        let mut qkv = pointwise(&self.qkv, self.norm.forward(x.clone()))
+            .chunk(3, 1)
+            .into_iter();
         // [b, c, h, w] → [b, heads, n, d]
         let mut split = || qkv.next().unwrap().reshape([b, heads, d, n]).swap_dims(2, 3);
         let (q, k, v) = (split(), split(), split());
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
         let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
-        x + self.proj.forward(out)
+        x + pointwise(&self.proj, out)
     }
 }
 
@@ -439,6 +458,30 @@ mod tests {
             let t = Tensor::<1>::from_floats([3.0, 900.0], &device);
             assert_eq!(net.forward(x, t, None).dims(), [2, c, h, w]);
             assert!(net.num_params() > 1000);
+        }
+    }
+
+    #[test]
+    fn pointwise_matmul_equals_the_convolution_with_its_gradients() {
+        let device = crate::device::train_device();
+        let conv = crate::device::init_seeded(5, &device, |d| conv1(6, 4, d));
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                crate::rng::normals(&mut crate::rng::stream(1, 0), 3 * 6 * 5 * 7),
+                [3, 6, 5, 7],
+            ),
+            &device,
+        );
+        let (a, b) = (pointwise(&conv, x.clone()), conv.forward(x));
+        let diff = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "{diff}");
+        let grad = |y: Tensor<4>| {
+            let g = y.square().sum().backward();
+            let w = conv.weight.grad(&g).unwrap();
+            w.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+        };
+        for (p, q) in grad(a).iter().zip(grad(b)) {
+            assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
         }
     }
 
