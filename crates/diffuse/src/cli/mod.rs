@@ -23,8 +23,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "diffuse",
     version,
-    about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU",
-    long_about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU.\n\n\
+    about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU",
+    long_about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU.\n\n\
 Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
 diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid out/grid.png"
 )]
@@ -37,7 +37,7 @@ pub struct Cli {
 enum Command {
     /// Train a DDPM noise predictor (or resume one) and write a run directory.
     Train(train_cmd::TrainArgs),
-    /// Draw images from a trained run with DDPM or DDIM.
+    /// Draw images from a trained run with any sampler (DDPM, DDIM, DPM-Solver++, SDE, probability-flow ODE).
     Sample(sample_cmd::SampleArgs),
     /// Run a sampler against an exact target distribution (no training) and measure it.
     Lab(lab_cmd::LabArgs),
