@@ -63,9 +63,10 @@ fn inputs(cfg: &UNetConfig, batch: usize, seed: u64, stream: u64, device: &Devic
     )
 }
 
-fn median_ms(mut times: Vec<f64>) -> f64 {
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2] * 1e3
+/// The middle value (the upper one of an even count).
+fn middle(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Runs `f` `warmup` times, then times it `repeats` times; the device is synchronised inside each timing so
@@ -87,7 +88,7 @@ fn time(warmup: usize, repeats: usize, device: &Device, mut f: impl FnMut()) -> 
         sync()?;
         times.push(start.elapsed().as_secs_f64());
     }
-    Ok(median_ms(times))
+    Ok(middle(times) * 1e3)
 }
 
 /// Measures one UNet shape with freshly initialised weights.
@@ -176,7 +177,7 @@ fn parse_torch(text: &str) -> Option<Timing> {
 
 /// Median of each field over rounds (the rounds of an interleaved comparison).
 pub fn median(rounds: &[Timing]) -> Timing {
-    let pick = |f: &dyn Fn(&Timing) -> f64| median_ms(rounds.iter().map(f).collect()) / 1e3;
+    let pick = |f: &dyn Fn(&Timing) -> f64| middle(rounds.iter().map(f).collect());
     Timing {
         params: rounds[0].params,
         train_step_ms: pick(&|t| t.train_step_ms),
@@ -185,7 +186,7 @@ pub fn median(rounds: &[Timing]) -> Timing {
             .iter()
             .map(|t| t.peak_rss_mb)
             .collect::<Option<Vec<_>>>()
-            .map(|v| median_ms(v) / 1e3),
+            .map(middle),
     }
 }
 

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// Largest file accepted from a mirror (the Inception weights are 87 MB).
 const MAX_BYTES: u64 = 256 << 20;
 
+/// The folder of weights and reference files beside a checkout: $DIFFUSE_SHARED, else ../shared.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("DIFFUSE_SHARED").map_or_else(|| PathBuf::from("../shared"), PathBuf::from)
+}
+
 /// The cache: $DIFFUSE_CACHE, else $XDG_CACHE_HOME/diffuse, else ~/.cache/diffuse.
 pub fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DIFFUSE_CACHE") {

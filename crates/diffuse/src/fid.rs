@@ -35,13 +35,7 @@ pub fn locate_weights(given: Option<&Path>) -> Result<PathBuf> {
     }
     let candidates = [
         crate::fetch::cache_dir().map(|d| d.join(WEIGHTS_FILE)),
-        Some(
-            std::env::var_os("DIFFUSE_SHARED")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("../shared"))
-                .join("weights")
-                .join(WEIGHTS_FILE),
-        ),
+        Some(crate::fetch::shared_dir().join("weights").join(WEIGHTS_FILE)),
     ];
     for c in candidates.into_iter().flatten() {
         if c.is_file() {
@@ -115,26 +109,28 @@ pub fn prepare(img: &Image) -> Vec<f32> {
     out
 }
 
-/// The images of a data set (values in [−1, 1]) as the u8 pixels a PNG of them would hold.
-pub fn dataset_images(data: &Dataset) -> Vec<Image> {
-    (0..data.len())
-        .map(|i| Image {
-            channels: data.channels,
-            height: data.height,
-            width: data.width,
-            pixels: data.image(i).iter().map(|&v| to_u8(v)).collect(),
+/// `n` images (values in [−1, 1], n × c × h × w) as the u8 pixels a PNG of them would hold.
+pub fn u8_images(values: &[f32], n: usize, [c, h, w]: [usize; 3]) -> Vec<Image> {
+    values
+        .chunks(c * h * w)
+        .take(n)
+        .map(|img| Image {
+            channels: c,
+            height: h,
+            width: w,
+            pixels: img.iter().map(|&v| to_u8(v)).collect(),
         })
         .collect()
 }
 
+/// The images of a data set.
+pub fn dataset_images(data: &Dataset) -> Vec<Image> {
+    u8_images(&data.images, data.len(), [data.channels, data.height, data.width])
+}
+
 /// The PNG files of a folder, in name order.
 pub fn folder_images(dir: &Path) -> Result<Vec<Image>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
-        .collect();
-    paths.sort();
+    let paths = crate::imageio::png_files(dir)?;
     if paths.is_empty() {
         return Err(Error::Data(format!("{} holds no PNG images", dir.display())));
     }

@@ -14,6 +14,17 @@ pub struct PngImage {
     pub pixels: Vec<u8>,
 }
 
+/// The PNG files of a folder (not its sub-folders), in name order.
+pub fn png_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Reads a PNG as grey (1) or RGB (3); `channels` None picks from the file's colour type.
 pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
     let bad = |reason: String| Error::Image {

@@ -55,10 +55,7 @@ pub struct BenchArgs {
 }
 
 fn reference_script() -> PathBuf {
-    std::env::var_os("DIFFUSE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared"))
-        .join("reference/ref_unet.py")
+    diffuse::fetch::shared_dir().join("reference/ref_unet.py")
 }
 
 fn models(a: &BenchArgs) -> anyhow::Result<Vec<(String, UNetConfig)>> {

@@ -177,13 +177,7 @@ fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
     let mut b = match (&inp.input, &inp.data) {
         (Some(path), None) => {
             let files: Vec<PathBuf> = if path.is_dir() {
-                let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-                    .collect();
-                v.sort();
-                v
+                imageio::png_files(path)?
             } else {
                 vec![path.clone()]
             };

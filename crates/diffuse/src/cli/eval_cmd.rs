@@ -2,15 +2,12 @@
 //! reference Inception's features (FID, KID, precision, recall), and with a classifier (accuracy for
 //! class-conditional draws, Inception-style score, class coverage).
 
-use super::guide_args::GuideArgs;
-use super::sample_cmd::draw_samples;
-use super::sampler_args::SamplerArgs;
+use super::sample_cmd::{DrawArgs, draw_samples};
 use anyhow::bail;
 use clap::Args;
 use diffuse::classifier::Classifier;
-use diffuse::data::{Dataset, Split, to_u8};
-use diffuse::fid::{self, Extractor, Image};
-use diffuse::run::{self, Weights};
+use diffuse::data::{Dataset, Split};
+use diffuse::fid::{self, Extractor};
 use diffuse_math::metrics::{kid, precision_recall};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -24,23 +21,11 @@ diffuse eval --run runs/digits-cond --sampler ddim --steps 50 --n 30 --class all
 The reference is the held-out split of the run's data; its Inception features are cached in the run \
 directory (fid-reference.safetensors). FID and KID are biased by small sets: compare values at equal sizes.")]
 pub struct EvalArgs {
-    /// A run directory written by `diffuse train`.
-    #[arg(long)]
-    run: PathBuf,
     #[command(flatten)]
-    sampler: SamplerArgs,
+    draw: DrawArgs,
     /// Number of images (per class with --class all).
     #[arg(long, default_value_t = 1000)]
     n: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[command(flatten)]
-    guide: GuideArgs,
-    /// Images per network call.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long, value_enum, default_value = "ema")]
-    weights: Weights,
     /// The Inception weights (default: $DIFFUSE_INCEPTION, the fetch cache, or the shared folder).
     #[arg(long, value_name = "PATH")]
     inception: Option<PathBuf>,
@@ -53,18 +38,6 @@ pub struct EvalArgs {
 }
 
 const REFERENCE: &str = "fid-reference.safetensors";
-
-fn images(values: &[f32], n: usize, [c, h, w]: [usize; 3]) -> Vec<Image> {
-    let per = c * h * w;
-    (0..n)
-        .map(|i| Image {
-            channels: c,
-            height: h,
-            width: w,
-            pixels: values[i * per..(i + 1) * per].iter().map(|&v| to_u8(v)).collect(),
-        })
-        .collect()
-}
 
 /// The held-out images' features, computed once per run and data set.
 fn reference_features(dir: &Path, data: &Dataset, ex: &Extractor, quiet: bool) -> anyhow::Result<Vec<Vec<f64>>> {
@@ -104,42 +77,32 @@ fn reference_features(dir: &Path, data: &Dataset, ex: &Extractor, quiet: bool) -
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let device = diffuse::device::device();
-    let loaded = run::load(&a.run, a.weights, &device)?;
+    let loaded = a.draw.load()?;
+    let run_dir = a.draw.run_dir();
     let cfg = &loaded.config;
     if (cfg.height, cfg.width) == (1, 1) {
-        bail!("{} is a point-cloud run; eval measures images", a.run.display());
+        bail!("{} is a point-cloud run; eval measures images", run_dir.display());
     }
     let data = Dataset::load(&cfg.data, Split::Test)?;
     let ex = Extractor::load(&fid::locate_weights(a.inception.as_deref())?)?;
     let classifier = a.classifier.as_deref().map(Classifier::load).transpose()?;
-    let drawn = draw_samples(
-        &loaded,
-        &a.sampler,
-        &a.guide,
-        a.n,
-        a.seed,
-        a.batch_size,
-        false,
-        None,
-        false,
-    )?;
+    let drawn = draw_samples(&loaded, &a.draw, a.n, false, None, false)?;
     let shape = cfg.output_shape();
     let started = Instant::now();
-    let fake = ex.features(&images(&drawn.images, drawn.n, shape), !a.json);
+    let fake = ex.features(&fid::u8_images(&drawn.images, drawn.n, shape), !a.json);
     let feature_secs = started.elapsed().as_secs_f64();
-    let real = reference_features(&a.run, &data, &ex, a.json)?;
-    let fid = fid::fid(&fid::moments(&real, "reference")?, &fid::moments(&fake, "sampled")?)?;
+    let real = reference_features(run_dir, &data, &ex, a.json)?;
+    let fid_value = fid::fid(&fid::moments(&real, "reference")?, &fid::moments(&fake, "sampled")?)?;
     let (kid_mean, kid_std) = kid(&real, &fake, 50, 100, 0);
     let (precision, recall) = precision_recall(&real, &fake, 3);
     let mut out = json!({
-        "run": a.run.display().to_string(),
+        "run": run_dir.display().to_string(),
         "sampler": drawn.describe,
         "images": drawn.n,
         "reference_images": real.len(),
         "nfe_per_image": drawn.nfe,
         "sampling_seconds_per_image": drawn.secs / drawn.n as f64,
-        "fid": fid,
+        "fid": fid_value,
         "kid": kid_mean,
         "kid_std": kid_std,
         "precision": precision,
@@ -174,7 +137,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         data.name
     );
     println!(
-        "FID {fid:.2}  KID {kid_mean:.4} ± {kid_std:.4}  precision {precision:.3}  recall {recall:.3}  \
+        "FID {fid_value:.2}  KID {kid_mean:.4} ± {kid_std:.4}  precision {precision:.3}  recall {recall:.3}  \
          (Inception {:.1} images/s)",
         drawn.n as f64 / feature_secs
     );

@@ -35,23 +35,12 @@ fn pngs(p: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if p.is_file() {
         return Ok(vec![p.to_path_buf()]);
     }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|q| q.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
-        .collect();
-    v.sort();
-    Ok(v)
+    Ok(diffuse::imageio::png_files(p)?)
 }
 
 pub fn lpips(a: LpipsArgs) -> anyhow::Result<()> {
-    let heads_path = a.heads.clone().unwrap_or_else(|| {
-        std::env::var_os("DIFFUSE_SHARED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("../shared"))
-            .join("weights")
-            .join(a.net.heads_file())
-    });
+    let heads_path =
+        (a.heads.clone()).unwrap_or_else(|| diffuse::fetch::shared_dir().join("weights").join(a.net.heads_file()));
     let (xa, xb) = (pngs(&a.a)?, pngs(&a.b)?);
     if xa.is_empty() || xa.len() != xb.len() {
         bail!(

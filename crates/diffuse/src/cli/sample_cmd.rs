@@ -15,17 +15,11 @@ use std::time::Instant;
 diffuse sample --run runs/digits --sampler ddim --steps 50 --eta 0 --n 64 --seed 0 --out-dir out/ddim --strip out/strip.png"
 )]
 pub struct SampleArgs {
-    /// A run directory written by `diffuse train`.
-    #[arg(long)]
-    run: PathBuf,
     #[command(flatten)]
-    sampler: SamplerArgs,
+    draw: DrawArgs,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     n: usize,
-    /// Seed: image i is the same for any --n and --batch-size.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Folder for the images, written as 00000.png, 00001.png, … at native resolution.
     #[arg(long)]
     out_dir: PathBuf,
@@ -38,6 +32,22 @@ pub struct SampleArgs {
     /// Start from this noise (a safetensors file with one f32 tensor [n, c, h, w]) instead of the seed's.
     #[arg(long)]
     init_noise: Option<PathBuf>,
+    /// Do not clamp x̂₀ to [-1, 1] at each step (never done for latent runs and points).
+    #[arg(long)]
+    no_clip: bool,
+}
+
+/// How images are drawn from a run: the flags `sample` and `eval` share.
+#[derive(Args)]
+pub(super) struct DrawArgs {
+    /// A run directory written by `diffuse train`.
+    #[arg(long)]
+    run: PathBuf,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+    /// Seed: image i is the same for any --n and --batch-size.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     guide: GuideArgs,
     /// Images per network call.
@@ -46,9 +56,16 @@ pub struct SampleArgs {
     /// Sample with the EMA weights or the raw ones.
     #[arg(long, value_enum, default_value = "ema")]
     weights: Weights,
-    /// Do not clamp x̂₀ to [-1, 1] at each step (never done for latent runs and points).
-    #[arg(long)]
-    no_clip: bool,
+}
+
+impl DrawArgs {
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    pub fn load(&self) -> anyhow::Result<run::LoadedRun> {
+        Ok(run::load(&self.run, self.weights, &diffuse::device::device())?)
+    }
 }
 
 fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f32>> {
@@ -92,19 +109,17 @@ pub(super) struct Samples {
     pub describe: String,
 }
 
-/// Draws `n` images (or `n` per class) of a loaded run with the sampler and guidance flags.
-#[allow(clippy::too_many_arguments)]
+/// Draws `n` images (or `n` per class) of a loaded run as the flags say; `noise_from` replaces the seed's
+/// starting noise, `strip` keeps x̂₀ of the first batch at ten points of the trajectory.
 pub(super) fn draw_samples(
     run: &run::LoadedRun,
-    sampler: &SamplerArgs,
-    guide: &GuideArgs,
+    a: &DrawArgs,
     n: usize,
-    seed: u64,
-    batch_size: usize,
     no_clip: bool,
     noise_from: Option<&Path>,
     strip: bool,
 ) -> anyhow::Result<Samples> {
+    let (sampler, guide, batch_size) = (&a.sampler, &a.guide, a.batch_size);
     if n == 0 {
         bail!("--n must be at least 1");
     }
@@ -141,7 +156,7 @@ pub(super) fn draw_samples(
     let drawn = sample::draw(
         &den,
         &plan,
-        seed,
+        a.seed,
         n,
         shape,
         batch_size,
@@ -176,16 +191,12 @@ pub(super) fn draw_samples(
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
-    let device = diffuse::device::device();
-    let run = run::load(&a.run, a.weights, &device)?;
+    let run = a.draw.load()?;
     let cfg = &run.config;
     let drawn = draw_samples(
         &run,
-        &a.sampler,
-        &a.guide,
+        &a.draw,
         a.n,
-        a.seed,
-        a.batch_size,
         a.no_clip,
         a.init_noise.as_deref(),
         a.strip.is_some(),
@@ -227,7 +238,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &a.strip {
         // Rows: images; columns: x̂₀ at the kept steps, then the final sample.
-        let rows = n.min(8).min(a.batch_size);
+        let rows = n.min(8).min(a.draw.batch_size);
         let cols = strip.len() + 1;
         let mut tiles = Vec::with_capacity(rows * cols * per);
         for r in 0..rows {

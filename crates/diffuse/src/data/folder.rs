@@ -5,16 +5,6 @@ use super::{Dataset, to_unit};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-fn pngs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
 pub fn load(dir: &Path) -> Result<Dataset> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
@@ -22,11 +12,16 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
-    let mut files: Vec<(PathBuf, Option<u32>)> = pngs(dir)?.into_iter().map(|p| (p, None)).collect();
+    let mut files: Vec<(PathBuf, Option<u32>)> =
+        crate::imageio::png_files(dir)?.into_iter().map(|p| (p, None)).collect();
     let labelled = files.is_empty() && !classes.is_empty();
     if labelled {
         for (c, class_dir) in classes.iter().enumerate() {
-            files.extend(pngs(class_dir)?.into_iter().map(|p| (p, Some(c as u32))));
+            files.extend(
+                crate::imageio::png_files(class_dir)?
+                    .into_iter()
+                    .map(|p| (p, Some(c as u32))),
+            );
         }
     }
     let first = files
