@@ -79,6 +79,10 @@ pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     }
 }
 
+/// The most training timesteps a schedule may have (published models use 1000 to 4000); a config naming
+/// more is refused rather than allocated.
+pub const MAX_TIMESTEPS: usize = 100_000;
+
 /// A discrete schedule with its cumulative products, indexed by train timestep 0..T.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NoiseSchedule {
@@ -89,9 +93,9 @@ pub struct NoiseSchedule {
 
 impl NoiseSchedule {
     pub fn new(kind: BetaSchedule, timesteps: usize, beta_start: f64, beta_end: f64) -> Result<Self, MathError> {
-        if timesteps < 2 {
+        if !(2..=MAX_TIMESTEPS).contains(&timesteps) {
             return Err(MathError::Invalid(format!(
-                "timesteps must be at least 2, got {timesteps}"
+                "timesteps must be between 2 and {MAX_TIMESTEPS}, got {timesteps}"
             )));
         }
         if kind != BetaSchedule::Cosine && !(beta_start > 0.0 && beta_start <= beta_end && beta_end < 1.0) {

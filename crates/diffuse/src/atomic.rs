@@ -11,6 +11,29 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
+/// The temporary name [`write`] uses for `name` in process `pid`.
+fn temporary(name: &str, pid: u32) -> String {
+    format!(".{name}.tmp{pid}")
+}
+
+/// Removes the temporary files an interrupted [`write`] left in `dir` (a killed run's half-written
+/// checkpoint); for a folder no other process is writing to, such as a run being resumed.
+pub fn remove_leftovers(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((stem, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp")) else {
+            continue;
+        };
+        let ours = pid.parse::<u32>().is_ok_and(|pid| temporary(stem, pid) == name);
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -19,7 +42,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(temporary(&name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -49,6 +72,14 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"2nd");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         assert!(super::write(&dir.join("missing/b.txt"), b"x").is_err());
+        // What a killed writer leaves is removed; other dot files are not.
+        for name in [".a.txt.tmp4242", ".a.txt.tmpx", ".keep"] {
+            std::fs::write(dir.join(name), b"half").unwrap();
+        }
+        assert_eq!(super::remove_leftovers(&dir).unwrap(), 1);
+        assert!(dir.join(".a.txt.tmpx").exists() && dir.join(".keep").exists());
+        std::fs::remove_file(dir.join(".a.txt.tmpx")).unwrap();
+        std::fs::remove_file(dir.join(".keep")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -27,6 +27,21 @@ pub struct ClassifierMeta {
     pub test_accuracy: f64,
 }
 
+impl ClassifierMeta {
+    pub fn validate(&self) -> Result<()> {
+        let size = crate::nn::MAX_SIZE;
+        crate::nn::check_sizes(
+            "classifier",
+            &[
+                ("channels", self.channels, size),
+                ("height", self.height, size),
+                ("width", self.width, size),
+                ("classes", self.class_names.len(), size),
+            ],
+        )
+    }
+}
+
 pub struct Classifier {
     pub meta: ClassifierMeta,
     net: ClassifierNet,
@@ -157,6 +172,7 @@ impl Classifier {
     pub fn load(dir: &Path) -> Result<Classifier> {
         let path = dir.join(META);
         let meta: ClassifierMeta = crate::atomic::read_json(&path)?;
+        meta.validate()?;
         let device = crate::device::device();
         let wpath = dir.join(WEIGHTS);
         let c = safetensors_io::read(&wpath)?;

@@ -56,14 +56,14 @@ impl Mask {
             Some(("box", args)) => {
                 let v = nums(args, 4)?;
                 let (x, y, bw, bh) = (v[0], v[1], v[2], v[3]);
-                if bw == 0 || bh == 0 || x + bw > w || y + bh > h {
+                if bw == 0 || bh == 0 || bw > w || bh > h || x > w - bw || y > h - bh {
                     return Err(bad(format!("the box must be non-empty and inside the {w}×{h} image")));
                 }
                 rect(x, y, x + bw, y + bh)
             }
             Some(("center", args)) => {
                 let r = nums(args, 1)?[0];
-                if r == 0 || 2 * r > w.min(h) {
+                if r == 0 || r > w.min(h) / 2 {
                     return Err(bad(format!("r must be between 1 and {}", w.min(h) / 2)));
                 }
                 rect(w / 2 - r, h / 2 - r, w / 2 + r, h / 2 + r)

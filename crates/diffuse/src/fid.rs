@@ -3,15 +3,18 @@
 //! they are another size, scaled as (v − 128) / 128, pool_3 features, then the Fréchet distance between the
 //! Gaussians fitted to two sets. Also KID and precision/recall in the same features.
 //!
-//! Statistics files (`--save-stats`) are safetensors with f64 `mu` [2048] and `sigma` [2048, 2048].
+//! Statistics files (`--save-stats`) are safetensors with f64 `mu` [2048] and `sigma` [2048, 2048]; NumPy .npz
+//! files with the same arrays (pytorch-fid's) are read too.
 
 use crate::data::{Dataset, to_u8};
 use crate::nn::inception::{FEATURES, Inception, SIZE};
+use crate::npz::Array;
 use crate::{Error, Result};
 use burn::prelude::*;
 use diffuse_math::metrics::{Moments, frechet_distance};
 use nalgebra::{DMatrix, DVector};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The weights file's name, as the reference ports publish it.
@@ -233,14 +236,51 @@ pub fn save_stats(path: &Path, m: &Moments) -> Result<()> {
     crate::atomic::write(path, &bytes)
 }
 
-/// Reads statistics written by [`save_stats`] (f32 or f64 `mu` [d] and `sigma` [d, d]).
+/// Reads statistics: a file written by [`save_stats`] (f32 or f64 `mu` [d] and `sigma` [d, d]), or NumPy's
+/// .npz with the same two arrays (pytorch-fid's `--save-stats`).
 pub fn load_stats(path: &Path) -> Result<Moments> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_stats(&std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// [`load_stats`] of bytes already in memory; `path` only names them in errors.
+pub fn parse_stats(bytes: &[u8], path: &Path) -> Result<Moments> {
     let bad = |r: String| Error::checkpoint(path, r);
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a statistics file ({e})")))?;
-    let values = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
-        let t = st.tensor(name).map_err(|_| bad(format!("has no tensor '{name}'")))?;
-        let v: Vec<f64> = match t.dtype() {
+    let (mut arrays, n) = if bytes.starts_with(b"PK\x03\x04") {
+        (crate::npz::parse(bytes).map_err(bad)?, 0)
+    } else {
+        safetensors_stats(bytes).map_err(|e| bad(format!("not a statistics file ({e})")))?
+    };
+    let mut take = |name: &str| {
+        let a = arrays
+            .remove(name)
+            .ok_or_else(|| bad(format!("has no array '{name}'")))?;
+        if a.data.iter().any(|x| !x.is_finite()) {
+            return Err(bad(format!("'{name}' holds NaN or infinite values")));
+        }
+        Ok(a)
+    };
+    let (mu, sigma) = (take("mu")?, take("sigma")?);
+    let d = mu.data.len();
+    if mu.shape != [d] || sigma.shape != [d, d] {
+        return Err(bad(format!(
+            "mu {:?} and sigma {:?} are not [d] and [d, d]",
+            mu.shape, sigma.shape
+        )));
+    }
+    Ok(Moments {
+        n,
+        mean: DVector::from_vec(mu.data),
+        cov: DMatrix::from_row_slice(d, d, &sigma.data),
+    })
+}
+
+/// The f32 and f64 tensors of a safetensors file as arrays (others are skipped), and the image count of its
+/// metadata.
+fn safetensors_stats(bytes: &[u8]) -> Result<(BTreeMap<String, Array>, usize), String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut arrays = BTreeMap::new();
+    for (name, t) in st.tensors() {
+        let data = match t.dtype() {
             Dtype::F64 => t
                 .data()
                 .chunks_exact(8)
@@ -251,31 +291,22 @@ pub fn load_stats(path: &Path) -> Result<Moments> {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
                 .collect(),
-            other => return Err(bad(format!("'{name}' has dtype {other:?}, not f32 or f64"))),
+            other if name == "mu" || name == "sigma" => {
+                return Err(format!("'{name}' has dtype {other:?}, not f32 or f64"));
+            }
+            _ => continue,
         };
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(bad(format!("'{name}' holds NaN or infinite values")));
-        }
-        Ok((t.shape().to_vec(), v))
-    };
-    let (ms, mu) = values("mu")?;
-    let (ss, sigma) = values("sigma")?;
-    let d = mu.len();
-    if ms != [d] || ss != [d, d] {
-        return Err(bad(format!("mu {ms:?} and sigma {ss:?} are not [d] and [d, d]")));
+        let shape = t.shape().to_vec();
+        arrays.insert(name, Array { shape, data });
     }
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
     let n = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("images"))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok(Moments {
-        n,
-        mean: DVector::from_vec(mu),
-        cov: DMatrix::from_row_slice(d, d, &sigma),
-    })
+    Ok((arrays, n))
 }
 
 #[cfg(test)]
@@ -479,5 +510,21 @@ mod tests {
         assert!(fid(&m, &other).is_err());
         assert!(moments(&rows[..1], "one").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_numpy_statistics() {
+        // numpy 2.4.6 `savez_compressed(mu=[1, 2, 3], sigma=...)`, as pytorch-fid saves its statistics.
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stats_numpy.npz"));
+        let m = load_stats(path).unwrap();
+        assert_eq!(m.mean.as_slice(), [1.0, 2.0, 3.0]);
+        assert_eq!(
+            (m.cov[(0, 1)], m.cov[(1, 0)], m.cov[(2, 2)], m.cov[(1, 2)]),
+            (0.5, 0.5, 3.0, 0.2)
+        );
+        assert_eq!(fid(&m, &m).unwrap(), 0.0);
+        let bytes = std::fs::read(path).unwrap();
+        let e = parse_stats(&bytes[..bytes.len() - 30], path).unwrap_err().to_string();
+        assert!(e.contains("not a zip archive"), "{e}");
     }
 }

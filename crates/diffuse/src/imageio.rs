@@ -2,7 +2,8 @@
 
 use crate::data::to_u8;
 use crate::{Error, Result};
-use image::{DynamicImage, ImageFormat, RgbImage};
+use image::codecs::png::PngDecoder;
+use image::{DynamicImage, ImageDecoder, ImageFormat, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -25,14 +26,32 @@ pub fn png_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// Decoded pixels may not exceed the file's size by more than this factor (deflate's ceiling is about 1032:1),
+/// so a small file that declares a huge image is refused before anything is allocated for it.
+const MAX_EXPANSION: u64 = 1100;
+
 /// Reads a PNG as grey (1) or RGB (3); `channels` None picks from the file's colour type.
 pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
-    let bad = |reason: String| Error::Image {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_png(&bytes, channels).map_err(|reason| Error::Image {
         path: path.to_path_buf(),
         reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| bad(e.to_string()))?;
+    })
+}
+
+/// [`read_png`] of bytes already in memory.
+pub fn decode_png(bytes: &[u8], channels: Option<usize>) -> std::result::Result<PngImage, String> {
+    let bad = |e: image::ImageError| e.to_string();
+    let decoder = PngDecoder::new(Cursor::new(bytes)).map_err(bad)?;
+    let declared = decoder.total_bytes();
+    if declared > (bytes.len() as u64 + 1024).saturating_mul(MAX_EXPANSION) {
+        let (w, h) = decoder.dimensions();
+        return Err(format!(
+            "declares {w}×{h} pixels, more than its {} bytes can hold",
+            bytes.len()
+        ));
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(bad)?;
     let channels = channels.unwrap_or(if img.color().has_color() { 3 } else { 1 });
     let (w, h) = (img.width() as usize, img.height() as usize);
     let pixels = match channels {
@@ -43,7 +62,7 @@ pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
                 .flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<_>>())
                 .collect()
         }
-        n => return Err(bad(format!("{n} channels are not supported"))),
+        n => return Err(format!("{n} channels are not supported")),
     };
     Ok(PngImage {
         channels,

@@ -14,7 +14,8 @@ pub const COLOURS: [[u8; 3]; 8] = [
     [23, 190, 207],
 ];
 
-/// A series of (x, y) points; its colour is its position's in [`COLOURS`].
+/// A series of (x, y) points, drawn as a line (one point: a marker); its colour is its position's in
+/// [`COLOURS`].
 pub struct Series<'a> {
     pub points: &'a [(f64, f64)],
 }
@@ -138,6 +139,11 @@ pub fn line_plot(series: &[Series], log_x: bool, log_y: bool) -> RgbImage {
     if ymax == ymin {
         ymax = ymin + 1.0;
     }
+    if series.iter().any(|s| s.points.len() == 1) {
+        // Markers: a margin, so that none sits on an axis or under the legend.
+        let (dx, dy) = (0.1 * (xmax - xmin), 0.15 * (ymax - ymin));
+        (xmin, xmax, ymin, ymax) = (xmin - dx, xmax + dx, ymin - dy, ymax + dy);
+    }
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |x: f64, y: f64| {
         (
@@ -177,6 +183,14 @@ pub fn line_plot(series: &[Series], log_x: bool, log_y: bool) -> RgbImage {
     }
     for (k, s) in series.iter().enumerate() {
         let colour = COLOURS[k % COLOURS.len()];
+        if let [(x, y)] = s.points {
+            // A series of one point is a marker: a filled square.
+            let (px, py) = to_px(tx(*x), ty(*y));
+            for d in -3..=3 {
+                line(&mut img, (px - 3.0, py + d as f64), (px + 3.0, py + d as f64), colour);
+            }
+            continue;
+        }
         let mut prev: Option<(f64, f64)> = None;
         for &(x, y) in s.points {
             let (x, y) = (tx(x), ty(y));

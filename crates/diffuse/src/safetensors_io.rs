@@ -186,10 +186,14 @@ pub fn write(path: &Path, contents: &Contents) -> Result<()> {
 /// Reads a file written by [`write`] (or any safetensors file of f32 tensors: names without '/' land in
 /// the group "").
 pub fn read(path: &Path) -> Result<Contents> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// [`read`] of bytes already in memory; `path` only names them in errors.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Contents> {
     let bad = |r: String| Error::checkpoint(path, r);
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     let ids: BTreeMap<String, u64> = match metadata.get("diffuse.param_ids") {
         Some(s) => serde_json::from_str(s).map_err(|e| bad(format!("bad parameter ids ({e})")))?,

@@ -68,6 +68,16 @@ pub struct VaeMeta {
     pub seconds: f64,
 }
 
+impl VaeMeta {
+    pub fn validate(&self) -> Result<()> {
+        self.net.validate()?;
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(Error::Config(format!("latent scale {} is not positive", self.scale)));
+        }
+        Ok(())
+    }
+}
+
 /// A trained VAE, ready to move images to and from the scaled latent space.
 pub struct LatentSpace {
     pub meta: VaeMeta,
@@ -84,14 +94,7 @@ impl LatentSpace {
     pub fn load(dir: &Path) -> Result<LatentSpace> {
         let path = dir.join(META);
         let meta: VaeMeta = crate::atomic::read_json(&path)?;
-        meta.net.validate()?;
-        if !(meta.scale.is_finite() && meta.scale > 0.0) {
-            return Err(Error::Config(format!(
-                "{}: latent scale {} is not positive",
-                path.display(),
-                meta.scale
-            )));
-        }
+        meta.validate()?;
         let wpath = dir.join(WEIGHTS);
         let c = safetensors_io::read(&wpath)?;
         let group = c

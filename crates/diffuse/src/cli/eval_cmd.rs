@@ -77,6 +77,46 @@ fn reference_features(dir: &Path, data: &Dataset, ex: &Extractor, quiet: bool) -
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let out = measure(&a, a.json)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let per_image = out["sampling_seconds_per_image"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{} images with {} (NFE {} per image, {per_image:.3} s per image) against {} held-out images of {}:",
+        out["images"],
+        out["sampler"].as_str().unwrap_or_default(),
+        out["nfe_per_image"],
+        out["reference_images"],
+        out["data"].as_str().unwrap_or_default()
+    );
+    let num = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "FID {:.2}  KID {:.4} ± {:.4}  precision {:.3}  recall {:.3}  (Inception {:.1} images/s)",
+        num("fid"),
+        num("kid"),
+        num("kid_std"),
+        num("precision"),
+        num("recall"),
+        num("inception_images_per_second")
+    );
+    if let Some(r) = out.get("classifier") {
+        let pct = |k: &str| r[k].as_f64().map_or("–".into(), |v| format!("{:.1}%", v * 100.0));
+        println!(
+            "classifier: accuracy {}, Inception-style score {:.2}, {}/{} classes present, classifier FID {:.1}",
+            pct("accuracy"),
+            r["inception_score"].as_f64().unwrap_or(f64::NAN),
+            r["classes_present"],
+            r["num_classes"],
+            r["fid"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
+
+/// Samples as `a` says and measures; the JSON object `eval --json` prints. `quiet`: no progress output.
+pub(super) fn measure(a: &EvalArgs, quiet: bool) -> anyhow::Result<serde_json::Value> {
     let loaded = a.draw.load()?;
     let run_dir = a.draw.run_dir();
     let cfg = &loaded.config;
@@ -89,14 +129,15 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let drawn = draw_samples(&loaded, &a.draw, a.n, false, None, false)?;
     let shape = cfg.output_shape();
     let started = Instant::now();
-    let fake = ex.features(&fid::u8_images(&drawn.images, drawn.n, shape), !a.json);
+    let fake = ex.features(&fid::u8_images(&drawn.images, drawn.n, shape), !quiet);
     let feature_secs = started.elapsed().as_secs_f64();
-    let real = reference_features(run_dir, &data, &ex, a.json)?;
+    let real = reference_features(run_dir, &data, &ex, quiet)?;
     let fid_value = fid::fid(&fid::moments(&real, "reference")?, &fid::moments(&fake, "sampled")?)?;
     let (kid_mean, kid_std) = kid(&real, &fake, 50, 100, 0);
     let (precision, recall) = precision_recall(&real, &fake, 3);
     let mut out = json!({
         "run": run_dir.display().to_string(),
+        "data": data.name.clone(),
         "sampler": drawn.describe,
         "images": drawn.n,
         "reference_images": real.len(),
@@ -123,34 +164,5 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         let report = clf.score(&samples, 0.9, Some(&data))?;
         out["classifier"] = serde_json::to_value(&report)?;
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!(
-        "{} images with {} (NFE {} per image, {:.3} s per image) against {} held-out images of {}:",
-        drawn.n,
-        drawn.describe,
-        drawn.nfe,
-        drawn.secs / drawn.n as f64,
-        real.len(),
-        data.name
-    );
-    println!(
-        "FID {fid_value:.2}  KID {kid_mean:.4} ± {kid_std:.4}  precision {precision:.3}  recall {recall:.3}  \
-         (Inception {:.1} images/s)",
-        drawn.n as f64 / feature_secs
-    );
-    if let Some(r) = out.get("classifier") {
-        let pct = |k: &str| r[k].as_f64().map_or("–".into(), |v| format!("{:.1}%", v * 100.0));
-        println!(
-            "classifier: accuracy {}, Inception-style score {:.2}, {}/{} classes present, classifier FID {:.1}",
-            pct("accuracy"),
-            r["inception_score"].as_f64().unwrap_or(f64::NAN),
-            r["classes_present"],
-            r["num_classes"],
-            r["fid"].as_f64().unwrap_or(f64::NAN)
-        );
-    }
-    Ok(())
+    Ok(out)
 }

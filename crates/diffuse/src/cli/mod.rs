@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod bench_cmd;
+mod compare_cmd;
 mod edit_cmd;
 mod eval_cmd;
 mod fetch_cmd;
@@ -64,6 +65,8 @@ enum Command {
     Fid(fid_cmd::FidArgs),
     /// Download the Inception weights, MNIST or Fashion-MNIST into the cache, checking SHA-256.
     Fetch(fetch_cmd::FetchArgs),
+    /// Train (or reuse) the five variants on the same data and measure them into one table.
+    Compare(compare_cmd::CompareArgs),
     /// Time training steps and inference of the reference UNet and the default models (and PyTorch's).
     Bench(bench_cmd::BenchArgs),
 }
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lpips(a) => lpips_cmd::lpips(a),
         Command::Eval(a) => eval_cmd::eval(a),
         Command::Fetch(a) => fetch_cmd::fetch(a),
+        Command::Compare(a) => compare_cmd::compare(a),
     }
 }
 

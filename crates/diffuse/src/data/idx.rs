@@ -69,22 +69,22 @@ pub fn read_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     })
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_BYTES)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Data(format!("{}: bad gzip: {e}", path.display())))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Parses an IDX file's bytes, gunzipping them first when they are gzip.
+pub fn decode(raw: &[u8]) -> std::result::Result<Idx, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return read_idx(raw);
     }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(MAX_BYTES)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad gzip: {e}"))?;
+    read_idx(&out)
 }
 
 fn parse(path: &Path) -> Result<Idx> {
-    read_idx(&read_file(path)?).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(&raw).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
 }
 
 /// Loads an image file (n × h × w) and, optionally, its label file (n).

@@ -8,7 +8,7 @@
 mod digits;
 pub mod emoji;
 mod folder;
-mod idx;
+pub mod idx;
 pub mod points;
 
 use crate::{Error, Result};

@@ -27,6 +27,15 @@ impl MlpConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        let (size, depth) = (super::MAX_SIZE, super::MAX_DEPTH);
+        super::check_sizes(
+            "MLP",
+            &[
+                ("dim", self.dim, size),
+                ("hidden", self.hidden, size),
+                ("layers", self.layers, depth),
+            ],
+        )?;
         if self.dim == 0 || self.hidden < 2 || self.layers == 0 || !self.hidden.is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "MLP needs dim ≥ 1, an even hidden width ≥ 2 and ≥ 1 layer (got {self:?})"

@@ -15,6 +15,23 @@ use serde::{Deserialize, Serialize};
 pub use unet::{UNet, UNetConfig};
 pub use vae::{Vae, VaeConfig};
 
+/// The largest size (channels, image side, classes, heads, groups) a network config may name: far above any
+/// model here, and small enough that products of a few sizes cannot overflow.
+pub const MAX_SIZE: usize = 1 << 16;
+/// The most resolution levels (each halves the image) and blocks per level a config may name.
+pub const MAX_DEPTH: usize = 16;
+
+/// Refuses a config naming a size above its limit (a hostile or mistyped file), before any other check
+/// computes with it. Each entry is (name, value, limit).
+pub(crate) fn check_sizes(what: &str, sizes: &[(&str, usize, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, v, max)| v > max) {
+        Some((name, v, max)) => Err(crate::Error::Config(format!(
+            "{what} {name} {v} is above the limit of {max}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
 pub fn groups_for(channels: usize, max: usize) -> usize {
     (1..=max.min(channels))

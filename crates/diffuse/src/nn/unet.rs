@@ -85,11 +85,36 @@ impl UNetConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        let widest = self.channel_mults.iter().max().copied().unwrap_or(0);
+        let (size, depth) = (super::MAX_SIZE, super::MAX_DEPTH);
+        super::check_sizes(
+            "UNet",
+            &[
+                ("in_channels", self.in_channels, size),
+                ("height", self.height, size),
+                ("width", self.width, size),
+                (
+                    "widest level's channels",
+                    self.base_channels.saturating_mul(widest),
+                    size,
+                ),
+                ("levels", self.channel_mults.len(), depth),
+                ("blocks_per_level", self.blocks_per_level, depth),
+                ("heads", self.heads, size),
+                ("max_groups", self.max_groups, size),
+                ("num_classes", self.num_classes.unwrap_or(0), size),
+            ],
+        )?;
         let levels = self.channel_mults.len();
         let factor = 1usize << levels.saturating_sub(1);
         let bad = |m: String| Err(Error::Config(m));
-        if levels == 0 || self.base_channels == 0 || self.blocks_per_level == 0 || self.in_channels == 0 {
-            return bad("UNet needs at least one level, one block and non-zero channels".into());
+        if levels == 0
+            || self.base_channels == 0
+            || self.blocks_per_level == 0
+            || self.in_channels == 0
+            || self.heads == 0
+        {
+            return bad("UNet needs at least one level, one block, one head and non-zero channels".into());
         }
         if !self.height.is_multiple_of(factor) || !self.width.is_multiple_of(factor) {
             return bad(format!(
@@ -102,7 +127,7 @@ impl UNetConfig {
         }
         let mid = self.base_channels * self.channel_mults.last().unwrap();
         for c in self.channel_mults.iter().map(|m| m * self.base_channels).chain([mid]) {
-            if !c.is_multiple_of(self.heads.max(1)) {
+            if !c.is_multiple_of(self.heads) {
                 return bad(format!("{c} channels do not split into {} heads", self.heads));
             }
         }

@@ -107,6 +107,26 @@ impl VaeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        let widest = self.channel_mults.iter().max().copied().unwrap_or(0);
+        let (size, depth) = (super::MAX_SIZE, super::MAX_DEPTH);
+        super::check_sizes(
+            "VAE",
+            &[
+                ("in_channels", self.in_channels, size),
+                ("height", self.height, size),
+                ("width", self.width, size),
+                (
+                    "widest level's channels",
+                    self.base_channels.saturating_mul(widest),
+                    size,
+                ),
+                ("latent_channels", self.latent_channels, size),
+                ("levels", self.channel_mults.len(), depth),
+                ("blocks_per_level", self.blocks_per_level, depth),
+                ("heads", self.heads, size),
+                ("max_groups", self.max_groups, size),
+            ],
+        )?;
         let f = self.factor();
         let bad = |m: String| Err(Error::Config(m));
         if self.channel_mults.is_empty()

@@ -59,13 +59,27 @@ struct State {
     losses: Vec<LossRow>,
 }
 
-fn optimizer(cfg: &RunConfig) -> ModuleOptimizer {
+fn optimizer(weight_decay: f64) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.999)
         .with_epsilon(1e-8)
-        .with_weight_decay(cfg.train.weight_decay as f32)
+        .with_weight_decay(weight_decay as f32)
         .init()
+}
+
+/// The AdamW state a checkpoint carries (burn's burnpack bytes), as resuming reads it.
+pub fn optimizer_state(weight_decay: f64, bytes: &[u8]) -> std::result::Result<ModuleOptimizer, String> {
+    // burn's loader panics on a tensor without a parameter id (found by fuzzing): refuse those first.
+    let tensors = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .and_then(|r| r.into_tensors())
+        .map_err(|e| format!("bad optimizer state: {e}"))?;
+    if let Some(t) = tensors.iter().find(|t| t.param_id.is_none()) {
+        return Err(format!("bad optimizer state: tensor '{}' has no parameter id", t.name));
+    }
+    optimizer(weight_decay)
+        .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| format!("bad optimizer state: {e}"))
 }
 
 fn fresh(cfg: &RunConfig, device: &Device) -> Result<State> {
@@ -75,7 +89,7 @@ fn fresh(cfg: &RunConfig, device: &Device) -> Result<State> {
     Ok(State {
         model,
         ema,
-        optim: optimizer(cfg),
+        optim: optimizer(cfg.train.weight_decay),
         step: 0,
         losses: Vec::new(),
     })
@@ -95,9 +109,7 @@ fn restore(cfg: &RunConfig, out: &Path, device: &Device) -> Result<State> {
         .blobs
         .get("optimizer")
         .ok_or_else(|| Error::checkpoint(&path, "holds no optimizer state"))?;
-    let optim = optimizer(cfg)
-        .from_bytes(Bytes::from_bytes_vec(blob.clone()))
-        .map_err(|e| Error::checkpoint(&path, format!("bad optimizer state: {e}")))?;
+    let optim = optimizer_state(cfg.train.weight_decay, blob).map_err(|e| Error::checkpoint(&path, e))?;
     let step = run::checkpoint_step(&c, &path)?;
     let losses = log::read(out)?.into_iter().filter(|r| r.step <= step).collect();
     Ok(State {
@@ -218,6 +230,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     let cond = cfg.conditioning()?;
     let schedule = cfg.schedule.build()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::atomic::remove_leftovers(out)?; // a killed run's half-written files
     cfg.write(out)?; // on resume this records an extended step count
     let has_ckpt = out.join(CHECKPOINT_FILE).exists();
     let device = crate::device::train_device_with(opts.gradient_checkpointing);
