@@ -12,9 +12,13 @@ pub fn safetensors(data: &[u8]) {
     let _ = crate::fid::parse_stats(data, path);
 }
 
-/// The optimizer state inside a checkpoint (burn's burnpack format), as `train --resume` reads it.
+/// A checkpoint's optimizer state (burn's burnpack format) checked against its weights, as
+/// `train --resume` reads it; the input is a whole checkpoint file.
 pub fn optimizer(data: &[u8]) {
-    let _ = crate::train::optimizer_state(0.0, data);
+    let path = Path::new("fuzz.safetensors");
+    if let Ok(c) = crate::safetensors_io::parse(data, path) {
+        let _ = crate::train::checkpoint_optimizer(&c, 0.0, path);
+    }
 }
 
 /// NumPy archives of FID statistics, and the arrays inside them.

@@ -21,6 +21,7 @@ use burn::prelude::*;
 use burn::tensor::Bytes;
 use diffuse_math::{NoiseSchedule, TimestepSpacing};
 use rand::Rng;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -68,18 +69,62 @@ fn optimizer(weight_decay: f64) -> ModuleOptimizer {
         .init()
 }
 
-/// The AdamW state a checkpoint carries (burn's burnpack bytes), as resuming reads it.
-pub fn optimizer_state(weight_decay: f64, bytes: &[u8]) -> std::result::Result<ModuleOptimizer, String> {
-    // burn's loader panics on a tensor without a parameter id (found by fuzzing): refuse those first.
-    let tensors = burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .and_then(|r| r.into_tensors())
-        .map_err(|e| format!("bad optimizer state: {e}"))?;
-    if let Some(t) = tensors.iter().find(|t| t.param_id.is_none()) {
-        return Err(format!("bad optimizer state: tensor '{}' has no parameter id", t.name));
+/// The AdamW state a checkpoint carries (burn's burnpack bytes), as resuming reads it. `params` maps each
+/// parameter id of the model it belongs to to the parameter's shape.
+///
+/// burn's loader panics on state that does not match its parameters (found by fuzzing: a tensor without a
+/// parameter id, a rank other than the parameter's), so every tensor and rank entry is checked against
+/// `params` first: the state must be named `{id}.…` for a parameter of the model and have its shape.
+pub fn optimizer_state(
+    weight_decay: f64,
+    bytes: &[u8],
+    params: &BTreeMap<u64, Vec<usize>>,
+) -> std::result::Result<ModuleOptimizer, String> {
+    let bad = |why: String| format!("bad optimizer state: {why}");
+    let reader =
+        burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| bad(e.to_string()))?;
+    let param_of = |name: &str| {
+        name.split_once('.')
+            .and_then(|(id, _)| id.parse::<u64>().ok())
+            .and_then(|id| params.get(&id).map(|shape| (id, shape)))
+    };
+    for (name, value) in &reader.scalars().clone() {
+        if let Some(id) = name.strip_suffix(".__rank") {
+            let rank = params.get(&id.parse().unwrap_or(u64::MAX)).map(Vec::len);
+            if rank.is_none() || usize::try_from(*value).ok() != rank {
+                return Err(bad(format!("'{name}' does not match a parameter of the model")));
+            }
+        }
+    }
+    for t in reader.into_tensors().map_err(|e| bad(e.to_string()))? {
+        match param_of(&t.name) {
+            Some((id, shape)) if t.param_id == Some(id) && t.shape.as_slice() == shape.as_slice() => {}
+            _ => {
+                return Err(bad(format!(
+                    "tensor '{}' {:?} is not the state of a parameter of the model",
+                    t.name,
+                    t.shape.as_slice()
+                )));
+            }
+        }
     }
     optimizer(weight_decay)
         .from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| format!("bad optimizer state: {e}"))
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// The optimizer state of a parsed checkpoint, checked against its "model" weights.
+pub fn checkpoint_optimizer(c: &Contents, weight_decay: f64, path: &Path) -> Result<ModuleOptimizer> {
+    let model = c
+        .groups
+        .get("model")
+        .ok_or_else(|| Error::checkpoint(path, "holds no 'model' weights"))?;
+    let params = model.values().map(|t| (t.id, t.shape.clone())).collect();
+    let blob = c
+        .blobs
+        .get("optimizer")
+        .ok_or_else(|| Error::checkpoint(path, "holds no optimizer state"))?;
+    optimizer_state(weight_decay, blob, &params).map_err(|e| Error::checkpoint(path, e))
 }
 
 fn fresh(cfg: &RunConfig, device: &Device) -> Result<State> {
@@ -105,11 +150,7 @@ fn restore(cfg: &RunConfig, out: &Path, device: &Device) -> Result<State> {
     };
     let model = safetensors_io::load(cfg.net.init(device)?, group("model")?, true, &path)?;
     let ema = safetensors_io::load(cfg.net.init(&crate::device::device())?, group("ema")?, true, &path)?;
-    let blob = c
-        .blobs
-        .get("optimizer")
-        .ok_or_else(|| Error::checkpoint(&path, "holds no optimizer state"))?;
-    let optim = optimizer_state(cfg.train.weight_decay, blob).map_err(|e| Error::checkpoint(&path, e))?;
+    let optim = checkpoint_optimizer(&c, cfg.train.weight_decay, &path)?;
     let step = run::checkpoint_step(&c, &path)?;
     let losses = log::read(out)?.into_iter().filter(|r| r.step <= step).collect();
     Ok(State {
@@ -367,6 +408,27 @@ mod tests {
             super::draw_labels(&idx, &labels, 10, 0.0, &mut r)
                 .iter()
                 .all(|&l| l < 10)
+        );
+    }
+
+    #[test]
+    fn optimizer_state_must_match_the_weights() {
+        let fuzz = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz"));
+        let load = |file: &str| {
+            let path = fuzz.join(file);
+            let c = crate::safetensors_io::read(&path).unwrap();
+            super::checkpoint_optimizer(&c, 0.0, &path)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        // A real checkpoint (a 2-step MLP run), then the fuzzer's findings: burn panicked on both.
+        load("seeds/optimizer/checkpoint-mlp").unwrap();
+        let e = load("regressions/optimizer/no-param-id").unwrap_err();
+        assert!(e.contains("is not the state of a parameter"), "{e}");
+        let e = load("regressions/optimizer/rank-mismatch").unwrap_err();
+        assert!(
+            e.contains("does not match a parameter") || e.contains("is not the state"),
+            "{e}"
         );
     }
 }
