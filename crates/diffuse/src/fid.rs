@@ -48,7 +48,7 @@ pub fn locate_weights(given: Option<&Path>) -> Result<PathBuf> {
     }
     Err(Error::Config(format!(
         "the FID Inception weights ({WEIGHTS_FILE}) were not found (looked in {}); get them with \
-         `diffuse fetch inception`, or give --inception PATH or ${WEIGHTS_ENV}",
+         `diffuse fetch inception --mirror URL`, or give --inception PATH or ${WEIGHTS_ENV}",
         tried.join(", ")
     )))
 }

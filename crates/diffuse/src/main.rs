@@ -15,7 +15,13 @@ fn main() {
     let args = cli::Cli::parse();
     if let Err(e) = cli::run(args) {
         // One line: the error and its causes, as ripgrep does.
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        // A cause that its parent's message already ends with (an I/O error after its path) is said once.
+        let mut chain: Vec<String> = Vec::new();
+        for cause in e.chain().map(|c| c.to_string()) {
+            if !chain.last().is_some_and(|prev| prev.ends_with(&cause)) {
+                chain.push(cause);
+            }
+        }
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
     }

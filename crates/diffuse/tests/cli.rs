@@ -1144,6 +1144,41 @@ fn classifier_scores_a_set_against_a_reference() {
         ],
         "nonexistent",
     );
+
+    // Class folders are labelled by name: a folder of 3s alone scores as 3s, not as the first class.
+    let dir = tmp("clf-folder");
+    let test = diffuse::data::Dataset::load("digits", diffuse::data::Split::Test).unwrap();
+    let threes: Vec<usize> = (0..test.len())
+        .filter(|&i| test.labels.as_ref().unwrap()[i] == 3)
+        .collect();
+    std::fs::create_dir_all(dir.join("3")).unwrap();
+    for &i in &threes {
+        diffuse::imageio::write_png(&dir.join("3").join(format!("{i}.png")), test.image(i), 1, 8, 8).unwrap();
+    }
+    let r: serde_json::Value = serde_json::from_str(&ok(&[
+        "classifier",
+        "score",
+        "--classifier",
+        s(&clf),
+        "--images",
+        s(&dir),
+        "--json",
+    ]))
+    .unwrap();
+    let predicted_3 = r["histogram"][3].as_f64().unwrap() / threes.len() as f64;
+    assert!(predicted_3 > 0.0, "{r}");
+    assert_eq!(r["accuracy"].as_f64(), Some(predicted_3), "{r}");
+    std::fs::rename(dir.join("3"), dir.join("three")).unwrap();
+    fails(
+        &["classifier", "score", "--classifier", s(&clf), "--images", s(&dir)],
+        "class folder 'three' is not a class of the classifier",
+    );
+}
+
+#[test]
+fn compare_names_bad_rows_before_any_work() {
+    fails(&["compare", "--only", "ddim,gan"], "no row 'gan'");
+    fails(&["compare", "--n", "1"], "--n must be at least 2");
 }
 
 #[test]

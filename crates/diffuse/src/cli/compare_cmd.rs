@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
-diffuse compare --out runs/compare                 # trains what is missing (about 25 minutes on 2 cores)\n  \
+diffuse compare --out runs/compare                 # trains what is missing (about 20 minutes on 2 cores)\n  \
 diffuse compare --out runs/compare --only ddim,cfg --n 100\n\n\
 OUT holds ddpm/, conditional/, score/, vae/, latent/ and classifier/; a folder already there is reused, so \
 runs trained by hand (or by the examples) can be linked in. Rows: ddpm, ddim, latent, cfg, em, pc, ode.")]

@@ -169,7 +169,13 @@ impl SamplerArgs {
                 }
                 d
             }
-            Process::Sde(sde) => format!("{}, {} SDE, {} steps", plan.method.name(), sde, plan.steps),
+            Process::Sde(sde) => match plan.method {
+                // Adaptive: the solver picks its own steps (the NFE says how many).
+                Method::Ode {
+                    solver: OdeSolver::Rk45 { .. },
+                } => format!("{}, {} SDE", plan.method.name(), sde),
+                _ => format!("{}, {} SDE, {} steps", plan.method.name(), sde, plan.steps),
+            },
         }
     }
 }

@@ -305,6 +305,29 @@ pub struct ClassifierScoreArgs {
     json: bool,
 }
 
+/// Class folders are labelled by their names in the classifier's classes (not by their sorted position), so
+/// a folder holding only some classes scores correctly.
+fn label_by_name(images: &mut Dataset, names: &[String]) -> anyhow::Result<()> {
+    let Some(labels) = images.labels.as_mut() else {
+        return Ok(());
+    };
+    let index: Vec<u32> = images
+        .class_names
+        .iter()
+        .map(|folder| {
+            names.iter().position(|n| n == folder).map(|k| k as u32).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "class folder '{folder}' is not a class of the classifier (classes: {})",
+                    names.join(", ")
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    labels.iter_mut().for_each(|l| *l = index[*l as usize]);
+    images.class_names = names.to_vec();
+    Ok(())
+}
+
 pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
     match c {
         ClassifierCommand::Train(a) => {
@@ -323,7 +346,11 @@ pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
         ClassifierCommand::Score(a) => {
             let clf = classifier::Classifier::load(&a.classifier)?;
             let mut images = match (&a.images, &a.data) {
-                (Some(dir), None) => Dataset::load(&format!("folder:{}", dir.display()), Split::All)?,
+                (Some(dir), None) => {
+                    let mut images = Dataset::load(&format!("folder:{}", dir.display()), Split::All)?;
+                    label_by_name(&mut images, &clf.meta.class_names)?;
+                    images
+                }
                 (None, Some(spec)) => Dataset::load(spec, a.split)?,
                 _ => bail!("give --images DIR or --data SPEC"),
             };

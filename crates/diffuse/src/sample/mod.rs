@@ -38,6 +38,27 @@ pub enum Predictor {
     None,
 }
 
+impl std::fmt::Display for OdeSolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OdeSolver::Euler => write!(f, "euler"),
+            OdeSolver::Heun => write!(f, "heun"),
+            OdeSolver::Rk45 { rtol, atol } => write!(f, "rk45, rtol {rtol}, atol {atol}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Predictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Predictor::EulerMaruyama => "euler-maruyama",
+            Predictor::ReverseDiffusion => "reverse-diffusion",
+            Predictor::Ancestral => "ancestral",
+            Predictor::None => "no",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
     /// Ancestral sampling (Ho et al.); `large_variance` uses β_t ("fixed large") instead of β̃_t.
@@ -69,15 +90,15 @@ impl Method {
                 predictor,
                 corrector_steps: 0,
                 ..
-            } => format!("{predictor:?} predictor"),
+            } => format!("{predictor} predictor"),
             Method::Sde {
                 predictor,
                 corrector_steps,
                 snr,
             } => {
-                format!("pc ({predictor:?} + {corrector_steps} Langevin, snr {snr})")
+                format!("pc ({predictor} + {corrector_steps} Langevin, snr {snr})")
             }
-            Method::Ode { solver } => format!("probability-flow ODE ({solver:?})"),
+            Method::Ode { solver } => format!("probability-flow ODE ({solver})"),
         }
     }
 
