@@ -411,6 +411,10 @@ fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
         &["lab", "--sampler", "pc", "--timestep-spacing", "leading"],
         "applies to ddpm",
     );
+    fails(
+        &["lab", "--sweep", "ddim", "--table", "/nonexistent-folder/lab.md"],
+        "the folder /nonexistent-folder does not exist",
+    );
 }
 
 #[test]

@@ -245,6 +245,12 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
     if a.samples < 2 {
         bail!("--samples must be at least 2");
     }
+    // Output folders must exist before minutes of sampling, not after.
+    for path in [&a.table, &a.plot, &a.scatter].into_iter().flatten() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            bail!("{}: the folder {} does not exist", path.display(), dir.display());
+        }
+    }
     let target = target(&a)?;
     let schedule = a.schedule.build()?;
     if let Some(list) = &a.sweep {
