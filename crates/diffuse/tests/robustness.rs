@@ -400,6 +400,13 @@ fn hostile_files_get_clear_errors_and_never_a_crash() {
     restore();
 
     // Data: PNG folders with a truncated image or a decompression bomb, IDX files that lie about their size.
+    let never = root.join("never");
+    let train_on = |spec: &str, what: &str| {
+        assert_clean_failure(
+            &run(&["train", "--data", spec, "--out", s(&never), "--steps", "1"]),
+            what,
+        )
+    };
     let png = lying_png(16, 16, 16, 16);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated.png", png[..png.len() / 2].to_vec(), ""),
@@ -412,19 +419,7 @@ fn hostile_files_get_clear_errors_and_never_a_crash() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.png"), &png).unwrap();
         std::fs::write(dir.join(name), &bytes).unwrap();
-        let spec = format!("folder:{}", s(&dir));
-        let err = assert_clean_failure(
-            &run(&[
-                "train",
-                "--data",
-                &spec,
-                "--out",
-                s(&root.join("never")),
-                "--steps",
-                "1",
-            ]),
-            name,
-        );
+        let err = train_on(&format!("folder:{}", s(&dir)), name);
         assert!(err.contains(name) && err.contains(needle), "{err}");
         *tried.entry("bad PNG inputs").or_default() += 1;
     }
@@ -443,19 +438,7 @@ fn hostile_files_get_clear_errors_and_never_a_crash() {
     ] {
         let file = root.join("images.idx");
         std::fs::write(&file, &bytes).unwrap();
-        let spec = format!("idx:{}", s(&file));
-        let err = assert_clean_failure(
-            &run(&[
-                "train",
-                "--data",
-                &spec,
-                "--out",
-                s(&root.join("never")),
-                "--steps",
-                "1",
-            ]),
-            needle,
-        );
+        let err = train_on(&format!("idx:{}", s(&file)), needle);
         assert!(err.contains(needle), "{err}");
         *tried.entry("bad IDX inputs").or_default() += 1;
     }
