@@ -26,10 +26,6 @@ pub fn png_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
-/// Decoded pixels may not exceed the file's size by more than this factor (deflate's ceiling is about 1032:1),
-/// so a small file that declares a huge image is refused before anything is allocated for it.
-const MAX_EXPANSION: u64 = 1100;
-
 /// Reads a PNG as grey (1) or RGB (3); `channels` None picks from the file's colour type.
 pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -44,7 +40,7 @@ pub fn decode_png(bytes: &[u8], channels: Option<usize>) -> std::result::Result<
     let bad = |e: image::ImageError| e.to_string();
     let decoder = PngDecoder::new(Cursor::new(bytes)).map_err(bad)?;
     let declared = decoder.total_bytes();
-    if declared > (bytes.len() as u64 + 1024).saturating_mul(MAX_EXPANSION) {
+    if declared > (bytes.len() as u64 + 1024).saturating_mul(crate::MAX_INFLATE_RATIO) {
         let (w, h) = decoder.dimensions();
         return Err(format!(
             "declares {w}×{h} pixels, more than its {} bytes can hold",

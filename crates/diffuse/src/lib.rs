@@ -6,6 +6,10 @@
 //! [`train`] fits a network with the forward process of [`forward`]; [`vae`] gives latent diffusion its
 //! autoencoder and latent space.
 
+/// Deflate cannot expand data by more than about 1032:1: a zlib stream (PNG, .npz) declaring more decoded bytes
+/// than this many times its compressed size is lying, and is refused before anything is allocated for it.
+pub(crate) const MAX_INFLATE_RATIO: u64 = 1100;
+
 pub mod atomic;
 pub mod autoencoder_kl;
 pub mod bench;

@@ -12,9 +12,6 @@ pub struct Array {
     pub data: Vec<f64>,
 }
 
-/// Deflate cannot expand data by more than about 1032:1; a larger declared size is a lie.
-const MAX_RATIO: u64 = 1100;
-
 /// The arrays of an .npz archive, by name without `.npy`.
 pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Array>, String> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a zip archive ({e})"))?;
@@ -26,8 +23,8 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Array>, String> {
             continue;
         };
         let declared = entry.size();
-        if declared > entry.compressed_size().saturating_mul(MAX_RATIO) + 1024
-            || declared > bytes.len() as u64 * MAX_RATIO
+        if declared > entry.compressed_size().saturating_mul(crate::MAX_INFLATE_RATIO) + 1024
+            || declared > bytes.len() as u64 * crate::MAX_INFLATE_RATIO
         {
             return Err(format!(
                 "'{name}' declares {declared} bytes, more than its data can hold"

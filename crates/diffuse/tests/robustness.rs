@@ -69,6 +69,12 @@ fn train_args(out: &Path, steps: usize) -> Vec<String> {
     v.iter().map(|a| a.to_string()).collect()
 }
 
+/// Trains the tiny run of [`train_args`] into `out`, which must succeed.
+fn train_ok(out: &Path, steps: usize) {
+    let o = Command::new(BIN).args(train_args(out, steps)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// The command that continues whatever a killed run left: a resume once its config is written.
 fn continue_args(out: &Path, steps: usize) -> Vec<String> {
     if out.join("config.json").exists() {
@@ -103,8 +109,7 @@ fn sigkill_at_random_moments_then_resume_repeats_the_uninterrupted_run() {
     const STEPS: usize = 40;
     let root = tmp("kill");
     let (whole, killed) = (root.join("whole"), root.join("killed"));
-    let o = Command::new(BIN).args(train_args(&whole, STEPS)).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train_ok(&whole, STEPS);
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let (mut kills, mut mid_write, mut attempts) = (0, 0, 0);
@@ -228,8 +233,7 @@ fn file_size(p: &Path) -> u64 {
 fn a_full_disk_or_read_only_folder_is_a_clear_error_and_keeps_the_last_checkpoint() {
     let root = tmp("disk");
     let run_dir = root.join("run");
-    let o = Command::new(BIN).args(train_args(&run_dir, 4)).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train_ok(&run_dir, 4);
     let ckpt = file_size(&run_dir.join("checkpoint.safetensors"));
     let total: u64 = std::fs::read_dir(&run_dir)
         .unwrap()
@@ -308,8 +312,7 @@ fn lying_png(w: u32, h: u32, cw: u32, ch: u32) -> Vec<u8> {
 fn hostile_files_get_clear_errors_and_never_a_crash() {
     let root = tmp("hostile");
     let good = root.join("run");
-    let o = Command::new(BIN).args(train_args(&good, 4)).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train_ok(&good, 4);
     let bad = root.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let out = root.join("out");

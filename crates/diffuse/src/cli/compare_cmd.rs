@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
-diffuse compare --out runs/compare                 # trains what is missing (about 20 minutes on 2 cores)\n  \
+diffuse compare --out runs/compare                 # trains what is missing, then measures seven rows\n  \
 diffuse compare --out runs/compare --only ddim,cfg --n 100\n\n\
 OUT holds ddpm/, conditional/, score/, vae/, latent/ and classifier/; a folder already there is reused, so \
 runs trained by hand (or by the examples) can be linked in. Rows: ddpm, ddim, latent, cfg, em, pc, ode.")]
@@ -101,11 +101,16 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// A diffuse command line, parsed by the same definitions the user's is.
+fn parse(args: &[String]) -> anyhow::Result<Cli> {
+    Ok(Cli::try_parse_from(
+        std::iter::once("diffuse").chain(args.iter().map(String::as_str)),
+    )?)
+}
+
 /// Runs a diffuse command line in this process.
 fn diffuse(args: &[String]) -> anyhow::Result<()> {
-    super::run(Cli::try_parse_from(
-        std::iter::once("diffuse".to_string()).chain(args.iter().cloned()),
-    )?)
+    super::run(parse(args)?)
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -190,8 +195,7 @@ fn measure(a: &CompareArgs, row: &Row, run: &Path, classifier: &Path, classes: u
     if let Some(p) = &a.inception {
         args.extend(["--inception".to_string(), p.display().to_string()]);
     }
-    let cli = Cli::try_parse_from(std::iter::once("diffuse".to_string()).chain(args))?;
-    let Command::Eval(e) = cli.command else {
+    let Command::Eval(e) = parse(&args)?.command else {
         unreachable!("parsed as eval")
     };
     super::eval_cmd::measure(&e, false)
