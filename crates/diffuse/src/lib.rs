@@ -24,6 +24,7 @@ pub mod fid;
 pub mod forward;
 pub mod fuzzing;
 pub mod imageio;
+pub mod kernels;
 pub mod nn;
 pub mod npz;
 pub mod plot;

@@ -3,6 +3,7 @@
 //! down and up paths.
 
 use super::Norm;
+use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -153,23 +154,6 @@ fn conv1(cin: usize, cout: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [1, 1]).init(device)
 }
 
-/// A 1×1 convolution. On the training device it runs as a batched matrix product with the same weights:
-/// burn's convolution weight gradient becomes a width-1 matrix product for 1×1 kernels, several times slower
-/// than the matmul's backward (docs/perf-profile.md §5.2). Inference keeps the convolution, faster there.
-fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if !x.device().is_autodiff() {
-        return conv.forward(x);
-    }
-    let [b, c, h, w] = x.dims();
-    let weight = conv.weight.val();
-    let [out, ..] = weight.dims();
-    let mut y = weight.reshape([1, out, c]).matmul(x.reshape([b, c, h * w]));
-    if let Some(bias) = &conv.bias {
-        y = y + bias.val().reshape([1, out, 1]);
-    }
-    y.reshape([b, out, h, w])
-}
-
 /// Sinusoidal features of the timestep (Vaswani et al.), then a two-layer MLP.
 #[derive(Module, Debug)]
 pub struct TimeEmbedding {
@@ -231,14 +215,14 @@ impl ResBlock {
     }
 
     pub(crate) fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
         if let (Some(time), Some(temb)) = (&self.time, temb) {
             h = h + time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
         }
-        let h = silu(self.norm2.forward(h));
-        let h = self.conv2.forward(self.dropout.forward(h));
+        let h = group_norm(&self.norm2, h, true);
+        let h = conv2d(&self.conv2, self.dropout.forward(h));
         let skip = match &self.skip {
-            Some(conv) => pointwise(conv, x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         skip + h
@@ -270,7 +254,7 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let (heads, n) = (self.heads, h * w);
         let d = c / heads;
-        let mut qkv = pointwise(&self.qkv, self.norm.forward(x.clone()))
+        let mut qkv = conv2d(&self.qkv, group_norm(&self.norm, x.clone(), false))
             .chunk(3, 1)
             .into_iter();
         // [b, c, h, w] → [b, heads, n, d]
@@ -279,7 +263,7 @@ impl AttnBlock {
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
         let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
-        x + pointwise(&self.proj, out)
+        x + conv2d(&self.proj, out)
     }
 }
 
@@ -420,7 +404,7 @@ impl UNet {
             let classes = classes.unwrap_or_else(|| Tensor::<1, Int>::full([b], null, &temb.device()));
             temb = temb + emb.forward(classes.unsqueeze_dim::<2>(1)).reshape([b as i32, -1]);
         }
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv2d(&self.conv_in, x);
         let mut skips = vec![h.clone()];
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
@@ -431,7 +415,7 @@ impl UNet {
                 skips.push(h.clone());
             }
             if let Some(down) = &level.down {
-                h = down.forward(h);
+                h = conv2d(down, h);
                 skips.push(h.clone());
             }
         }
@@ -449,10 +433,10 @@ impl UNet {
             if let Some(up) = &level.up {
                 let [_, _, hh, ww] = h.dims();
                 let opts = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([hh * 2, ww * 2]);
-                h = up.forward(interpolate(h, opts));
+                h = conv2d(up, interpolate(h, opts));
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm(&self.norm_out, h, true))
     }
 }
 
@@ -483,30 +467,6 @@ mod tests {
             let t = Tensor::<1>::from_floats([3.0, 900.0], &device);
             assert_eq!(net.forward(x, t, None).dims(), [2, c, h, w]);
             assert!(net.num_params() > 1000);
-        }
-    }
-
-    #[test]
-    fn pointwise_matmul_equals_the_convolution_with_its_gradients() {
-        let device = crate::device::train_device();
-        let conv = crate::device::init_seeded(5, &device, |d| conv1(6, 4, d));
-        let x = Tensor::<4>::from_data(
-            TensorData::new(
-                crate::rng::normals(&mut crate::rng::stream(1, 0), 3 * 6 * 5 * 7),
-                [3, 6, 5, 7],
-            ),
-            &device,
-        );
-        let (a, b) = (pointwise(&conv, x.clone()), conv.forward(x));
-        let diff = (a.clone() - b.clone()).abs().max().into_scalar::<f32>();
-        assert!(diff < 1e-5, "{diff}");
-        let grad = |y: Tensor<4>| {
-            let g = y.square().sum().backward();
-            let w = conv.weight.grad(&g).unwrap();
-            w.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
-        };
-        for (p, q) in grad(a).iter().zip(grad(b)) {
-            assert!((p - q).abs() < 1e-3 * (1.0 + q.abs()), "{p} vs {q}");
         }
     }
 

@@ -4,12 +4,12 @@
 
 use super::Norm;
 use super::unet::{AttnBlock, ResBlock};
+use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
@@ -297,19 +297,19 @@ impl Vae {
     /// log-variance is clamped to [−30, 20] as in LDM, so that exp never overflows.
     pub fn encode(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(x);
+        let mut h = conv2d(&e.conv_in, x);
         for level in &e.levels {
             for block in &level.blocks {
                 h = block.forward(h, None);
             }
             if let Some(down) = &level.resample {
-                h = down.forward(h);
+                h = conv2d(down, h);
             }
         }
         let h = e.mid.forward(h);
-        let mut moments = e.conv_out.forward(silu(e.norm_out.forward(h)));
+        let mut moments = conv2d(&e.conv_out, group_norm(&e.norm_out, h, true));
         if let Some(quant) = &e.quant {
-            moments = quant.forward(moments);
+            moments = conv2d(quant, moments);
         }
         let mut halves = moments.chunk(2, 1).into_iter();
         let mean = halves.next().expect("two halves");
@@ -320,10 +320,10 @@ impl Vae {
     pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
         let z = match &d.post_quant {
-            Some(conv) => conv.forward(z),
+            Some(conv) => conv2d(conv, z),
             None => z,
         };
-        let mut h = d.mid.forward(d.conv_in.forward(z));
+        let mut h = d.mid.forward(conv2d(&d.conv_in, z));
         for level in &d.levels {
             for block in &level.blocks {
                 h = block.forward(h, None);
@@ -331,10 +331,10 @@ impl Vae {
             if let Some(up) = &level.resample {
                 let [_, _, hh, ww] = h.dims();
                 let opts = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([hh * 2, ww * 2]);
-                h = up.forward(interpolate(h, opts));
+                h = conv2d(up, interpolate(h, opts));
             }
         }
-        d.conv_out.forward(silu(d.norm_out.forward(h)))
+        conv2d(&d.conv_out, group_norm(&d.norm_out, h, true))
     }
 }
 

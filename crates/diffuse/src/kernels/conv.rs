@@ -1,0 +1,392 @@
+//! 2-D convolution over contiguous NCHW `f32` slices as im2col and matrix products, per image:
+//!
+//! - forward: `Y_b[Cout, P] = W[Cout, K] · cols(X_b)[K, P] + bias`;
+//! - input gradient: `dX_b = col2im(Wᵀ · dY_b)`;
+//! - weight gradient: `dW = Σ_b dY_b · cols(X_b)ᵀ`, a well-shaped product (n = K), where burn's default
+//!   computes it as a convolution whose output is the 3×3 kernel (n = 9, memory bound: docs/perf-profile.md §4).
+//!
+//! K = Cin·kh·kw and P = the output pixels. Images run in parallel; gradients are summed over fixed chunks of
+//! the batch in a fixed order, so results do not depend on the number of threads.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shapes of one convolution (groups 1, dilation 1, the same stride and padding on both axes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub height: usize,
+    pub width: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.height + 2 * self.pad - self.kh) / self.stride + 1,
+            (self.width + 2 * self.pad - self.kw) / self.stride + 1,
+        )
+    }
+
+    fn pixels(&self) -> usize {
+        let (h, w) = self.out_hw();
+        h * w
+    }
+
+    fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    fn image_in(&self) -> usize {
+        self.cin * self.height * self.width
+    }
+
+    fn image_out(&self) -> usize {
+        self.cout * self.pixels()
+    }
+
+    /// A 1×1 kernel with stride 1 and no padding reads the image itself as its columns.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+}
+
+/// A row-major or transposed view of a matrix for [`matmul`].
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+}
+
+impl<'a> Mat<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert!(data.len() >= rows * cols);
+        Self {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// (row stride, column stride) of the logical matrix.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed {
+            (1, self.cols as isize)
+        } else {
+            (self.cols as isize, 1)
+        }
+    }
+}
+
+/// `dst[m, n] (+)= a[m, k] · b[k, n]`, `dst` row-major; adds to `dst` when `accumulate`.
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+    let ((m, k), (k2, n)) = (a.shape(), b.shape());
+    assert_eq!(k, k2);
+    assert!(dst.len() >= m * n);
+    let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
+    // SAFETY: the asserts above (and in `Mat::new`) keep every strided access inside the three slices, and
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            acs,
+            ars,
+            b.data.as_ptr(),
+            bcs,
+            brs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// `cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − p, ox·s + kx − p]`, zero outside the image.
+fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
+    let (oh, ow) = s.out_hw();
+    cols.clear();
+    cols.resize(s.k() * oh * ow, 0.0);
+    let mut rows = cols.chunks_exact_mut(oh * ow);
+    for plane in x.chunks_exact(s.height * s.width) {
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                let row = rows.next().expect("one row per (channel, ky, kx)");
+                for oy in 0..oh {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    if iy < 0 || iy >= s.height as isize {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * s.width..][..s.width];
+                    let dst = &mut row[oy * ow..][..ow];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                        if ix >= 0 && ix < s.width as isize {
+                            *d = src[ix as usize];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column entry back onto the pixel it was read from.
+fn col2im(cols: &[f32], s: &ConvShape, x: &mut [f32]) {
+    let (oh, ow) = s.out_hw();
+    let mut rows = cols.chunks_exact(oh * ow);
+    for plane in x.chunks_exact_mut(s.height * s.width) {
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                let row = rows.next().expect("one row per (channel, ky, kx)");
+                for oy in 0..oh {
+                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                    if iy < 0 || iy >= s.height as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * s.width..][..s.width];
+                    for (ox, &v) in row[oy * ow..][..ow].iter().enumerate() {
+                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                        if ix >= 0 && ix < s.width as isize {
+                            dst[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parallel over images when there are enough of them to keep every thread busy, else inside each product.
+fn inner_parallelism(units: usize) -> Parallelism {
+    if units >= rayon::current_num_threads() {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(0)
+    }
+}
+
+/// The convolution's output, `[batch, cout, oh, ow]`.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f32> {
+    assert_eq!(x.len(), s.batch * s.image_in());
+    assert_eq!(weight.len(), s.cout * s.k());
+    assert_eq!(bias.len(), s.cout);
+    let (p, k) = (s.pixels(), s.k());
+    let par = inner_parallelism(s.batch);
+    let w = Mat::new(weight, s.cout, k);
+    let mut y = vec![0f32; s.batch * s.image_out()];
+    let image = |cols: &mut Vec<f32>, (yb, xb): (&mut [f32], &[f32])| {
+        for (row, &b) in yb.chunks_exact_mut(p).zip(bias) {
+            row.fill(b);
+        }
+        let c = if s.pointwise() {
+            xb
+        } else {
+            im2col(xb, s, cols);
+            cols
+        };
+        matmul(yb, w, Mat::new(c, k, p), true, par);
+    };
+    if matches!(par, Parallelism::None) {
+        y.par_chunks_mut(s.image_out())
+            .zip(x.par_chunks(s.image_in()))
+            .for_each_init(Vec::new, image);
+    } else {
+        let mut cols = Vec::new();
+        y.chunks_mut(s.image_out())
+            .zip(x.chunks(s.image_in()))
+            .for_each(|pair| image(&mut cols, pair));
+    }
+    y
+}
+
+/// Gradients `(∂L/∂x, ∂L/∂W, ∂L/∂bias)` from the output gradient `dy`.
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), s.batch * s.image_in());
+    assert_eq!(weight.len(), s.cout * s.k());
+    assert_eq!(dy.len(), s.batch * s.image_out());
+    let (p, k) = (s.pixels(), s.k());
+    // At most eight partial sums: their count depends on the batch only, never on the threads.
+    let chunk = s.batch.div_ceil(8);
+    let par = inner_parallelism(s.batch.div_ceil(chunk));
+    let w = Mat::new(weight, s.cout, k);
+    let mut dx = vec![0f32; x.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(chunk * s.image_in())
+        .zip(x.par_chunks(chunk * s.image_in()))
+        .zip(dy.par_chunks(chunk * s.image_out()))
+        .map(|((dxc, xc), dyc)| {
+            let (mut dw, mut db) = (vec![0f32; s.cout * k], vec![0f32; s.cout]);
+            let (mut cols, mut dcols) = (Vec::new(), Vec::new());
+            let images = dxc.chunks_mut(s.image_in()).zip(xc.chunks(s.image_in()));
+            for (i, ((dxb, xb), dyb)) in images.zip(dyc.chunks(s.image_out())).enumerate() {
+                let g = Mat::new(dyb, s.cout, p);
+                for (d, row) in db.iter_mut().zip(dyb.chunks_exact(p)) {
+                    *d += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
+                }
+                if s.pointwise() {
+                    matmul(&mut dw, g, Mat::new(xb, k, p).t(), i > 0, par);
+                    matmul(dxb, w.t(), g, false, par);
+                } else {
+                    im2col(xb, s, &mut cols);
+                    matmul(&mut dw, g, Mat::new(&cols, k, p).t(), i > 0, par);
+                    dcols.resize(k * p, 0.0);
+                    matmul(&mut dcols, w.t(), g, false, par);
+                    col2im(&dcols, s, dxb);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f32; s.cout * k], vec![0f32; s.cout]);
+    for (pw, pb) in &partials {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution and its gradients by direct summation, in f64.
+    fn direct(x: &[f32], w: &[f32], b: &[f32], dy: &[f32], s: &ConvShape) -> [Vec<f64>; 4] {
+        let (oh, ow) = s.out_hw();
+        let mut y = vec![0f64; s.batch * s.cout * oh * ow];
+        let (mut dx, mut dw, mut db) = (vec![0f64; x.len()], vec![0f64; w.len()], vec![0f64; b.len()]);
+        for n in 0..s.batch {
+            for co in 0..s.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let o = ((n * s.cout + co) * oh + oy) * ow + ox;
+                        y[o] = b[co] as f64;
+                        db[co] += dy[o] as f64;
+                        for ci in 0..s.cin {
+                            for ky in 0..s.kh {
+                                for kx in 0..s.kw {
+                                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
+                                    let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * s.cin + ci) * s.height + iy as usize) * s.width + ix as usize;
+                                    let wi = ((co * s.cin + ci) * s.kh + ky) * s.kw + kx;
+                                    y[o] += x[xi] as f64 * w[wi] as f64;
+                                    dx[xi] += dy[o] as f64 * w[wi] as f64;
+                                    dw[wi] += dy[o] as f64 * x[xi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [y, dx, dw, db]
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{what}[{i}]: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_direct_summation_for_every_kernel_the_networks_use() {
+        let mut rng = crate::rng::stream(7, 0);
+        for (batch, cin, hw, cout, kk, stride, pad) in [
+            (3, 4, 7, 5, 3, 1, 1),  // 3×3 same
+            (2, 3, 8, 4, 3, 2, 1),  // 3×3 stride-2 downsampling
+            (5, 6, 5, 3, 1, 1, 0),  // 1×1 skip
+            (1, 2, 6, 3, 3, 1, 0),  // valid, batch 1 (parallel inside the products)
+            (17, 2, 4, 2, 3, 1, 1), // batch over the partial-sum chunking
+        ] {
+            let s = ConvShape {
+                batch,
+                cin,
+                height: hw,
+                width: hw + 1,
+                cout,
+                kh: kk,
+                kw: kk,
+                stride,
+                pad,
+            };
+            let (oh, ow) = s.out_hw();
+            let x = crate::rng::normals(&mut rng, batch * cin * hw * (hw + 1));
+            let w = crate::rng::normals(&mut rng, cout * cin * kk * kk);
+            let b = crate::rng::normals(&mut rng, cout);
+            let dy = crate::rng::normals(&mut rng, batch * cout * oh * ow);
+            let [y, dx, dw, db] = direct(&x, &w, &b, &dy, &s);
+            close(&forward(&x, &w, &b, &s), &y, "y");
+            let (gx, gw, gb) = backward(&x, &w, &dy, &s);
+            close(&gx, &dx, "dx");
+            close(&gw, &dw, "dw");
+            close(&gb, &db, "db");
+        }
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let s = ConvShape {
+            batch: 12,
+            cin: 8,
+            height: 9,
+            width: 9,
+            cout: 6,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let mut rng = crate::rng::stream(3, 0);
+        let x = crate::rng::normals(&mut rng, 12 * 8 * 81);
+        let w = crate::rng::normals(&mut rng, 6 * 8 * 9);
+        let dy = crate::rng::normals(&mut rng, 12 * 6 * 81);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| backward(&x, &w, &dy, &s))
+        };
+        let a = run(1);
+        for threads in [3, 8] {
+            let b = run(threads);
+            assert!(a.0 == b.0 && a.1 == b.1 && a.2 == b.2, "{threads} threads");
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The project's own CPU kernels for the two operations that dominate a UNet step on burn's flex backend
+//! (docs/perf-profile.md): GroupNorm fused with SiLU, and convolution with a well-shaped weight gradient.
+//!
+//! They are a burn backend extension ([`Kernels`]) implemented for `Flex` and, with hand-written backward
+//! passes, for `Autodiff<Flex>`. [`group_norm`] and [`conv2d`] take burn's own `GroupNorm` and `Conv2d`
+//! modules (the same parameters, so checkpoints do not change) and fall back to burn's composition on every
+//! other device (the GPU), dtype or layer configuration.
+
+pub mod conv;
+pub mod group_norm;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::silu;
+use conv::ConvShape;
+use group_norm::GroupShape;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait Kernels: Backend {
+    /// GroupNorm over `[b, c, h, w]` with per-channel `gamma` and `beta`, then SiLU when `silu`.
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Convolution of `[b, cin, h, w]` with `[cout, cin, kh, kw]` and a bias, same stride and padding on both axes.
+    fn conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// `GroupNorm` then SiLU (when `silu`), fused on the CPU.
+pub fn group_norm(norm: &GroupNorm, x: Tensor<4>, silu_after: bool) -> Tensor<4> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return unfused_group_norm(norm, x, silu_after);
+    };
+    if !on_cpu(&x) {
+        return unfused_group_norm(norm, x, silu_after);
+    }
+    let out = <Dispatch as Kernels>::group_norm(
+        x.into_dispatch(),
+        gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        norm.num_groups,
+        norm.epsilon as f32,
+        silu_after,
+    );
+    Tensor::from_dispatch(out)
+}
+
+fn unfused_group_norm(norm: &GroupNorm, x: Tensor<4>, silu_after: bool) -> Tensor<4> {
+    let y = norm.forward(x);
+    if silu_after { silu(y) } else { y }
+}
+
+/// `conv.forward(x)`, with the project's kernels on the CPU for square strides and symmetric padding.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let pad = match conv.padding {
+        PaddingConfig2d::Valid => Some(0),
+        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => Some(t),
+        _ => None,
+    };
+    let plain = conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1];
+    match (pad, &conv.bias) {
+        (Some(pad), Some(bias)) if plain && on_cpu(&x) => {
+            let out = <Dispatch as Kernels>::conv2d(
+                x.into_dispatch(),
+                conv.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+                conv.stride[0],
+                pad,
+            );
+            Tensor::from_dispatch(out)
+        }
+        _ => conv.forward(x),
+    }
+}
+
+/// Whether the project's kernels serve this tensor: burn's CPU backend (with or without autodiff), `f32`.
+fn on_cpu(x: &Tensor<4>) -> bool {
+    x.dtype() == DType::F32 && x.device().inner() == Device::flex()
+}
+
+/// The `f32` contents of a flex tensor (copied only when it is not contiguous) and its shape.
+fn contents(t: FlexTensor) -> (FlexTensor, Vec<usize>) {
+    let t = t.to_contiguous();
+    let dims = t.layout().shape().to_vec();
+    (t, dims)
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn tensor(data: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, dims))
+}
+
+fn group_shape(dims: &[usize], groups: usize) -> GroupShape {
+    let [batch, channels, h, w] = dims.try_into().expect("a 4-D tensor");
+    assert!(
+        groups > 0 && channels.is_multiple_of(groups),
+        "{channels} channels in {groups} groups"
+    );
+    GroupShape {
+        batch,
+        channels,
+        spatial: h * w,
+        groups,
+    }
+}
+
+fn conv_shape(x: &[usize], w: &[usize], stride: usize, pad: usize) -> ConvShape {
+    let [batch, cin, height, width] = x.try_into().expect("a 4-D input");
+    let [cout, wcin, kh, kw] = w.try_into().expect("a 4-D weight");
+    assert_eq!(cin, wcin, "input channels vs weight");
+    assert!(
+        stride > 0 && height + 2 * pad >= kh && width + 2 * pad >= kw,
+        "kernel larger than the input"
+    );
+    ConvShape {
+        batch,
+        cin,
+        height,
+        width,
+        cout,
+        kh,
+        kw,
+        stride,
+        pad,
+    }
+}
+
+impl Kernels for Flex {
+    fn group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> FlexTensor {
+        let (x, dims) = contents(x);
+        let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+        let s = group_shape(&dims, groups);
+        tensor(
+            group_norm::forward(slice(&x), slice(&gamma), slice(&beta), s, eps, silu),
+            dims,
+        )
+    }
+
+    fn conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let ((x, xd), (w, wd)) = (contents(x), contents(weight));
+        let bias = bias.to_contiguous();
+        let s = conv_shape(&xd, &wd, stride, pad);
+        let (oh, ow) = s.out_hw();
+        let y = conv::forward(slice(&x), slice(&w), slice(&bias), &s);
+        tensor(y, vec![s.batch, s.cout, oh, ow])
+    }
+}
+
+/// The backward node of [`Kernels::group_norm`]: recomputes the statistics from the saved input.
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl Backward<Flex, 3> for GroupNormBackward {
+    type State = (NodeId, FlexTensor, FlexTensor, usize, f32, bool);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let (x_id, gamma, beta, groups, eps, silu) = ops.state;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, dims) = contents(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
+        let (dy, _) = contents(dy);
+        let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
+        let s = group_shape(&dims, groups);
+        let (dx, dgamma, dbeta) =
+            group_norm::backward(slice(&x), slice(&gamma), slice(&beta), slice(&dy), s, eps, silu);
+        let c = vec![s.channels];
+        for (node, grad) in [
+            (node_x, tensor(dx, dims)),
+            (node_gamma, tensor(dgamma, c.clone())),
+            (node_beta, tensor(dbeta, c)),
+        ] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// The backward node of [`Kernels::conv2d`].
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = (NodeId, FlexTensor, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let (x_id, weight, stride, pad) = ops.state;
+        let (dy, _) = contents(grads.consume::<Flex>(&ops.node));
+        let (x, xd) = contents(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
+        let (w, wd) = contents(weight);
+        let s = conv_shape(&xd, &wd, stride, pad);
+        let (dx, dw, db) = conv::backward(slice(&x), slice(&w), slice(&dy), &s);
+        for (node, grad) in [
+            (node_x, tensor(dx, xd)),
+            (node_w, tensor(dw, wd)),
+            (node_b, tensor(db, vec![s.cout])),
+        ] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let forward = |x: &FloatTensor<Self>| {
+            Flex::group_norm(
+                x.primitive().clone(),
+                gamma.primitive().clone(),
+                beta.primitive().clone(),
+                groups,
+                eps,
+                silu,
+            )
+        };
+        match GroupNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let state = (
+                    x_id,
+                    gamma.primitive().clone(),
+                    beta.primitive().clone(),
+                    groups,
+                    eps,
+                    silu,
+                );
+                prep.finish(state, forward(&x))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(&x)),
+        }
+    }
+
+    fn conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        let forward = |x: &FloatTensor<Self>| {
+            Flex::conv2d(
+                x.primitive().clone(),
+                weight.primitive().clone(),
+                bias.primitive().clone(),
+                stride,
+                pad,
+            )
+        };
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                prep.finish((x_id, weight.primitive().clone(), stride, pad), forward(&x))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(&x)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::GroupNormConfig;
+    use burn::nn::conv::Conv2dConfig;
+
+    fn input(seed: u64, dims: [usize; 4], device: &Device) -> Tensor<4> {
+        let n = dims.iter().product();
+        let v = crate::rng::normals(&mut crate::rng::stream(seed, 0), n);
+        // An offset and a spread per position, so that the statistics are not those of a unit normal.
+        let v: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| 3.0 + x * (1.0 + (i % 7) as f32))
+            .collect();
+        let x = Tensor::from_data(TensorData::new(v, dims), device);
+        if device.is_autodiff() { x.require_grad() } else { x }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(a: Vec<f32>, b: Vec<f32>, tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!((p - q).abs() <= tol * scale, "{what}[{i}]: {p} vs {q} (scale {scale})");
+        }
+    }
+
+    /// Output and every gradient of `fast` and `reference` on the same input and module, with a loss that
+    /// weights each output differently.
+    fn same_outputs_and_gradients<M: Module>(
+        module: &M,
+        x: Tensor<4>,
+        fast: impl Fn(&M, Tensor<4>) -> Tensor<4>,
+        reference: impl Fn(&M, Tensor<4>) -> Tensor<4>,
+        what: &str,
+    ) {
+        let run = |f: &dyn Fn(&M, Tensor<4>) -> Tensor<4>| {
+            let x = x.clone();
+            let y = f(module, x.clone());
+            let w = Tensor::<4>::from_data(
+                TensorData::new(
+                    crate::rng::normals(&mut crate::rng::stream(9, 0), y.shape().num_elements()),
+                    y.dims(),
+                ),
+                &y.device(),
+            );
+            let grads = (y.clone() * w).sum().backward();
+            let mut params = Vec::new();
+            struct Collect<'a>(&'a burn::tensor::Gradients, &'a mut Vec<Vec<f32>>);
+            impl burn::module::ModuleVisitor for Collect<'_> {
+                fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                    self.1.push(values(p.grad(self.0).expect("a gradient per parameter")));
+                }
+            }
+            module.visit(&mut Collect(&grads, &mut params));
+            (values(y), values(x.grad(&grads).unwrap()), params)
+        };
+        let (a, b) = (run(&fast), run(&reference));
+        assert_close(a.0, b.0, 1e-5, &format!("{what}: output"));
+        assert_close(a.1, b.1, 1e-4, &format!("{what}: input gradient"));
+        for (i, (p, q)) in a.2.into_iter().zip(b.2).enumerate() {
+            assert_close(p, q, 1e-4, &format!("{what}: parameter {i} gradient"));
+        }
+    }
+
+    #[test]
+    fn group_norm_matches_burn_with_its_gradients() {
+        for device in [crate::device::train_device(), crate::device::train_device_with(true)] {
+            for (dims, groups, silu_after) in [
+                ([3, 8, 5, 6], 4, true),
+                ([2, 6, 4, 4], 3, false),
+                ([1, 4, 1, 1], 2, true),
+            ] {
+                let mut norm = GroupNormConfig::new(groups, dims[1]).init(&device);
+                // Non-trivial affine parameters.
+                let c = dims[1];
+                let g: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.3).collect();
+                let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.2 - 0.4).collect();
+                norm.gamma = Some(burn::module::Param::from_tensor(Tensor::from_floats(
+                    g.as_slice(),
+                    &device,
+                )));
+                norm.beta = Some(burn::module::Param::from_tensor(Tensor::from_floats(
+                    b.as_slice(),
+                    &device,
+                )));
+                same_outputs_and_gradients(
+                    &norm,
+                    input(1, dims, &device),
+                    |n, x| group_norm(n, x, silu_after),
+                    |n, x| unfused_group_norm(n, x, silu_after),
+                    &format!("{dims:?} in {groups} groups, silu {silu_after}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn conv_matches_burn_with_its_gradients() {
+        let device = crate::device::train_device();
+        for (cin, cout, k, stride, pad, hw) in [
+            (3, 5, 3, 1, 1, 6),
+            (4, 4, 3, 2, 1, 8),
+            (6, 3, 1, 1, 0, 5),
+            (2, 3, 3, 1, 0, 5),
+        ] {
+            let conv = crate::device::init_seeded(4, &device, |d| {
+                Conv2dConfig::new([cin, cout], [k, k])
+                    .with_stride([stride, stride])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init(d)
+            });
+            same_outputs_and_gradients(
+                &conv,
+                input(2, [3, cin, hw, hw], &device),
+                conv2d,
+                |c, x| c.forward(x),
+                &format!("{cin}→{cout} {k}×{k} stride {stride} pad {pad}"),
+            );
+        }
+    }
+
+    #[test]
+    fn inference_tensors_take_the_same_kernels() {
+        let device = crate::device::device();
+        let conv = crate::device::init_seeded(4, &device, |d| {
+            Conv2dConfig::new([3, 4], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(d)
+        });
+        let norm = GroupNormConfig::new(2, 4).init(&device);
+        let x = input(3, [2, 3, 5, 5], &device);
+        let fast = group_norm(&norm, conv2d(&conv, x.clone()), true);
+        let reference = silu(norm.forward(conv.forward(x)));
+        assert_close(values(fast), values(reference), 1e-5, "conv → GroupNorm → SiLU");
+    }
+}
