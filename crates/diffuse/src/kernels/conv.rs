@@ -134,59 +134,90 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     }
 }
 
-/// `cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − p, ox·s + kx − p]`, zero outside the image.
-fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
+/// The outputs `o` in `lo..hi` whose input `o·stride + k − pad` falls inside `0..n_in`.
+fn inside(n_out: usize, n_in: usize, k: usize, stride: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(k).div_ceil(stride);
+    let hi = (n_in + pad).saturating_sub(k).div_ceil(stride).min(n_out);
+    (lo, hi.max(lo))
+}
+
+/// Visits every (column row, input plane, kernel offset) of [`im2col`] with the in-image output ranges.
+fn for_each_row(s: &ConvShape, mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize)) {
     let (oh, ow) = s.out_hw();
-    cols.clear();
-    cols.resize(s.k() * oh * ow, 0.0);
-    let mut rows = cols.chunks_exact_mut(oh * ow);
-    for plane in x.chunks_exact(s.height * s.width) {
+    let mut row = 0;
+    for ci in 0..s.cin {
         for ky in 0..s.kh {
+            let ys = inside(oh, s.height, ky, s.stride, s.pad);
             for kx in 0..s.kw {
-                let row = rows.next().expect("one row per (channel, ky, kx)");
-                for oy in 0..oh {
-                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                    if iy < 0 || iy >= s.height as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * s.width..][..s.width];
-                    let dst = &mut row[oy * ow..][..ow];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                        if ix >= 0 && ix < s.width as isize {
-                            *d = src[ix as usize];
-                        }
-                    }
-                }
+                let xs = inside(ow, s.width, kx, s.stride, s.pad);
+                f(row, ci, ys, xs, ky, kx);
+                row += 1;
             }
         }
     }
 }
 
+/// `cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − p, ox·s + kx − p]`, zero outside the image. Every entry is
+/// written, so the buffer is reused between images without clearing.
+fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
+    let (oh, ow) = s.out_hw();
+    let (plane, st) = (s.height * s.width, s.stride);
+    cols.resize(s.k() * oh * ow, 0.0);
+    // Stride 1 with the output as wide as the input: a row is the plane shifted by (ky − p)·w + kx − p, one long
+    // copy, after which only the columns that fell outside the image are zeroed.
+    let same_width = st == 1 && ow == s.width;
+    for_each_row(s, |r, ci, (y0, y1), (x0, x1), ky, kx| {
+        let row = &mut cols[r * oh * ow..][..oh * ow];
+        row[..y0 * ow].fill(0.0);
+        row[y1 * ow..].fill(0.0);
+        if same_width {
+            let src = &x[ci * plane..][..plane];
+            let shift = (ky * ow + kx) as isize - (s.pad * ow + s.pad) as isize;
+            let lo = ((-shift).max(0) as usize).clamp(y0 * ow, y1 * ow);
+            let hi = ((plane as isize - shift).max(0) as usize).clamp(lo, y1 * ow);
+            row[y0 * ow..lo].fill(0.0);
+            row[hi..y1 * ow].fill(0.0);
+            if lo < hi {
+                let from = (lo as isize + shift) as usize;
+                row[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+            }
+            for oy in y0..y1 {
+                row[oy * ow..oy * ow + x0].fill(0.0);
+                row[oy * ow + x1..(oy + 1) * ow].fill(0.0);
+            }
+            return;
+        }
+        for oy in y0..y1 {
+            let src = &x[ci * plane + (oy * st + ky - s.pad) * s.width..][..s.width];
+            let dst = &mut row[oy * ow..][..ow];
+            dst[..x0].fill(0.0);
+            dst[x1..].fill(0.0);
+            let src = &src[x0 * st + kx - s.pad..];
+            if st == 1 {
+                dst[x0..x1].copy_from_slice(&src[..x1 - x0]);
+            } else {
+                dst[x0..x1]
+                    .iter_mut()
+                    .zip(src.iter().step_by(st))
+                    .for_each(|(d, &v)| *d = v);
+            }
+        }
+    });
+}
+
 /// The adjoint of [`im2col`]: adds each column entry back onto the pixel it was read from.
 fn col2im(cols: &[f32], s: &ConvShape, x: &mut [f32]) {
     let (oh, ow) = s.out_hw();
-    let mut rows = cols.chunks_exact(oh * ow);
-    for plane in x.chunks_exact_mut(s.height * s.width) {
-        for ky in 0..s.kh {
-            for kx in 0..s.kw {
-                let row = rows.next().expect("one row per (channel, ky, kx)");
-                for oy in 0..oh {
-                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                    if iy < 0 || iy >= s.height as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[iy as usize * s.width..][..s.width];
-                    for (ox, &v) in row[oy * ow..][..ow].iter().enumerate() {
-                        let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                        if ix >= 0 && ix < s.width as isize {
-                            dst[ix as usize] += v;
-                        }
-                    }
-                }
-            }
+    let (plane, st) = (s.height * s.width, s.stride);
+    for_each_row(s, |r, ci, (y0, y1), (x0, x1), ky, kx| {
+        let row = &cols[r * oh * ow..][..oh * ow];
+        for oy in y0..y1 {
+            let dst = &mut x[ci * plane + (oy * st + ky - s.pad) * s.width..][..s.width];
+            let dst = &mut dst[x0 * st + kx - s.pad..];
+            let src = &row[oy * ow + x0..oy * ow + x1];
+            dst.iter_mut().step_by(st).zip(src).for_each(|(d, &v)| *d += v);
         }
-    }
+    });
 }
 
 /// Parallel over images when there are enough of them to keep every thread busy, else inside each product.
@@ -336,6 +367,8 @@ mod tests {
             (5, 6, 5, 3, 1, 1, 0),  // 1×1 skip
             (1, 2, 6, 3, 3, 1, 0),  // valid, batch 1 (parallel inside the products)
             (17, 2, 4, 2, 3, 1, 1), // batch over the partial-sum chunking
+            (2, 3, 1, 2, 3, 1, 1),  // a 1×2 image under a 3×3 kernel
+            (2, 2, 2, 3, 3, 2, 1),  // stride 2 on a 2×3 image
         ] {
             let s = ConvShape {
                 batch,
