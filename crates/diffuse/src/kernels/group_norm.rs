@@ -28,6 +28,7 @@ impl GroupShape {
 }
 
 /// Group statistics in f64 (exact enough for any group size), from a two-pass mean and variance.
+#[inline(always)]
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f64;
     let mean = lanes_sum(x, |v| v) / n;
@@ -37,6 +38,7 @@ fn stats(x: &[f32], eps: f32) -> (f32, f32) {
 }
 
 /// Σ f(x) with eight independent f32 accumulators (vectorised), each chunk's total added in f64.
+#[inline(always)]
 fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0f64;
     for block in x.chunks(4096) {
@@ -72,31 +74,155 @@ pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + exp(-z))
 }
 
+/// Per-group parameters shared by the forward and backward bodies.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    spatial: usize,
+    eps: f32,
+    silu: bool,
+}
+
+/// One group's forward pass.
+#[inline(always)]
+fn forward_group(g: Group, xg: &[f32], yg: &mut [f32]) {
+    let (mean, rstd) = stats(xg, g.eps);
+    for (j, (yc, xc)) in yg.chunks_mut(g.spatial).zip(xg.chunks(g.spatial)).enumerate() {
+        let scale = rstd * g.gamma[j];
+        let shift = g.beta[j] - mean * scale;
+        if g.silu {
+            yc.iter_mut().zip(xc).for_each(|(o, &v)| {
+                let z = v * scale + shift;
+                *o = z * sigmoid(z);
+            });
+        } else {
+            yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v * scale + shift);
+        }
+    }
+}
+
+/// One group's backward pass: ∂L/∂x into `dxg`, the per-channel sums of ∂L/∂γ and ∂L/∂β into `dgs`, `dbs`.
+#[inline(always)]
+fn backward_group(g: Group, xg: &[f32], dyg: &[f32], dxg: &mut [f32], dgs: &mut [f32], dbs: &mut [f32]) {
+    let (mean, rstd) = stats(xg, g.eps);
+    let (mut sum_d, mut sum_dx) = (0f64, 0f64);
+    // Pass 1: ∂L/∂z into dx, with the channel sums.
+    for j in 0..g.gamma.len() {
+        let (gj, bj) = (g.gamma[j], g.beta[j]);
+        let range = j * g.spatial..(j + 1) * g.spatial;
+        let (xc, dyc, dzc) = (&xg[range.clone()], &dyg[range.clone()], &mut dxg[range]);
+        dzc.iter_mut().zip(xc.iter().zip(dyc)).for_each(|(o, (&v, &d))| {
+            *o = if g.silu {
+                let z = ((v - mean) * rstd) * gj + bj;
+                let sg = sigmoid(z);
+                d * sg * (1.0 + z * (1.0 - sg))
+            } else {
+                d
+            };
+        });
+        let dz_sum = lanes_sum(dzc, |v| v);
+        let dzx_sum = lanes_dot(dzc, xc, |v| (v - mean) * rstd);
+        dbs[j] = dz_sum as f32;
+        dgs[j] = dzx_sum as f32;
+        sum_d += gj as f64 * dz_sum;
+        sum_dx += gj as f64 * dzx_sum;
+    }
+    // Pass 2: ∂L/∂x in place.
+    let n = xg.len() as f64;
+    let (a, b) = ((sum_d / n) as f32, (sum_dx / n) as f32);
+    for (j, &gj) in g.gamma.iter().enumerate() {
+        let range = j * g.spatial..(j + 1) * g.spatial;
+        dxg[range.clone()].iter_mut().zip(&xg[range]).for_each(|(o, &v)| {
+            let xh = (v - mean) * rstd;
+            *o = rstd * (gj * *o - a - xh * b);
+        });
+    }
+}
+
+/// Σ a·f(b) with eight f32 lanes per 4096-element block, the blocks added in f64.
+#[inline(always)]
+fn lanes_dot(a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0f64;
+    for (ab, bb) in a.chunks(4096).zip(b.chunks(4096)) {
+        let mut acc = [0f32; 8];
+        for (a8, b8) in ab.chunks_exact(8).zip(bb.chunks_exact(8)) {
+            for k in 0..8 {
+                acc[k] += a8[k] * f(b8[k]);
+            }
+        }
+        let rem = ab.len() - ab.len() % 8;
+        total += acc.iter().map(|&v| v as f64).sum::<f64>();
+        total += ab[rem..]
+            .iter()
+            .zip(&bb[rem..])
+            .map(|(&p, &q)| (p * f(q)) as f64)
+            .sum::<f64>();
+    }
+    total
+}
+
+/// Defines `fn $name(args)` that runs `$body` compiled for AVX-512 or AVX2 when the CPU has them (picked at run
+/// time; the build targets baseline x86-64), else for the baseline.
+macro_rules! multiversion {
+    (fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn body($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn v4($($a: $t),*) { body($($a),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($a: $t),*) { body($($a),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+
+multiversion! {
+    fn forward_group_isa(g: Group, xg: &[f32], yg: &mut [f32]) { forward_group(g, xg, yg) }
+}
+
+multiversion! {
+    fn backward_group_isa(g: Group, xg: &[f32], dyg: &[f32], dxg: &mut [f32], dgs: &mut [f32], dbs: &mut [f32]) {
+        backward_group(g, xg, dyg, dxg, dgs, dbs)
+    }
+}
+
+/// The parameters of the group `i` (counting over the batch) of shape `s`.
+fn group<'a>(s: &GroupShape, i: usize, gamma: &'a [f32], beta: &'a [f32], eps: f32, silu: bool) -> Group<'a> {
+    let cg = s.channels / s.groups;
+    let c0 = (i % s.groups) * cg;
+    Group {
+        gamma: &gamma[c0..c0 + cg],
+        beta: &beta[c0..c0 + cg],
+        spatial: s.spatial,
+        eps,
+        silu,
+    }
+}
+
 /// `y = GroupNorm(x)·γ + β`, then SiLU when `silu`.
 pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], s: GroupShape, eps: f32, silu: bool) -> Vec<f32> {
     assert_eq!(x.len(), s.len());
-    let (per, cg) = (s.per_group(), s.channels / s.groups);
+    assert!(gamma.len() == s.channels && beta.len() == s.channels);
+    let per = s.per_group();
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .enumerate()
         .with_min_len(4)
-        .for_each(|(i, (yg, xg))| {
-            let (mean, rstd) = stats(xg, eps);
-            let c0 = (i % s.groups) * cg;
-            for (j, (yc, xc)) in yg.chunks_mut(s.spatial).zip(xg.chunks(s.spatial)).enumerate() {
-                let scale = rstd * gamma[c0 + j];
-                let shift = beta[c0 + j] - mean * scale;
-                if silu {
-                    yc.iter_mut().zip(xc).for_each(|(o, &v)| {
-                        let z = v * scale + shift;
-                        *o = z * sigmoid(z);
-                    });
-                } else {
-                    yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v * scale + shift);
-                }
-            }
-        });
+        .for_each(|(i, (yg, xg))| forward_group_isa(group(&s, i, gamma, beta, eps, silu), xg, yg));
     y
 }
 
@@ -112,6 +238,7 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.len());
     assert_eq!(dy.len(), s.len());
+    assert!(gamma.len() == s.channels && beta.len() == s.channels);
     let (per, cg) = (s.per_group(), s.channels / s.groups);
     let mut dx = vec![0f32; x.len()];
     // Per-(image, channel) partial sums of ∂L/∂γ and ∂L/∂β, added over the batch in a fixed order afterwards so
@@ -125,53 +252,7 @@ pub fn backward(
         .enumerate()
         .with_min_len(4)
         .for_each(|(i, (((dxg, xg), dyg), (dgs, dbs)))| {
-            let (mean, rstd) = stats(xg, eps);
-            let c0 = (i % s.groups) * cg;
-            let (mut sum_d, mut sum_dx) = (0f64, 0f64);
-            // Pass 1: ∂L/∂z into dx, with the channel sums.
-            for j in 0..cg {
-                let (g, b) = (gamma[c0 + j], beta[c0 + j]);
-                let range = j * s.spatial..(j + 1) * s.spatial;
-                let (xc, dyc, dzc) = (&xg[range.clone()], &dyg[range.clone()], &mut dxg[range]);
-                dzc.iter_mut().zip(xc.iter().zip(dyc)).for_each(|(o, (&v, &d))| {
-                    *o = if silu {
-                        let z = ((v - mean) * rstd) * g + b;
-                        let sg = sigmoid(z);
-                        d * sg * (1.0 + z * (1.0 - sg))
-                    } else {
-                        d
-                    };
-                });
-                let dz_sum = lanes_sum(dzc, |v| v);
-                let mut acc = [0f32; 8];
-                let mut tail = 0f64;
-                let mut pairs = dzc.chunks_exact(8).zip(xc.chunks_exact(8));
-                for (dz8, x8) in &mut pairs {
-                    for k in 0..8 {
-                        acc[k] += dz8[k] * ((x8[k] - mean) * rstd);
-                    }
-                }
-                let rem = dzc.len() - dzc.len() % 8;
-                for (dz, v) in dzc[rem..].iter().zip(&xc[rem..]) {
-                    tail += (dz * ((v - mean) * rstd)) as f64;
-                }
-                let dzx_sum = acc.iter().map(|&a| a as f64).sum::<f64>() + tail;
-                dbs[j] = dz_sum as f32;
-                dgs[j] = dzx_sum as f32;
-                sum_d += g as f64 * dz_sum;
-                sum_dx += g as f64 * dzx_sum;
-            }
-            // Pass 2: ∂L/∂x in place.
-            let n = per as f64;
-            let (a, b) = ((sum_d / n) as f32, (sum_dx / n) as f32);
-            for j in 0..cg {
-                let g = gamma[c0 + j];
-                let range = j * s.spatial..(j + 1) * s.spatial;
-                dxg[range.clone()].iter_mut().zip(&xg[range]).for_each(|(o, &v)| {
-                    let xh = (v - mean) * rstd;
-                    *o = rstd * (g * *o - a - xh * b);
-                });
-            }
+            backward_group_isa(group(&s, i, gamma, beta, eps, silu), xg, dyg, dxg, dgs, dbs)
         });
     let reduce = |per_image: Vec<f32>| -> Vec<f32> {
         let mut out = vec![0f32; s.channels];
