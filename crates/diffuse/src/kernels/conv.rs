@@ -246,6 +246,47 @@ fn inner_parallelism(units: usize) -> Parallelism {
     }
 }
 
+/// Adds the convolution of one image `xb` with `w` (`[cout, K]`) onto `yb`.
+fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parallelism) {
+    let (p, k) = (s.pixels(), s.k());
+    if s.pointwise() {
+        return matmul(yb, w, Mat::new(xb, k, p), true, par);
+    }
+    with_scratch(|cols, _| {
+        im2col(xb, s, cols);
+        matmul(yb, w, Mat::new(cols, k, p), true, par);
+    });
+}
+
+/// For stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped in space and its
+/// channel axes swapped, padded by k − 1 − p. Returns that kernel (`[cin, cout, kh, kw]`) and shape, or `None`
+/// where it does not apply (strides, uneven kernels, padding beyond the kernel).
+fn input_gradient_as_convolution(weight: &[f32], s: &ConvShape) -> Option<(Vec<f32>, ConvShape)> {
+    if s.stride != 1 || s.kh != s.kw || s.pad >= s.kh {
+        return None;
+    }
+    let (oh, ow) = s.out_hw();
+    let taps = s.kh * s.kw;
+    let mut flipped = vec![0f32; weight.len()];
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            let src = &weight[(co * s.cin + ci) * taps..][..taps];
+            let dst = &mut flipped[(ci * s.cout + co) * taps..][..taps];
+            dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &v)| *d = v);
+        }
+    }
+    let shape = ConvShape {
+        batch: s.batch,
+        cin: s.cout,
+        height: oh,
+        width: ow,
+        cout: s.cin,
+        pad: s.kh - 1 - s.pad,
+        ..*s
+    };
+    Some((flipped, shape))
+}
+
 /// The convolution's output, `[batch, cout, oh, ow]`.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f32> {
     assert_eq!(x.len(), s.batch * s.image_in());
@@ -259,14 +300,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f3
         for (row, &b) in yb.chunks_exact_mut(p).zip(bias) {
             row.fill(b);
         }
-        if s.pointwise() {
-            matmul(yb, w, Mat::new(xb, k, p), true, par);
-        } else {
-            with_scratch(|cols, _| {
-                im2col(xb, s, cols);
-                matmul(yb, w, Mat::new(cols, k, p), true, par);
-            });
-        }
+        convolve_image(xb, w, s, yb, par);
     };
     if matches!(par, Parallelism::None) {
         y.par_chunks_mut(s.image_out())
@@ -288,6 +322,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
     let chunk = s.batch.div_ceil(8);
     let par = inner_parallelism(s.batch.div_ceil(chunk));
     let w = Mat::new(weight, s.cout, k);
+    let transposed = input_gradient_as_convolution(weight, s);
     let mut dx = vec![0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk * s.image_in())
@@ -304,6 +339,12 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
                 if s.pointwise() {
                     matmul(&mut dw, g, Mat::new(xb, k, p).t(), i > 0, par);
                     matmul(dxb, w.t(), g, false, par);
+                } else if let Some((flipped, st)) = &transposed {
+                    with_scratch(|cols, _| {
+                        im2col(xb, s, cols);
+                        matmul(&mut dw, g, Mat::new(cols, k, p).t(), i > 0, par);
+                    });
+                    convolve_image(dyb, Mat::new(flipped, st.cout, st.k()), st, dxb, par);
                 } else {
                     with_scratch(|cols, dcols| {
                         im2col(xb, s, cols);
