@@ -11,6 +11,8 @@ pub mod group_norm;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -207,6 +209,32 @@ impl Backward<Flex, 3> for GroupNormBackward {
     }
 }
 
+/// Recomputes [`Kernels::group_norm`]'s output during the backward pass (gradient checkpointing).
+#[derive(Debug)]
+struct RetroGroupNorm {
+    x: NodeId,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+}
+
+impl RetroForward for RetroGroupNorm {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let x = states.get_state::<FlexTensor>(&self.x);
+        let out = Flex::group_norm(
+            x,
+            self.gamma.clone(),
+            self.beta.clone(),
+            self.groups,
+            self.eps,
+            self.silu,
+        );
+        states.save(out_node, out)
+    }
+}
+
 /// The backward node of [`Kernels::conv2d`].
 #[derive(Debug)]
 struct ConvBackward;
@@ -253,9 +281,21 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
                 silu,
             )
         };
+        // Memory-bound: under gradient checkpointing its output (the next convolution's input, the largest tensor
+        // kept for the backward pass) is recomputed from `x` instead of kept.
+        let retro = RetroGroupNorm {
+            x: x.id(),
+            gamma: gamma.primitive().clone(),
+            beta: beta.primitive().clone(),
+            groups,
+            eps,
+            silu,
+        };
         match GroupNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
+            .memory_bound()
+            .retro_forward(retro)
+            .parents([&x, &gamma, &beta])
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
@@ -354,7 +394,9 @@ mod tests {
                 ),
                 &y.device(),
             );
-            let grads = (y.clone() * w).sum().backward();
+            // The square needs `y` again in the backward pass: with gradient checkpointing, the GroupNorm's output
+            // is recomputed for it.
+            let grads = (y.clone() * w + y.clone().square()).sum().backward();
             let mut params = Vec::new();
             struct Collect<'a>(&'a burn::tensor::Gradients, &'a mut Vec<Vec<f32>>);
             impl burn::module::ModuleVisitor for Collect<'_> {
