@@ -179,23 +179,46 @@ impl Kernels for Flex {
     }
 }
 
+/// What a GroupNorm call needs besides its input, kept by its backward node and its recomputation.
+#[derive(Clone, Debug)]
+struct GroupNormArgs {
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+}
+
+impl GroupNormArgs {
+    fn apply(&self, x: FlexTensor) -> FlexTensor {
+        Flex::group_norm(
+            x,
+            self.gamma.clone(),
+            self.beta.clone(),
+            self.groups,
+            self.eps,
+            self.silu,
+        )
+    }
+}
+
 /// The backward node of [`Kernels::group_norm`]: recomputes the statistics from the saved input.
 #[derive(Debug)]
 struct GroupNormBackward;
 
 impl Backward<Flex, 3> for GroupNormBackward {
-    type State = (NodeId, FlexTensor, FlexTensor, usize, f32, bool);
+    type State = (NodeId, GroupNormArgs);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let (x_id, gamma, beta, groups, eps, silu) = ops.state;
+        let (x_id, a) = ops.state;
         let dy = grads.consume::<Flex>(&ops.node);
         let (x, dims) = contents(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let (dy, _) = contents(dy);
-        let (gamma, beta) = (gamma.to_contiguous(), beta.to_contiguous());
-        let s = group_shape(&dims, groups);
+        let (gamma, beta) = (a.gamma.to_contiguous(), a.beta.to_contiguous());
+        let s = group_shape(&dims, a.groups);
         let (dx, dgamma, dbeta) =
-            group_norm::backward(slice(&x), slice(&gamma), slice(&beta), slice(&dy), s, eps, silu);
+            group_norm::backward(slice(&x), slice(&gamma), slice(&beta), slice(&dy), s, a.eps, a.silu);
         let c = vec![s.channels];
         for (node, grad) in [
             (node_x, tensor(dx, dims)),
@@ -211,27 +234,12 @@ impl Backward<Flex, 3> for GroupNormBackward {
 
 /// Recomputes [`Kernels::group_norm`]'s output during the backward pass (gradient checkpointing).
 #[derive(Debug)]
-struct RetroGroupNorm {
-    x: NodeId,
-    gamma: FlexTensor,
-    beta: FlexTensor,
-    groups: usize,
-    eps: f32,
-    silu: bool,
-}
+struct RetroGroupNorm(NodeId, GroupNormArgs);
 
 impl RetroForward for RetroGroupNorm {
     fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        let x = states.get_state::<FlexTensor>(&self.x);
-        let out = Flex::group_norm(
-            x,
-            self.gamma.clone(),
-            self.beta.clone(),
-            self.groups,
-            self.eps,
-            self.silu,
-        );
-        states.save(out_node, out)
+        let x = states.get_state::<FlexTensor>(&self.0);
+        states.save(out_node, self.1.apply(x))
     }
 }
 
@@ -271,46 +279,28 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         eps: f32,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let forward = |x: &FloatTensor<Self>| {
-            Flex::group_norm(
-                x.primitive().clone(),
-                gamma.primitive().clone(),
-                beta.primitive().clone(),
-                groups,
-                eps,
-                silu,
-            )
-        };
-        // Memory-bound: under gradient checkpointing its output (the next convolution's input, the largest tensor
-        // kept for the backward pass) is recomputed from `x` instead of kept.
-        let retro = RetroGroupNorm {
-            x: x.id(),
+        let args = GroupNormArgs {
             gamma: gamma.primitive().clone(),
             beta: beta.primitive().clone(),
             groups,
             eps,
             silu,
         };
+        let y = args.apply(x.primitive().clone());
+        // Memory-bound: under gradient checkpointing its output (the next convolution's input, the largest tensor
+        // kept for the backward pass) is recomputed from `x` instead of kept.
         match GroupNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .memory_bound()
-            .retro_forward(retro)
+            .retro_forward(RetroGroupNorm(x.id(), args.clone()))
             .parents([&x, &gamma, &beta])
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
-                let state = (
-                    x_id,
-                    gamma.primitive().clone(),
-                    beta.primitive().clone(),
-                    groups,
-                    eps,
-                    silu,
-                );
-                prep.finish(state, forward(&x))
+                prep.finish((x_id, args), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x)),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
@@ -321,15 +311,8 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         stride: usize,
         pad: usize,
     ) -> FloatTensor<Self> {
-        let forward = |x: &FloatTensor<Self>| {
-            Flex::conv2d(
-                x.primitive().clone(),
-                weight.primitive().clone(),
-                bias.primitive().clone(),
-                stride,
-                pad,
-            )
-        };
+        let w = weight.primitive().clone();
+        let y = Flex::conv2d(x.primitive().clone(), w.clone(), bias.primitive().clone(), stride, pad);
         match ConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
@@ -337,9 +320,9 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
-                prep.finish((x_id, weight.primitive().clone(), stride, pad), forward(&x))
+                prep.finish((x_id, w, stride, pad), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x)),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
