@@ -24,6 +24,7 @@ use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::silu;
+use burn::tensor::ops::ConvOptions;
 use conv::ConvShape;
 use group_norm::GroupShape;
 
@@ -73,27 +74,38 @@ fn unfused_group_norm(norm: &GroupNorm, x: Tensor<4>, silu_after: bool) -> Tenso
     if silu_after { silu(y) } else { y }
 }
 
-/// `conv.forward(x)`, with the project's kernels on the CPU for square strides and symmetric padding.
+/// `conv.forward(x)`, through [`conv2d_with`].
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let pad = match conv.padding {
-        PaddingConfig2d::Valid => Some(0),
-        PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => Some(t),
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => Some([(0, 0); 2]),
+        PaddingConfig2d::Explicit(t, l, b, r) => Some([(t, b), (l, r)]),
         _ => None,
     };
-    let plain = conv.groups == 1 && conv.dilation == [1, 1] && conv.stride[0] == conv.stride[1];
-    match (pad, &conv.bias) {
-        (Some(pad), Some(bias)) if plain && on_cpu(&x) => {
-            let out = <Dispatch as Kernels>::conv2d(
-                x.into_dispatch(),
-                conv.weight.val().into_dispatch(),
-                bias.val().into_dispatch(),
-                conv.stride[0],
-                pad,
-            );
-            Tensor::from_dispatch(out)
+    match (padding, &conv.bias) {
+        (Some(padding), Some(bias)) => {
+            let options = ConvOptions {
+                stride: conv.stride,
+                padding,
+                dilation: conv.dilation,
+                groups: conv.groups,
+            };
+            conv2d_with(x, conv.weight.val(), bias.val(), options)
         }
         _ => conv.forward(x),
     }
+}
+
+/// burn's functional `conv2d` with a bias, on the project's kernels on the CPU when the strides are equal, the
+/// paddings too, and there is one group and no dilation.
+pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
+    let [sh, sw] = options.stride;
+    let [(pt, pb), (pl, pr)] = options.padding;
+    let ph = pt;
+    if sh != sw || [pb, pl, pr] != [ph; 3] || options.dilation != [1, 1] || options.groups != 1 || !on_cpu(&x) {
+        return burn::tensor::module::conv2d(x, weight, Some(bias), options);
+    }
+    let out = <Dispatch as Kernels>::conv2d(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), sh, ph);
+    Tensor::from_dispatch(out)
 }
 
 /// Whether the project's kernels serve this tensor: burn's CPU backend (with or without autodiff), `f32`.

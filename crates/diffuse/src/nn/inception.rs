@@ -10,7 +10,7 @@ use crate::safetensors_io::{self, NamedTensor};
 use crate::{Error, Result};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -41,10 +41,10 @@ struct ConvBn {
 
 impl ConvBn {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(conv2d(
+        relu(crate::kernels::conv2d_with(
             x,
             self.weight.clone(),
-            Some(self.bias.clone()),
+            self.bias.clone(),
             self.options.clone(),
         ))
     }

@@ -182,7 +182,7 @@ impl Lpips {
                 Conv(i, stride, pad) => {
                     let (w, b) = &self.convs[&i];
                     let opts = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
-                    h = relu(conv2d(h, w.clone(), Some(b.clone()), opts));
+                    h = relu(crate::kernels::conv2d_with(h, w.clone(), b.clone(), opts));
                 }
                 Pool(k, s) => h = max_pool2d(h, MaxPoolOptions::new([k, k]).with_stride([s, s])),
                 Tap => out.push(h.clone()),
