@@ -11,7 +11,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Shapes of one convolution (groups 1, dilation 1, the same stride and padding on both axes).
+/// Shapes of one convolution (groups 1, dilation 1, the same stride on both axes, each axis padded evenly).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvShape {
     pub batch: usize,
@@ -22,14 +22,15 @@ pub struct ConvShape {
     pub kh: usize,
     pub kw: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
 }
 
 impl ConvShape {
     pub fn out_hw(&self) -> (usize, usize) {
         (
-            (self.height + 2 * self.pad - self.kh) / self.stride + 1,
-            (self.width + 2 * self.pad - self.kw) / self.stride + 1,
+            (self.height + 2 * self.pad_h - self.kh) / self.stride + 1,
+            (self.width + 2 * self.pad_w - self.kw) / self.stride + 1,
         )
     }
 
@@ -52,7 +53,7 @@ impl ConvShape {
 
     /// A 1×1 kernel with stride 1 and no padding reads the image itself as its columns.
     fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad_h == 0 && self.pad_w == 0
     }
 }
 
@@ -147,9 +148,9 @@ fn for_each_row(s: &ConvShape, mut f: impl FnMut(usize, usize, (usize, usize), (
     let mut row = 0;
     for ci in 0..s.cin {
         for ky in 0..s.kh {
-            let ys = inside(oh, s.height, ky, s.stride, s.pad);
+            let ys = inside(oh, s.height, ky, s.stride, s.pad_h);
             for kx in 0..s.kw {
-                let xs = inside(ow, s.width, kx, s.stride, s.pad);
+                let xs = inside(ow, s.width, kx, s.stride, s.pad_w);
                 f(row, ci, ys, xs, ky, kx);
                 row += 1;
             }
@@ -172,7 +173,7 @@ fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
         row[y1 * ow..].fill(0.0);
         if same_width {
             let src = &x[ci * plane..][..plane];
-            let shift = (ky * ow + kx) as isize - (s.pad * ow + s.pad) as isize;
+            let shift = (ky * ow + kx) as isize - (s.pad_h * ow + s.pad_w) as isize;
             let lo = ((-shift).max(0) as usize).clamp(y0 * ow, y1 * ow);
             let hi = ((plane as isize - shift).max(0) as usize).clamp(lo, y1 * ow);
             row[y0 * ow..lo].fill(0.0);
@@ -188,11 +189,11 @@ fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
             return;
         }
         for oy in y0..y1 {
-            let src = &x[ci * plane + (oy * st + ky - s.pad) * s.width..][..s.width];
+            let src = &x[ci * plane + (oy * st + ky - s.pad_h) * s.width..][..s.width];
             let dst = &mut row[oy * ow..][..ow];
             dst[..x0].fill(0.0);
             dst[x1..].fill(0.0);
-            let src = &src[x0 * st + kx - s.pad..];
+            let src = &src[x0 * st + kx - s.pad_w..];
             if st == 1 {
                 dst[x0..x1].copy_from_slice(&src[..x1 - x0]);
             } else {
@@ -212,8 +213,8 @@ fn col2im(cols: &[f32], s: &ConvShape, x: &mut [f32]) {
     for_each_row(s, |r, ci, (y0, y1), (x0, x1), ky, kx| {
         let row = &cols[r * oh * ow..][..oh * ow];
         for oy in y0..y1 {
-            let dst = &mut x[ci * plane + (oy * st + ky - s.pad) * s.width..][..s.width];
-            let dst = &mut dst[x0 * st + kx - s.pad..];
+            let dst = &mut x[ci * plane + (oy * st + ky - s.pad_h) * s.width..][..s.width];
+            let dst = &mut dst[x0 * st + kx - s.pad_w..];
             let src = &row[oy * ow + x0..oy * ow + x1];
             dst.iter_mut().step_by(st).zip(src).for_each(|(d, &v)| *d += v);
         }
@@ -262,7 +263,7 @@ fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parall
 /// channel axes swapped, padded by k − 1 − p. Returns that kernel (`[cin, cout, kh, kw]`) and shape, or `None`
 /// where it does not apply (strides, uneven kernels, padding beyond the kernel).
 fn input_gradient_as_convolution(weight: &[f32], s: &ConvShape) -> Option<(Vec<f32>, ConvShape)> {
-    if s.stride != 1 || s.kh != s.kw || s.pad >= s.kh {
+    if s.stride != 1 || s.pad_h >= s.kh || s.pad_w >= s.kw {
         return None;
     }
     let (oh, ow) = s.out_hw();
@@ -281,7 +282,8 @@ fn input_gradient_as_convolution(weight: &[f32], s: &ConvShape) -> Option<(Vec<f
         height: oh,
         width: ow,
         cout: s.cin,
-        pad: s.kh - 1 - s.pad,
+        pad_h: s.kh - 1 - s.pad_h,
+        pad_w: s.kw - 1 - s.pad_w,
         ..*s
     };
     Some((flipped, shape))
@@ -385,8 +387,8 @@ mod tests {
                         for ci in 0..s.cin {
                             for ky in 0..s.kh {
                                 for kx in 0..s.kw {
-                                    let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                                    let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                                    let iy = (oy * s.stride + ky) as isize - s.pad_h as isize;
+                                    let ix = (ox * s.stride + kx) as isize - s.pad_w as isize;
                                     if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
                                         continue;
                                     }
@@ -418,14 +420,17 @@ mod tests {
     #[test]
     fn matches_direct_summation_for_every_kernel_the_networks_use() {
         let mut rng = crate::rng::stream(7, 0);
-        for (batch, cin, hw, cout, kk, stride, pad) in [
-            (3, 4, 7, 5, 3, 1, 1),  // 3×3 same
-            (2, 3, 8, 4, 3, 2, 1),  // 3×3 stride-2 downsampling
-            (5, 6, 5, 3, 1, 1, 0),  // 1×1 skip
-            (1, 2, 6, 3, 3, 1, 0),  // valid, batch 1 (parallel inside the products)
-            (17, 2, 4, 2, 3, 1, 1), // batch over the partial-sum chunking
-            (2, 3, 1, 2, 3, 1, 1),  // a 1×2 image under a 3×3 kernel
-            (2, 2, 2, 3, 3, 2, 1),  // stride 2 on a 2×3 image
+        for (batch, cin, hw, cout, (kh, kw), stride, (pad_h, pad_w)) in [
+            (3, 4, 7, 5, (3, 3), 1, (1, 1)),  // 3×3 same
+            (2, 3, 8, 4, (3, 3), 2, (1, 1)),  // 3×3 stride-2 downsampling
+            (5, 6, 5, 3, (1, 1), 1, (0, 0)),  // 1×1 skip
+            (1, 2, 6, 3, (3, 3), 1, (0, 0)),  // valid, batch 1 (parallel inside the products)
+            (17, 2, 4, 2, (3, 3), 1, (1, 1)), // batch over the partial-sum chunking
+            (2, 3, 1, 2, (3, 3), 1, (1, 1)),  // a 1×2 image under a 3×3 kernel
+            (2, 2, 2, 3, (3, 3), 2, (1, 1)),  // stride 2 on a 2×3 image
+            (2, 3, 6, 4, (1, 7), 1, (0, 3)),  // Inception's 1×7
+            (2, 3, 9, 4, (7, 1), 1, (3, 0)),  // and 7×1
+            (2, 2, 5, 3, (1, 3), 2, (0, 0)),  // uneven kernel, stride 2, no padding
         ] {
             let s = ConvShape {
                 batch,
@@ -433,14 +438,15 @@ mod tests {
                 height: hw,
                 width: hw + 1,
                 cout,
-                kh: kk,
-                kw: kk,
+                kh,
+                kw,
                 stride,
-                pad,
+                pad_h,
+                pad_w,
             };
             let (oh, ow) = s.out_hw();
             let x = crate::rng::normals(&mut rng, batch * cin * hw * (hw + 1));
-            let w = crate::rng::normals(&mut rng, cout * cin * kk * kk);
+            let w = crate::rng::normals(&mut rng, cout * cin * kh * kw);
             let b = crate::rng::normals(&mut rng, cout);
             let dy = crate::rng::normals(&mut rng, batch * cout * oh * ow);
             let [y, dx, dw, db] = direct(&x, &w, &b, &dy, &s);
@@ -463,7 +469,8 @@ mod tests {
             kh: 3,
             kw: 3,
             stride: 1,
-            pad: 1,
+            pad_h: 1,
+            pad_w: 1,
         };
         let mut rng = crate::rng::stream(3, 0);
         let x = crate::rng::normals(&mut rng, 12 * 8 * 81);

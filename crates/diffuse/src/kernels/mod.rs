@@ -40,13 +40,15 @@ pub trait Kernels: Backend {
         silu: bool,
     ) -> FloatTensor<Self>;
 
-    /// Convolution of `[b, cin, h, w]` with `[cout, cin, kh, kw]` and a bias, same stride and padding on both axes.
+    /// Convolution of `[b, cin, h, w]` with `[cout, cin, kh, kw]` and a bias, the same stride on both axes, each
+    /// axis padded evenly.
     fn conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stride: usize,
-        pad: usize,
+        pad_h: usize,
+        pad_w: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -95,16 +97,22 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// burn's functional `conv2d` with a bias, on the project's kernels on the CPU when the strides are equal, the
-/// paddings too, and there is one group and no dilation.
+/// burn's functional `conv2d` with a bias, on the project's kernels on the CPU when the strides are equal, each
+/// axis is padded evenly, and there is one group and no dilation.
 pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
     let [sh, sw] = options.stride;
     let [(pt, pb), (pl, pr)] = options.padding;
-    let ph = pt;
-    if sh != sw || [pb, pl, pr] != [ph; 3] || options.dilation != [1, 1] || options.groups != 1 || !on_cpu(&x) {
+    if sh != sw || pt != pb || pl != pr || options.dilation != [1, 1] || options.groups != 1 || !on_cpu(&x) {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options);
     }
-    let out = <Dispatch as Kernels>::conv2d(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), sh, ph);
+    let out = <Dispatch as Kernels>::conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        sh,
+        pt,
+        pl,
+    );
     Tensor::from_dispatch(out)
 }
 
@@ -142,12 +150,12 @@ fn group_shape(dims: &[usize], groups: usize) -> GroupShape {
     }
 }
 
-fn conv_shape(x: &[usize], w: &[usize], stride: usize, pad: usize) -> ConvShape {
+fn conv_shape(x: &[usize], w: &[usize], stride: usize, (pad_h, pad_w): (usize, usize)) -> ConvShape {
     let [batch, cin, height, width] = x.try_into().expect("a 4-D input");
     let [cout, wcin, kh, kw] = w.try_into().expect("a 4-D weight");
     assert_eq!(cin, wcin, "input channels vs weight");
     assert!(
-        stride > 0 && height + 2 * pad >= kh && width + 2 * pad >= kw,
+        stride > 0 && height + 2 * pad_h >= kh && width + 2 * pad_w >= kw,
         "kernel larger than the input"
     );
     ConvShape {
@@ -159,7 +167,8 @@ fn conv_shape(x: &[usize], w: &[usize], stride: usize, pad: usize) -> ConvShape 
         kh,
         kw,
         stride,
-        pad,
+        pad_h,
+        pad_w,
     }
 }
 
@@ -181,10 +190,17 @@ impl Kernels for Flex {
         )
     }
 
-    fn conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+    fn conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> FlexTensor {
         let ((x, xd), (w, wd)) = (contents(x), contents(weight));
         let bias = bias.to_contiguous();
-        let s = conv_shape(&xd, &wd, stride, pad);
+        let s = conv_shape(&xd, &wd, stride, (pad_h, pad_w));
         let (oh, ow) = s.out_hw();
         let y = conv::forward(slice(&x), slice(&w), slice(&bias), &s);
         tensor(y, vec![s.batch, s.cout, oh, ow])
@@ -260,7 +276,7 @@ impl RetroForward for RetroGroupNorm {
 struct ConvBackward;
 
 impl Backward<Flex, 3> for ConvBackward {
-    type State = (NodeId, FlexTensor, usize, usize);
+    type State = (NodeId, FlexTensor, usize, (usize, usize));
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
@@ -321,10 +337,18 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         stride: usize,
-        pad: usize,
+        pad_h: usize,
+        pad_w: usize,
     ) -> FloatTensor<Self> {
         let w = weight.primitive().clone();
-        let y = Flex::conv2d(x.primitive().clone(), w.clone(), bias.primitive().clone(), stride, pad);
+        let y = Flex::conv2d(
+            x.primitive().clone(),
+            w.clone(),
+            bias.primitive().clone(),
+            stride,
+            pad_h,
+            pad_w,
+        );
         match ConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
@@ -332,7 +356,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
-                prep.finish((x_id, w, stride, pad), y)
+                prep.finish((x_id, w, stride, (pad_h, pad_w)), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
@@ -445,16 +469,17 @@ mod tests {
     #[test]
     fn conv_matches_burn_with_its_gradients() {
         let device = crate::device::train_device();
-        for (cin, cout, k, stride, pad, hw) in [
-            (3, 5, 3, 1, 1, 6),
-            (4, 4, 3, 2, 1, 8),
-            (6, 3, 1, 1, 0, 5),
-            (2, 3, 3, 1, 0, 5),
+        for (cin, cout, [kh, kw], stride, [ph, pw], hw) in [
+            (3, 5, [3, 3], 1, [1, 1], 6),
+            (4, 4, [3, 3], 2, [1, 1], 8),
+            (6, 3, [1, 1], 1, [0, 0], 5),
+            (2, 3, [3, 3], 1, [0, 0], 5),
+            (3, 4, [1, 5], 1, [0, 2], 6),
         ] {
             let conv = crate::device::init_seeded(4, &device, |d| {
-                Conv2dConfig::new([cin, cout], [k, k])
+                Conv2dConfig::new([cin, cout], [kh, kw])
                     .with_stride([stride, stride])
-                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .with_padding(PaddingConfig2d::Explicit(ph, pw, ph, pw))
                     .init(d)
             });
             same_outputs_and_gradients(
@@ -462,7 +487,7 @@ mod tests {
                 input(2, [3, cin, hw, hw], &device),
                 conv2d,
                 |c, x| c.forward(x),
-                &format!("{cin}→{cout} {k}×{k} stride {stride} pad {pad}"),
+                &format!("{cin}→{cout} {kh}×{kw} stride {stride} pad {ph}, {pw}"),
             );
         }
     }
