@@ -10,6 +10,7 @@
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Shapes of one convolution (groups 1, dilation 1, the same stride on both axes, each axis padded evenly).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,22 +58,28 @@ impl ConvShape {
     }
 }
 
-/// A row-major or transposed view of a matrix for [`matmul`].
+/// A row-major (or transposed) view of a matrix for [`matmul`]; `stride` is the distance between stored rows.
 #[derive(Clone, Copy)]
 struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
+    stride: usize,
     transposed: bool,
 }
 
 impl<'a> Mat<'a> {
     fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols);
+        Self::strided(data, rows, cols, cols)
+    }
+
+    fn strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+        assert!(cols <= stride && data.len() >= rows.saturating_sub(1) * stride + cols);
         Self {
             data,
             rows,
             cols,
+            stride,
             transposed: false,
         }
     }
@@ -94,21 +101,18 @@ impl<'a> Mat<'a> {
 
     /// (row stride, column stride) of the logical matrix.
     fn strides(&self) -> (isize, isize) {
-        if self.transposed {
-            (1, self.cols as isize)
-        } else {
-            (self.cols as isize, 1)
-        }
+        let s = self.stride as isize;
+        if self.transposed { (1, s) } else { (s, 1) }
     }
 }
 
-/// `dst[m, n] (+)= a[m, k] · b[k, n]`, `dst` row-major; adds to `dst` when `accumulate`.
-fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
+/// `dst[m, n] (+)= a[m, k] · b[k, n]` with `dst` row-major, `dst_stride` apart; adds to `dst` when `accumulate`.
+fn matmul(dst: &mut [f32], dst_stride: usize, a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2);
-    assert!(dst.len() >= m * n);
+    assert!(n <= dst_stride && dst.len() >= m.saturating_sub(1) * dst_stride + n);
     let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
-    // SAFETY: the asserts above (and in `Mat::new`) keep every strided access inside the three slices, and
+    // SAFETY: the asserts above (and in `Mat::strided`) keep every strided access inside the three slices, and
     // `dst` is borrowed mutably, so it aliases neither input.
     unsafe {
         gemm::gemm(
@@ -117,7 +121,7 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             a.data.as_ptr(),
             acs,
@@ -142,13 +146,20 @@ fn inside(n_out: usize, n_in: usize, k: usize, stride: usize, pad: usize) -> (us
     (lo, hi.max(lo))
 }
 
-/// Visits every (column row, input plane, kernel offset) of [`im2col`] with the in-image output ranges.
-fn for_each_row(s: &ConvShape, mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize)) {
+/// Visits every (column row, input plane, kernel offset) of [`im2col`] with the in-image output ranges, the rows
+/// cut to the block `rows`.
+fn for_each_row(
+    s: &ConvShape,
+    rows: &Range<usize>,
+    mut f: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize),
+) {
     let (oh, ow) = s.out_hw();
     let mut row = 0;
     for ci in 0..s.cin {
         for ky in 0..s.kh {
-            let ys = inside(oh, s.height, ky, s.stride, s.pad_h);
+            let (y0, y1) = inside(oh, s.height, ky, s.stride, s.pad_h);
+            let y0 = y0.clamp(rows.start, rows.end);
+            let ys = (y0, y1.clamp(y0, rows.end));
             for kx in 0..s.kw {
                 let xs = inside(ow, s.width, kx, s.stride, s.pad_w);
                 f(row, ci, ys, xs, ky, kx);
@@ -158,39 +169,53 @@ fn for_each_row(s: &ConvShape, mut f: impl FnMut(usize, usize, (usize, usize), (
     }
 }
 
-/// `cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − p, ox·s + kx − p]`, zero outside the image. Every entry is
-/// written, so the buffer is reused between images without clearing.
-fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
+/// The most column entries built at once (16 MB): the networks' images fit in one block, and larger ones are
+/// cut into blocks of output rows, so that the per-thread buffers stay bounded. Smaller blocks were measured
+/// slower (docs/perf-profile.md §6). Unit tests use tiny blocks, so that they cover the cutting.
+const MAX_COLUMNS: usize = if cfg!(test) { 64 } else { 1 << 22 };
+
+/// The blocks of output rows whose columns are built at once.
+fn row_blocks(s: &ConvShape) -> impl Iterator<Item = Range<usize>> {
     let (oh, ow) = s.out_hw();
+    let per = (MAX_COLUMNS / (s.k() * ow).max(1)).clamp(1, oh.max(1));
+    (0..oh).step_by(per).map(move |r| r..(r + per).min(oh))
+}
+
+/// `cols[(ci, ky, kx), (oy, ox)] = x[ci, oy·s + ky − p, ox·s + kx − p]` for the output rows `rows`, zero outside
+/// the image. Every entry is written, so the buffer is reused without clearing.
+fn im2col(x: &[f32], s: &ConvShape, rows: Range<usize>, cols: &mut Vec<f32>) {
+    let (_, ow) = s.out_hw();
     let (plane, st) = (s.height * s.width, s.stride);
-    cols.resize(s.k() * oh * ow, 0.0);
+    let (base, n) = (rows.start * ow, rows.len() * ow);
+    cols.resize(s.k() * n, 0.0);
     // Stride 1 with the output as wide as the input: a row is the plane shifted by (ky − p)·w + kx − p, one long
     // copy, after which only the columns that fell outside the image are zeroed.
     let same_width = st == 1 && ow == s.width;
-    for_each_row(s, |r, ci, (y0, y1), (x0, x1), ky, kx| {
-        let row = &mut cols[r * oh * ow..][..oh * ow];
-        row[..y0 * ow].fill(0.0);
-        row[y1 * ow..].fill(0.0);
+    for_each_row(s, &rows, |r, ci, (y0, y1), (x0, x1), ky, kx| {
+        let row = &mut cols[r * n..][..n];
+        let (a, b) = (y0 * ow - base, y1 * ow - base);
+        row[..a].fill(0.0);
+        row[b..].fill(0.0);
         if same_width {
             let src = &x[ci * plane..][..plane];
             let shift = (ky * ow + kx) as isize - (s.pad_h * ow + s.pad_w) as isize;
             let lo = ((-shift).max(0) as usize).clamp(y0 * ow, y1 * ow);
             let hi = ((plane as isize - shift).max(0) as usize).clamp(lo, y1 * ow);
-            row[y0 * ow..lo].fill(0.0);
-            row[hi..y1 * ow].fill(0.0);
+            row[a..lo - base].fill(0.0);
+            row[hi - base..b].fill(0.0);
             if lo < hi {
                 let from = (lo as isize + shift) as usize;
-                row[lo..hi].copy_from_slice(&src[from..from + hi - lo]);
+                row[lo - base..hi - base].copy_from_slice(&src[from..from + hi - lo]);
             }
             // At most `pad` columns on each side, so a strided pass per column rather than a fill per output row.
-            for c in (0..x0).chain(x1..ow).filter(|_| y0 < y1) {
-                row[y0 * ow + c..y1 * ow].iter_mut().step_by(ow).for_each(|v| *v = 0.0);
+            for c in (0..x0).chain(x1..ow).filter(|_| a < b) {
+                row[a + c..b].iter_mut().step_by(ow).for_each(|v| *v = 0.0);
             }
             return;
         }
         for oy in y0..y1 {
             let src = &x[ci * plane + (oy * st + ky - s.pad_h) * s.width..][..s.width];
-            let dst = &mut row[oy * ow..][..ow];
+            let dst = &mut row[oy * ow - base..][..ow];
             dst[..x0].fill(0.0);
             dst[x1..].fill(0.0);
             let src = &src[x0 * st + kx - s.pad_w..];
@@ -207,15 +232,16 @@ fn im2col(x: &[f32], s: &ConvShape, cols: &mut Vec<f32>) {
 }
 
 /// The adjoint of [`im2col`]: adds each column entry back onto the pixel it was read from.
-fn col2im(cols: &[f32], s: &ConvShape, x: &mut [f32]) {
-    let (oh, ow) = s.out_hw();
+fn col2im(cols: &[f32], s: &ConvShape, rows: Range<usize>, x: &mut [f32]) {
+    let (_, ow) = s.out_hw();
     let (plane, st) = (s.height * s.width, s.stride);
-    for_each_row(s, |r, ci, (y0, y1), (x0, x1), ky, kx| {
-        let row = &cols[r * oh * ow..][..oh * ow];
+    let (base, n) = (rows.start * ow, rows.len() * ow);
+    for_each_row(s, &rows, |r, ci, (y0, y1), (x0, x1), ky, kx| {
+        let row = &cols[r * n..][..n];
         for oy in y0..y1 {
             let dst = &mut x[ci * plane + (oy * st + ky - s.pad_h) * s.width..][..s.width];
             let dst = &mut dst[x0 * st + kx - s.pad_w..];
-            let src = &row[oy * ow + x0..oy * ow + x1];
+            let src = &row[oy * ow - base..][x0..x1];
             dst.iter_mut().step_by(st).zip(src).for_each(|(d, &v)| *d += v);
         }
     });
@@ -251,11 +277,15 @@ fn inner_parallelism(units: usize) -> Parallelism {
 fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parallelism) {
     let (p, k) = (s.pixels(), s.k());
     if s.pointwise() {
-        return matmul(yb, w, Mat::new(xb, k, p), true, par);
+        return matmul(yb, p, w, Mat::new(xb, k, p), true, par);
     }
+    let ow = s.out_hw().1;
     with_scratch(|cols, _| {
-        im2col(xb, s, cols);
-        matmul(yb, w, Mat::new(cols, k, p), true, par);
+        for rows in row_blocks(s) {
+            let (at, n) = (rows.start * ow, rows.len() * ow);
+            im2col(xb, s, rows, cols);
+            matmul(&mut yb[at..], p, w, Mat::new(cols, k, n), true, par);
+        }
     });
 }
 
@@ -334,27 +364,31 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
             let (mut dw, mut db) = (vec![0f32; s.cout * k], vec![0f32; s.cout]);
             let images = dxc.chunks_mut(s.image_in()).zip(xc.chunks(s.image_in()));
             for (i, ((dxb, xb), dyb)) in images.zip(dyc.chunks(s.image_out())).enumerate() {
-                let g = Mat::new(dyb, s.cout, p);
                 for (d, row) in db.iter_mut().zip(dyb.chunks_exact(p)) {
                     *d += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
                 }
                 if s.pointwise() {
-                    matmul(&mut dw, g, Mat::new(xb, k, p).t(), i > 0, par);
-                    matmul(dxb, w.t(), g, false, par);
-                } else if let Some((flipped, st)) = &transposed {
-                    with_scratch(|cols, _| {
-                        im2col(xb, s, cols);
-                        matmul(&mut dw, g, Mat::new(cols, k, p).t(), i > 0, par);
-                    });
+                    let g = Mat::new(dyb, s.cout, p);
+                    matmul(&mut dw, k, g, Mat::new(xb, k, p).t(), i > 0, par);
+                    matmul(dxb, p, w.t(), g, false, par);
+                    continue;
+                }
+                let ow = s.out_hw().1;
+                with_scratch(|cols, dcols| {
+                    for (j, rows) in row_blocks(s).enumerate() {
+                        let (at, n) = (rows.start * ow, rows.len() * ow);
+                        let g = Mat::strided(&dyb[at..], s.cout, n, p);
+                        im2col(xb, s, rows.clone(), cols);
+                        matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par);
+                        if transposed.is_none() {
+                            dcols.resize(k * n, 0.0);
+                            matmul(dcols, n, w.t(), g, false, par);
+                            col2im(dcols, s, rows, dxb);
+                        }
+                    }
+                });
+                if let Some((flipped, st)) = &transposed {
                     convolve_image(dyb, Mat::new(flipped, st.cout, st.k()), st, dxb, par);
-                } else {
-                    with_scratch(|cols, dcols| {
-                        im2col(xb, s, cols);
-                        matmul(&mut dw, g, Mat::new(cols, k, p).t(), i > 0, par);
-                        dcols.resize(k * p, 0.0);
-                        matmul(dcols, w.t(), g, false, par);
-                        col2im(dcols, s, dxb);
-                    });
                 }
             }
             (dw, db)
