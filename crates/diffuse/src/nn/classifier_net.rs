@@ -1,6 +1,7 @@
 //! A small CNN classifier for measuring samples: three 3×3 convolutions (two of stride 2), SiLU, global
 //! average pooling and a linear head. Works at any image size.
 
+use crate::kernels::conv2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -42,9 +43,9 @@ impl ClassifierNet {
 
     /// The pooled 128-d features [b, 128] under the head: the space of the classifier-feature FID.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let h = silu(self.conv1.forward(x));
-        let h = silu(self.conv2.forward(h));
-        let h = silu(self.conv3.forward(h));
+        let h = silu(conv2d(&self.conv1, x));
+        let h = silu(conv2d(&self.conv2, h));
+        let h = silu(conv2d(&self.conv3, h));
         let [b, c, _, _] = h.dims();
         h.mean_dims(&[2, 3]).reshape([b, c])
     }
