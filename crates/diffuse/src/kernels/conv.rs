@@ -1,7 +1,8 @@
 //! 2-D convolution over contiguous NCHW `f32` slices as im2col and matrix products, per image:
 //!
 //! - forward: `Y_b[Cout, P] = W[Cout, K] · cols(X_b)[K, P] + bias`;
-//! - input gradient: `dX_b = col2im(Wᵀ · dY_b)`;
+//! - input gradient: for stride 1, the convolution of `dY_b` with the kernel flipped in space and its channel axes
+//!   swapped; otherwise `dX_b = col2im(Wᵀ · dY_b)`;
 //! - weight gradient: `dW = Σ_b dY_b · cols(X_b)ᵀ`, a well-shaped product (n = K), where burn's default
 //!   computes it as a convolution whose output is the 3×3 kernel (n = 9, memory bound: docs/perf-profile.md §4).
 //!

@@ -57,13 +57,14 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>, silu_after: bool) -> Tensor<4>
     let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
         return unfused_group_norm(norm, x, silu_after);
     };
-    if !on_cpu(&x) {
+    let (gamma, beta) = (gamma.val(), beta.val());
+    if !on_cpu(&x) || [gamma.dtype(), beta.dtype()] != [DType::F32; 2] {
         return unfused_group_norm(norm, x, silu_after);
     }
     let out = <Dispatch as Kernels>::group_norm(
         x.into_dispatch(),
-        gamma.val().into_dispatch(),
-        beta.val().into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
         norm.num_groups,
         norm.epsilon as f32,
         silu_after,
@@ -102,7 +103,8 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
     let [sh, sw] = options.stride;
     let [(pt, pb), (pl, pr)] = options.padding;
-    if sh != sw || pt != pb || pl != pr || options.dilation != [1, 1] || options.groups != 1 || !on_cpu(&x) {
+    let plain = sh == sw && pt == pb && pl == pr && options.dilation == [1, 1] && options.groups == 1;
+    if !plain || !on_cpu(&x) || [weight.dtype(), bias.dtype()] != [DType::F32; 2] {
         return burn::tensor::module::conv2d(x, weight, Some(bias), options);
     }
     let out = <Dispatch as Kernels>::conv2d(
@@ -116,7 +118,7 @@ pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: Co
     Tensor::from_dispatch(out)
 }
 
-/// Whether the project's kernels serve this tensor: burn's CPU backend (with or without autodiff), `f32`.
+/// Whether the project's kernels serve this input: burn's CPU backend (with or without autodiff), `f32`.
 fn on_cpu(x: &Tensor<4>) -> bool {
     x.dtype() == DType::F32 && x.device().inner() == Device::flex()
 }
