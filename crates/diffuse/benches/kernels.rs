@@ -1,0 +1,59 @@
+//! Throughput of the project's CPU convolution kernel on the reference UNet's layer shapes:
+//! `cargo bench -p diffuse --bench kernels`. Prints the best of 3 runs per shape, forward and backward, in
+//! GFLOP/s (one multiply-add counted as two operations; the backward does twice the forward's work).
+
+use diffuse::kernels::conv::{ConvShape, backward, forward};
+use std::time::Instant;
+
+fn main() {
+    println!("| batch | layer | size | kernel, stride | forward | backward |");
+    println!("|---|---|---|---|---|---|");
+    for (batch, cin, hw, cout, k, stride) in [
+        (32, 64, 32, 64, 3, 1),
+        (32, 128, 32, 64, 3, 1),
+        (32, 128, 16, 128, 3, 1),
+        (32, 256, 16, 128, 3, 1),
+        (32, 128, 8, 128, 3, 1),
+        (32, 256, 8, 128, 3, 1),
+        (32, 256, 8, 128, 1, 1),
+        (32, 64, 32, 64, 3, 2),
+        (64, 64, 32, 64, 3, 1),
+        (64, 128, 8, 128, 3, 1),
+    ] {
+        let s = ConvShape {
+            batch,
+            cin,
+            height: hw,
+            width: hw,
+            cout,
+            kh: k,
+            kw: k,
+            stride,
+            pad_h: k / 2,
+            pad_w: k / 2,
+        };
+        let (oh, ow) = s.out_hw();
+        let x = vec![0.5f32; batch * cin * hw * hw];
+        let w = vec![0.01f32; cout * cin * k * k];
+        let bias = vec![0.0f32; cout];
+        let dy = vec![0.1f32; batch * cout * oh * ow];
+        let flops = 2.0 * (batch * cout * cin * k * k * oh * ow) as f64;
+        let (mut fwd, mut bwd) = (f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            let t = Instant::now();
+            let y = forward(&x, &w, &bias, &s);
+            fwd = fwd.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let (dx, ..) = backward(&x, &w, &dy, &s);
+            bwd = bwd.min(t.elapsed().as_secs_f64());
+            assert!(y[0].is_finite() && dx[0].is_finite());
+        }
+        println!(
+            "| {batch} | {cin} → {cout} | {hw}×{hw} | {k}×{k}, {stride} | {:.1} ms, {:.0} GFLOP/s | {:.1} ms, {:.0} GFLOP/s |",
+            fwd * 1e3,
+            flops / fwd / 1e9,
+            bwd * 1e3,
+            2.0 * flops / bwd / 1e9
+        );
+    }
+}
