@@ -140,10 +140,11 @@ fn matmul(dst: &mut [f32], dst_stride: usize, a: Mat, b: Mat, accumulate: bool, 
     }
 }
 
-/// The outputs `o` in `lo..hi` whose input `o·stride + k − pad` falls inside `0..n_in`.
-fn inside(n_out: usize, n_in: usize, k: usize, stride: usize, pad: usize) -> (usize, usize) {
-    let lo = pad.saturating_sub(k).div_ceil(stride);
-    let hi = (n_in + pad).saturating_sub(k).div_ceil(stride).min(n_out);
+/// The outputs `o` in `lo..hi` (with `lo ≤ hi ≤ n_out`) whose input `o·stride + offset − pad` falls inside
+/// `0..n_in`, for the kernel offset `offset`.
+fn inside(n_out: usize, n_in: usize, offset: usize, stride: usize, pad: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(offset).div_ceil(stride).min(n_out);
+    let hi = (n_in + pad).saturating_sub(offset).div_ceil(stride).min(n_out);
     (lo, hi.max(lo))
 }
 
@@ -163,6 +164,8 @@ fn for_each_row(
             let ys = (y0, y1.clamp(y0, rows.end));
             for kx in 0..s.kw {
                 let xs = inside(ow, s.width, kx, s.stride, s.pad_w);
+                // A kernel column that only ever sees padding reads nothing, whatever the rows.
+                let ys = if xs.0 == xs.1 { (rows.start, rows.start) } else { ys };
                 f(row, ci, ys, xs, ky, kx);
                 row += 1;
             }
@@ -292,7 +295,7 @@ fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parall
 
 /// For stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped in space and its
 /// channel axes swapped, padded by k − 1 − p. Returns that kernel (`[cin, cout, kh, kw]`) and shape, or `None`
-/// where it does not apply (strides, uneven kernels, padding beyond the kernel).
+/// where it does not apply (strides, padding beyond the kernel).
 fn input_gradient_as_convolution(weight: &[f32], s: &ConvShape) -> Option<(Vec<f32>, ConvShape)> {
     if s.stride != 1 || s.pad_h >= s.kh || s.pad_w >= s.kw {
         return None;
@@ -345,17 +348,18 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f3
     y
 }
 
-/// Gradients `(∂L/∂x, ∂L/∂W, ∂L/∂bias)` from the output gradient `dy`.
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Gradients `(∂L/∂x, ∂L/∂W, ∂L/∂bias)` from the output gradient `dy`; ∂L/∂x stays zero unless `need_dx`
+/// (the first layer's input, the data, needs none).
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape, need_dx: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.batch * s.image_in());
     assert_eq!(weight.len(), s.cout * s.k());
     assert_eq!(dy.len(), s.batch * s.image_out());
     let (p, k) = (s.pixels(), s.k());
     // At most eight partial sums: their count depends on the batch only, never on the threads.
-    let chunk = s.batch.div_ceil(8);
+    let chunk = s.batch.div_ceil(8).max(1);
     let par = inner_parallelism(s.batch.div_ceil(chunk));
     let w = Mat::new(weight, s.cout, k);
-    let transposed = input_gradient_as_convolution(weight, s);
+    let transposed = input_gradient_as_convolution(weight, s).filter(|_| need_dx);
     let mut dx = vec![0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk * s.image_in())
@@ -371,7 +375,9 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
                 if s.pointwise() {
                     let g = Mat::new(dyb, s.cout, p);
                     matmul(&mut dw, k, g, Mat::new(xb, k, p).t(), i > 0, par);
-                    matmul(dxb, p, w.t(), g, false, par);
+                    if need_dx {
+                        matmul(dxb, p, w.t(), g, false, par);
+                    }
                     continue;
                 }
                 let ow = s.out_hw().1;
@@ -381,7 +387,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
                         let g = Mat::strided(&dyb[at..], s.cout, n, p);
                         im2col(xb, s, rows.clone(), cols);
                         matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par);
-                        if transposed.is_none() {
+                        if need_dx && transposed.is_none() {
                             dcols.resize(k * n, 0.0);
                             matmul(dcols, n, w.t(), g, false, par);
                             col2im(dcols, s, rows, dxb);
@@ -466,6 +472,10 @@ mod tests {
             (2, 3, 6, 4, (1, 7), 1, (0, 3)),  // Inception's 1×7
             (2, 3, 9, 4, (7, 1), 1, (3, 0)),  // and 7×1
             (2, 2, 5, 3, (1, 3), 2, (0, 0)),  // uneven kernel, stride 2, no padding
+            (2, 2, 1, 2, (5, 5), 2, (2, 2)),  // kernel columns that see only padding
+            (1, 2, 1, 2, (3, 3), 3, (1, 1)),  // stride beyond the image
+            (2, 2, 1, 3, (1, 7), 1, (0, 3)),  // 1×7 on a 1×2 image
+            (0, 2, 3, 2, (3, 3), 1, (1, 1)),  // an empty batch
         ] {
             let s = ConvShape {
                 batch,
@@ -486,10 +496,12 @@ mod tests {
             let dy = crate::rng::normals(&mut rng, batch * cout * oh * ow);
             let [y, dx, dw, db] = direct(&x, &w, &b, &dy, &s);
             close(&forward(&x, &w, &b, &s), &y, "y");
-            let (gx, gw, gb) = backward(&x, &w, &dy, &s);
+            let (gx, gw, gb) = backward(&x, &w, &dy, &s, true);
             close(&gx, &dx, "dx");
             close(&gw, &dw, "dw");
             close(&gb, &db, "db");
+            let (no_dx, same_dw, same_db) = backward(&x, &w, &dy, &s, false);
+            assert!(no_dx.iter().all(|&v| v == 0.0) && same_dw == gw && same_db == gb);
         }
     }
 
@@ -513,7 +525,7 @@ mod tests {
         let dy = crate::rng::normals(&mut rng, 12 * 6 * 81);
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| backward(&x, &w, &dy, &s))
+            pool.install(|| backward(&x, &w, &dy, &s, true))
         };
         let a = run(1);
         for threads in [3, 8] {

@@ -287,7 +287,7 @@ impl Backward<Flex, 3> for ConvBackward {
         let (x, xd) = contents(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let (w, wd) = contents(weight);
         let s = conv_shape(&xd, &wd, stride, pad);
-        let (dx, dw, db) = conv::backward(slice(&x), slice(&w), slice(&dy), &s);
+        let (dx, dw, db) = conv::backward(slice(&x), slice(&w), slice(&dy), &s, node_x.is_some());
         for (node, grad) in [
             (node_x, tensor(dx, xd)),
             (node_w, tensor(dw, wd)),
