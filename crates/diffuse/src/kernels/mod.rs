@@ -209,6 +209,15 @@ impl Kernels for Flex {
     }
 }
 
+/// Hands each input that takes part in the graph its gradient.
+fn register<const N: usize>(grads: &mut Gradients, inputs: [Option<NodeId>; N], values: [FlexTensor; N]) {
+    for (id, value) in inputs.into_iter().zip(values) {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, value);
+        }
+    }
+}
+
 /// What a GroupNorm call needs besides its input, kept by its backward node and its recomputation.
 #[derive(Clone, Debug)]
 struct GroupNormArgs {
@@ -250,15 +259,12 @@ impl Backward<Flex, 3> for GroupNormBackward {
         let (dx, dgamma, dbeta) =
             group_norm::backward(slice(&x), slice(&gamma), slice(&beta), slice(&dy), s, a.eps, a.silu);
         let c = vec![s.channels];
-        for (node, grad) in [
-            (node_x, tensor(dx, dims)),
-            (node_gamma, tensor(dgamma, c.clone())),
-            (node_beta, tensor(dbeta, c)),
-        ] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        let grads_of = [tensor(dx, dims), tensor(dgamma, c.clone()), tensor(dbeta, c)];
+        register(
+            grads,
+            [node_x, node_gamma, node_beta].map(|n| n.map(|n| n.id)),
+            grads_of,
+        );
     }
 }
 
@@ -288,15 +294,8 @@ impl Backward<Flex, 3> for ConvBackward {
         let (w, wd) = contents(weight);
         let s = conv_shape(&xd, &wd, stride, pad);
         let (dx, dw, db) = conv::backward(slice(&x), slice(&w), slice(&dy), &s, node_x.is_some());
-        for (node, grad) in [
-            (node_x, tensor(dx, xd)),
-            (node_w, tensor(dw, wd)),
-            (node_b, tensor(db, vec![s.cout])),
-        ] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        let grads_of = [tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.cout])];
+        register(grads, [node_x, node_w, node_b].map(|n| n.map(|n| n.id)), grads_of);
     }
 }
 
