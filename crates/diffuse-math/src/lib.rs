@@ -2,12 +2,14 @@
 //!
 //! - [`schedule`]: discrete β schedules and the quantities derived from them (ᾱ, σ, SNR, posterior).
 //! - [`spacing`]: which train timesteps a K-step sampler visits.
+//! - [`grid`]: the levels a sampler walks on a process: timesteps, uniform t, Karras ρ, uniform log-SNR.
 //! - [`step`]: the per-step coefficients of the DDPM, DDIM, ancestral and DPM-Solver++ updates.
 //! - [`level`], [`sde`]: noise levels x = αx₀ + σε, and the VP / sub-VP / VE SDEs that produce them.
 //! - [`dist`]: exact targets (Gaussian, mixtures) with their CDFs, and the 1-Wasserstein distance to them.
 //! - [`metrics`]: sample-quality statistics over feature vectors (Fréchet distance, Inception-style score).
 
 pub mod dist;
+pub mod grid;
 pub mod level;
 pub mod metrics;
 pub mod prediction;
@@ -16,6 +18,7 @@ pub mod sde;
 pub mod spacing;
 pub mod step;
 
+pub use grid::{Grid, Knot, Process};
 pub use level::Level;
 pub use prediction::Prediction;
 pub use schedule::{BetaSchedule, NoiseSchedule};

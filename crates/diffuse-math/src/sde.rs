@@ -152,25 +152,68 @@ impl Sde {
     }
 }
 
+/// The name alone for the default parameters (as run configs have always stored it), else
+/// `name:LO,HI` (β_min,β_max for vp and subvp, σ_min,σ_max for ve), which [`FromStr`] reads back.
 impl fmt::Display for Sde {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        let default: Sde = self.name().parse().expect("own name");
+        if *self == default {
+            return f.write_str(self.name());
+        }
+        let (lo, hi) = match *self {
+            Sde::Vp { beta_min, beta_max } | Sde::SubVp { beta_min, beta_max } => (beta_min, beta_max),
+            Sde::Ve { sigma_min, sigma_max } => (sigma_min, sigma_max),
+        };
+        write!(f, "{}:{lo},{hi}", self.name())
     }
 }
 
 impl FromStr for Sde {
     type Err = MathError;
+    /// `vp`, `subvp`, `ve` with their defaults, or with parameters as `ve:0.002,80`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "vp" => Ok(Sde::vp()),
-            "subvp" | "sub-vp" => Ok(Sde::subvp()),
-            "ve" => Ok(Sde::ve()),
-            _ => Err(MathError::Unknown {
-                kind: "SDE",
-                value: s.into(),
-                expected: Self::NAMES,
-            }),
+        let (name, params) = match s.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (s, None),
+        };
+        let mut sde = match name {
+            "vp" => Sde::vp(),
+            "subvp" | "sub-vp" => Sde::subvp(),
+            "ve" => Sde::ve(),
+            _ => {
+                return Err(MathError::Unknown {
+                    kind: "SDE",
+                    value: s.into(),
+                    expected: "vp, subvp, ve (optionally with parameters, as ve:0.002,80 or vp:0.1,20)",
+                });
+            }
+        };
+        if let Some(p) = params {
+            let bad = || MathError::Invalid(format!("SDE '{s}': expected {name}:LO,HI with 0 < LO < HI"));
+            let (lo, hi) = p.split_once(',').ok_or_else(bad)?;
+            let (lo, hi): (f64, f64) = (
+                lo.trim().parse().map_err(|_| bad())?,
+                hi.trim().parse().map_err(|_| bad())?,
+            );
+            if !(lo > 0.0 && lo < hi && hi.is_finite()) {
+                return Err(bad());
+            }
+            sde = match sde {
+                Sde::Vp { .. } => Sde::Vp {
+                    beta_min: lo,
+                    beta_max: hi,
+                },
+                Sde::SubVp { .. } => Sde::SubVp {
+                    beta_min: lo,
+                    beta_max: hi,
+                },
+                Sde::Ve { .. } => Sde::Ve {
+                    sigma_min: lo,
+                    sigma_max: hi,
+                },
+            };
         }
+        Ok(sde)
     }
 }
 
@@ -231,6 +274,25 @@ mod tests {
         assert_eq!(Sde::ve().marginal(1.0).sigma, 50.0);
         assert!((Sde::ve().marginal(0.0).sigma - 0.01).abs() < 1e-15);
         assert!("ve2".parse::<Sde>().is_err());
+    }
+
+    #[test]
+    fn parameters_round_trip_through_the_name() {
+        let edm: Sde = "ve:0.002,80".parse().unwrap();
+        assert_eq!(
+            edm,
+            Sde::Ve {
+                sigma_min: 0.002,
+                sigma_max: 80.0
+            }
+        );
+        assert_eq!(edm.to_string(), "ve:0.002,80");
+        assert!((edm.marginal(1.0).sigma - 80.0).abs() < 1e-9);
+        assert_eq!(Sde::vp().to_string(), "vp");
+        assert_eq!("subvp:0.1,20".parse::<Sde>().unwrap().to_string(), "subvp");
+        for bad in ["ve:80,0.002", "ve:0,1", "vp:1", "vp:a,b", "ve:1,inf"] {
+            assert!(bad.parse::<Sde>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -63,6 +63,21 @@ pub fn ancestral(t: Level, p: Level, large_variance: bool) -> StepCoefs {
     }
 }
 
+/// Euler ancestral (k-diffusion's `sample_euler_ancestral` with `get_ancestral_step`), written in VE
+/// coordinates x̃ = x/α, σ̃ = σ/α: σ_up = min(σ̃_p, η·√(σ̃_p²(σ̃_t² − σ̃_p²)/σ̃_t²)), σ_down = √(σ̃_p² − σ_up²); the
+/// Euler step x̃ + (σ_down − σ̃_t)·(x̃ − x̂₀)/σ̃_t = x̂₀ + σ_down·ε̂, then σ_up·z; scaled back to level p by α_p.
+/// (Its σ_up² is α_p⁻² times DDIM's posterior variance, so it is DDIM(η) in another form; a test checks it.)
+pub fn euler_ancestral(t: Level, p: Level, eta: f64) -> StepCoefs {
+    let (st, sp) = (t.sigma / t.alpha, p.sigma / p.alpha);
+    let up = (eta * (sp * sp * (st * st - sp * sp) / (st * st)).max(0.0).sqrt()).min(sp);
+    let down = (sp * sp - up * up).max(0.0).sqrt();
+    StepCoefs {
+        c_x0: p.alpha,
+        c_eps: p.alpha * down,
+        std: p.alpha * up,
+    }
+}
+
 /// DDIM between two train-step noise levels ᾱ_t → ᾱ_prev.
 pub fn ddim(alpha_bar: f64, alpha_bar_prev: f64, eta: f64) -> Result<StepCoefs, MathError> {
     ddim_levels(Level::vp(alpha_bar), Level::vp(alpha_bar_prev), eta)

@@ -1,7 +1,7 @@
 //! Closed-form properties of schedules, spacings and steps that need no reference numbers.
 
 use diffuse_math::step::{ddim, ddpm};
-use diffuse_math::{BetaSchedule, MathError, NoiseSchedule, TimestepSpacing};
+use diffuse_math::{BetaSchedule, Level, MathError, NoiseSchedule, TimestepSpacing};
 
 #[test]
 fn alphas_cumprod_is_the_running_product() {
@@ -142,4 +142,31 @@ fn dpm_solver_timesteps_never_repeat() {
             assert!(*ts.last().unwrap() >= 0 && ts[0] <= 999);
         }
     }
+}
+
+#[test]
+fn euler_ancestral_is_ddim_with_the_same_eta_on_any_levels() {
+    use diffuse_math::step::{ddim_levels, euler_ancestral};
+    let ve = |s: f64| Level { alpha: 1.0, sigma: s };
+    let pairs = [
+        (Level::vp(0.01), Level::vp(0.3)),
+        (Level::vp(0.5), Level::vp(0.9999)),
+        (ve(80.0), ve(12.0)),
+        (ve(0.5), ve(0.002)),
+        (Level::vp(0.2), Level::CLEAN),
+    ];
+    for (t, p) in pairs {
+        for eta in [0.0, 0.3, 1.0] {
+            let (a, b) = (euler_ancestral(t, p, eta), ddim_levels(t, p, eta).unwrap());
+            for (x, y) in [(a.c_x0, b.c_x0), (a.c_eps, b.c_eps), (a.std, b.std)] {
+                assert!(
+                    (x - y).abs() < 1e-12 * (1.0 + y.abs()),
+                    "{t:?} → {p:?}, η {eta}: {a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+    // η = 0 is the deterministic Euler step of the probability-flow ODE in σ̃: x̃_p = x̂₀ + σ̃_p ε̂.
+    let c = euler_ancestral(ve(10.0), ve(4.0), 0.0);
+    assert_eq!((c.c_x0, c.c_eps, c.std), (1.0, 4.0, 0.0));
 }

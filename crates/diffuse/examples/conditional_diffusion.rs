@@ -14,17 +14,13 @@ use diffuse::data::{Dataset, Split};
 use diffuse::denoise::Cond;
 use diffuse::run::RunConfig;
 use diffuse::sample::{Method, Plan, Process};
-use diffuse_math::TimestepSpacing;
 
 fn main() -> Result<()> {
     let dir = out_dir("conditional")?;
     let data = Dataset::load("digits", Split::Train)?;
-    let cfg = RunConfig::for_data("digits", &data).conditional(0.1);
+    let cfg = RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data).conditional(0.1);
     let run = train_or_reuse(&dir.join("run"), &cfg, &data)?;
-    let process = Process::Discrete {
-        schedule: run.schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
+    let process = Process::Discrete(run.schedule.clone());
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, 50)?;
 
     // A row per class at w = 3.

@@ -14,7 +14,6 @@ use diffuse::data::{Dataset, Split};
 use diffuse::denoise::Cond;
 use diffuse::run::RunConfig;
 use diffuse::sample::{self, Method, Plan, Process};
-use diffuse_math::TimestepSpacing;
 
 fn main() -> Result<()> {
     let dir = out_dir("ddim")?;
@@ -22,14 +21,11 @@ fn main() -> Result<()> {
     let data = Dataset::load("digits", Split::Train)?;
     let run = train_or_reuse(
         &out_dir("ddpm")?.join("run"),
-        &RunConfig::for_data("digits", &data),
+        &RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data),
         &data,
     )?;
     let plan = |eta: f64, steps: usize| {
-        let process = Process::Discrete {
-            schedule: run.schedule.clone(),
-            spacing: TimestepSpacing::Trailing,
-        };
+        let process = Process::Discrete(run.schedule.clone());
         Plan::new(Method::Ddim { eta }, process, steps)
     };
     let classifier = digits_classifier()?;

@@ -19,15 +19,13 @@ fn main() -> Result<()> {
     let dir = out_dir("ddpm")?;
     // 1. Training: the library's defaults for this data (what `diffuse train --data digits` does).
     let data = Dataset::load("digits", Split::Train)?;
-    let cfg = RunConfig::for_data("digits", &data);
+    let cfg = RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data);
     let run = train_or_reuse(&dir.join("run"), &cfg, &data)?;
 
     // 2. Sampling: ancestral steps x_{t−1} = μ̃(x_t, x̂₀) + σ_t z through all 1000 train timesteps.
-    let process = Process::Discrete {
-        schedule: run.schedule.clone(),
-        spacing: TimestepSpacing::Leading,
-    };
-    let plan = Plan::new(Method::Ddpm { large_variance: false }, process, 1000)?;
+    let ddpm = Method::Ddpm { large_variance: false };
+    let plan = Plan::new(ddpm, Process::Discrete(run.schedule.clone()), 1000)?
+        .with_grid(ddpm.timestep_grid(TimestepSpacing::Leading))?;
     println!("sampling with DDPM, 1000 steps ...");
     let images = draw(&run, &plan, 64, 1, &Cond::default(), 1.0)?;
     grid(&dir.join("ddpm-1000.png"), &run, &images, 64, 8)?;

@@ -16,7 +16,6 @@ use diffuse::nn::VaeConfig;
 use diffuse::run::{LatentConfig, RunConfig, VAE_DIR};
 use diffuse::sample::{Method, Plan, Process};
 use diffuse::vae::{self, LatentSpace, Reconstruction, VaeTrainConfig};
-use diffuse_math::TimestepSpacing;
 
 fn main() -> Result<()> {
     let dir = out_dir("latent")?;
@@ -50,7 +49,7 @@ fn main() -> Result<()> {
 
     // 2. Diffusion on the scaled latents: the data set becomes the encoder's means × scale.
     let latents = space.encode(&train)?;
-    let mut cfg = RunConfig::for_data("digits", &latents);
+    let mut cfg = RunConfig::for_data(&diffuse::data::DataSpec::Digits, &latents);
     cfg.latent = Some(LatentConfig {
         vae: VAE_DIR.into(),
         scale: space.meta.scale,
@@ -64,10 +63,7 @@ fn main() -> Result<()> {
     let run = train_or_reuse(&run_dir, &cfg, &latents)?;
 
     // 3. Sampling in the latent space, decoding at the end.
-    let process = Process::Discrete {
-        schedule: run.schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
+    let process = Process::Discrete(run.schedule.clone());
     println!("DDIM-50 in the latent space:");
     let images = draw(
         &run,

@@ -19,8 +19,8 @@ use diffuse_math::Sde;
 fn main() -> Result<()> {
     let dir = out_dir("score")?;
     let data = Dataset::load("digits", Split::Train)?;
-    let mut cfg = RunConfig::for_data("digits", &data);
-    cfg.sde = Some("vp".into()); // continuous time: the network is told 999·t
+    let mut cfg = RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data);
+    cfg.sde = Some(Sde::vp()); // continuous time: the network is told 999·t
     let run = train_or_reuse(&dir.join("run"), &cfg, &data)?;
     let classifier = digits_classifier()?;
     let sde = Sde::vp();

@@ -14,7 +14,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-const META: &str = "classifier.json";
+pub const META: &str = "classifier.json";
+/// Optimiser steps of `diffuse classifier train` without `--steps` (batch 64).
+pub const DEFAULT_STEPS: usize = 1500;
 const WEIGHTS: &str = "weights.safetensors";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

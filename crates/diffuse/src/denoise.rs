@@ -50,7 +50,7 @@ pub fn from_output(x: Tensor<4>, out: Tensor<4>, alpha_bar: f64, prediction: Pre
 /// The network always sees x scaled to the variance-preserving level with the same SNR, so one UNet and one
 /// loss serve both, and any sampler's level can be put to any model.
 #[derive(Clone, Debug)]
-pub enum Conditioning {
+pub enum LevelInput {
     Discrete(NoiseSchedule),
     Continuous(Sde),
 }
@@ -58,23 +58,23 @@ pub enum Conditioning {
 /// Smallest training time of continuous models (score_sde trains on t ∈ [1e-5, 1]).
 pub const TRAIN_T_MIN: f64 = 1e-5;
 
-impl Conditioning {
+impl LevelInput {
     /// The network's time input for `level`.
     pub fn time_input(&self, level: Level) -> f64 {
         match self {
-            Conditioning::Discrete(s) => s.timestep_of(level.alpha_bar()),
-            Conditioning::Continuous(sde) => 999.0 * sde.time_of(level),
+            LevelInput::Discrete(s) => s.timestep_of(level.alpha_bar()),
+            LevelInput::Continuous(sde) => 999.0 * sde.time_of(level),
         }
     }
 
     /// A training noise level from a uniform `u` ∈ [0, 1): (VP-equivalent ᾱ, time input).
     pub fn training_level(&self, u: f64) -> (f64, f64) {
         match self {
-            Conditioning::Discrete(s) => {
+            LevelInput::Discrete(s) => {
                 let t = ((u * s.len() as f64) as usize).min(s.len() - 1);
                 (s.alphas_cumprod[t], t as f64)
             }
-            Conditioning::Continuous(sde) => {
+            LevelInput::Continuous(sde) => {
                 let t = TRAIN_T_MIN + u * (1.0 - TRAIN_T_MIN);
                 (sde.marginal(t).alpha_bar(), 999.0 * t)
             }
@@ -127,15 +127,15 @@ impl Default for Guidance {
 /// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
 /// plain guidance is the same rule on ε̂ for every parameterisation; rescaling (a per-image std ratio) acts on
 /// the network's output, as diffusers' `guidance_rescale` does, and so depends on what it predicts.
-pub struct UNetDenoiser<'a> {
+pub struct NetDenoiser<'a> {
     pub net: &'a Net,
-    pub cond: &'a Conditioning,
+    pub cond: &'a LevelInput,
     pub prediction: Prediction,
     pub clip: bool,
     pub guidance: Guidance,
 }
 
-impl UNetDenoiser<'_> {
+impl NetDenoiser<'_> {
     fn output(&self, x: Tensor<4>, t: Tensor<1>, level: Level, cond: &Cond) -> Tensor<4> {
         let (Some(classes), Some(k)) = (&cond.classes, self.net.num_classes()) else {
             return self.net.forward(x, t, None);
@@ -170,7 +170,7 @@ impl UNetDenoiser<'_> {
     }
 }
 
-impl Denoiser for UNetDenoiser<'_> {
+impl Denoiser for NetDenoiser<'_> {
     fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised {
         let b = x.dims()[0];
         let scale = (level.alpha * level.alpha + level.sigma * level.sigma).sqrt();
@@ -287,11 +287,11 @@ mod tests {
     #[test]
     fn conditioning_maps_levels_to_time_inputs() {
         let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
-        let d = Conditioning::Discrete(s.clone());
+        let d = LevelInput::Discrete(s.clone());
         assert!((d.time_input(Level::vp(s.alphas_cumprod[321])) - 321.0).abs() < 1e-6);
         assert_eq!(d.training_level(0.9999).1, 999.0);
         for sde in [Sde::vp(), Sde::subvp(), Sde::ve()] {
-            let c = Conditioning::Continuous(sde);
+            let c = LevelInput::Continuous(sde);
             let (ab, input) = c.training_level(0.4);
             assert!((input / 999.0 - (TRAIN_T_MIN + 0.4 * (1.0 - TRAIN_T_MIN))).abs() < 1e-12);
             // The same level asked back gives the same input, whatever its scaling (VE levels included).
@@ -333,8 +333,8 @@ mod tests {
         // Give the zero-initialised output layers weights, so that the class makes a difference.
         let net = net.map(&mut Perturb);
         let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
-        let c = Conditioning::Discrete(s.clone());
-        let den = |w| UNetDenoiser {
+        let c = LevelInput::Discrete(s.clone());
+        let den = |w| NetDenoiser {
             net: &net,
             cond: &c,
             prediction: Prediction::Eps,
@@ -373,7 +373,7 @@ mod tests {
         }
         // An interval that excludes this level (σ/α ≈ 1.0 here) leaves the plain conditional output.
         let with = |g: Guidance| -> Vec<f32> {
-            let d = UNetDenoiser {
+            let d = NetDenoiser {
                 guidance: g,
                 ..den(1.0)
             };

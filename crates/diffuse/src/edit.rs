@@ -6,7 +6,9 @@
 //! x_{t−1} is drawn from q(x_{t−1} | x_t, x₀ = known) there, whose marginal is the forward process's
 //! q(x_{t−1} | x₀); RePaint's resampling (jump length, count) is [`crate::sample::Plan::with_resampling`].
 
-use crate::denoise::{Cond, Denoised, Denoiser};
+use crate::data::Dataset;
+use crate::denoise::{Cond, Denoised, Denoiser, Guidance};
+use crate::run::LoadedRun;
 use crate::sample::{self, Ctx, Plan, Process};
 use crate::{Error, Result};
 use burn::prelude::*;
@@ -129,6 +131,84 @@ impl Mask {
     }
 }
 
+/// A naive fill of the masked pixels: a baseline for inpainting, and what latent inpainting encodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naive {
+    /// The mean of the kept pixels.
+    Mean,
+    /// Kept pixels diffused into the hole (repeated neighbour averaging).
+    Blur,
+}
+
+impl std::str::FromStr for Naive {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Naive> {
+        match s {
+            "mean" => Ok(Naive::Mean),
+            "blur" => Ok(Naive::Blur),
+            _ => Err(Error::Invalid(format!(
+                "unknown naive fill '{s}' (expected mean or blur)"
+            ))),
+        }
+    }
+}
+
+/// Fills the masked pixels naively: the mean of the kept ones, or repeated neighbour averaging.
+pub fn naive_fill(mask: &Mask, images: &[f32], n: usize, c: usize, how: Naive) -> Vec<f32> {
+    let (h, w) = (mask.height, mask.width);
+    let mut out = images.to_vec();
+    for plane in out.chunks_mut(h * w).take(n * c) {
+        let kept: Vec<f32> = (0..h * w).filter(|&i| mask.regen[i] == 0.0).map(|i| plane[i]).collect();
+        let mean = kept.iter().sum::<f32>() / kept.len().max(1) as f32;
+        for (p, &m) in plane.iter_mut().zip(&mask.regen) {
+            if m > 0.0 {
+                *p = mean;
+            }
+        }
+        if how == Naive::Blur {
+            for _ in 0..4 * (h + w) {
+                let prev = plane.to_vec();
+                for i in (0..h * w).filter(|&i| mask.regen[i] > 0.0) {
+                    let (y, x) = (i / w, i % w);
+                    let nb: Vec<f32> = [(0i64, -1i64), (0, 1), (-1, 0), (1, 0)]
+                        .iter()
+                        .filter_map(|(dy, dx)| {
+                            let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                            (yy >= 0 && xx >= 0 && yy < h as i64 && xx < w as i64)
+                                .then(|| prev[yy as usize * w + xx as usize])
+                        })
+                        .collect();
+                    plane[i] = nb.iter().sum::<f32>() / nb.len() as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An outpainting canvas: `n` images of `[c, h, w]` placed with `pad` = [left, top, right, bottom] pixels
+/// around them (−1, black, outside), and the mask that regenerates the padding.
+pub fn outpaint_canvas(images: &[f32], n: usize, [c, h, w]: [usize; 3], pad: [usize; 4]) -> (Vec<f32>, Mask) {
+    let [left, top, right, bottom] = pad;
+    let (nh, nw) = (h + top + bottom, w + left + right);
+    let mut canvas = vec![-1.0f32; n * c * nh * nw];
+    let mut regen = vec![1.0f32; nh * nw];
+    for y in 0..h {
+        for x in 0..w {
+            regen[(y + top) * nw + x + left] = 0.0;
+            for i in 0..n * c {
+                canvas[i * nh * nw + (y + top) * nw + x + left] = images[i * h * w + y * w + x];
+            }
+        }
+    }
+    let mask = Mask {
+        height: nh,
+        width: nw,
+        regen,
+    };
+    (canvas, mask)
+}
+
 /// A denoiser that knows part of the image: x̂₀ there is the known image, and ε̂ the noise that explains x
 /// with it; elsewhere the inner denoiser's answer.
 pub struct Inpaint<'a> {
@@ -154,16 +234,18 @@ impl Denoiser for Inpaint<'_> {
 /// timestep), x_next = α_next x̂₀ + σ_next ε̂ — the sampling step read backwards. Returns x at the plan's first
 /// level, which DDIM(η = 0) with the same plan maps back near x₀.
 pub fn invert(den: &dyn Denoiser, plan: &Plan, x0: Tensor<4>, cond: &Cond) -> Result<(Tensor<4>, usize)> {
-    let Process::Discrete { schedule, spacing } = &plan.process else {
+    let Process::Discrete(schedule) = &plan.process else {
         return Err(Error::Invalid("inversion walks a discrete schedule (ddim)".into()));
     };
-    let pairs = spacing.pairs(schedule.len(), plan.steps)?;
-    let level = |t: i64| Level::vp(schedule.alpha_bar(t.max(0)));
+    let knots = plan.knots();
+    // x₀ stands at the first train timestep rather than at σ = 0, where ε̂ is undefined.
+    let first = Level::vp(schedule.alpha_bar(0));
+    let level = |k: &diffuse_math::Knot| if k.level.sigma > 0.0 { k.level } else { first };
     let mut streams = Vec::new();
     let mut ctx = Ctx::new(den, &mut streams).with_cond(cond.clone());
     let mut x = x0;
-    for &(t, prev) in pairs.iter().rev() {
-        let (from, to) = (level(prev), level(t));
+    for w in knots.windows(2).rev() {
+        let (from, to) = (level(&w[1]), level(&w[0]));
         if from == to {
             continue;
         }
@@ -171,6 +253,172 @@ pub fn invert(den: &dyn Denoiser, plan: &Plan, x0: Tensor<4>, cond: &Cond) -> Re
         x = d.x0.mul_scalar(to.alpha) + d.eps.mul_scalar(to.sigma);
     }
     Ok((x, ctx.nfe))
+}
+
+/// A loaded run with the plan, guidance, batch size and seed an edit samples with: the workflows behind
+/// `diffuse edit`. Images go in and come out in pixel space ([−1, 1], n × c × h × w); latent runs encode and
+/// decode through their VAE.
+pub struct Editor {
+    pub run: LoadedRun,
+    pub plan: Plan,
+    pub guidance: Guidance,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Editor {
+    /// (image shape, model shape): they differ for latent runs.
+    pub fn shapes(&self) -> ([usize; 3], [usize; 3]) {
+        let cfg = &self.run.config;
+        (cfg.output_shape(), [cfg.channels, cfg.height, cfg.width])
+    }
+
+    /// Images in the run's model space: scaled VAE latents for latent runs, the pixels otherwise.
+    pub fn to_model(&self, images: &[f32]) -> Result<Vec<f32>> {
+        let Some(space) = &self.run.latent else {
+            return Ok(images.to_vec());
+        };
+        let [c, h, w] = self.shapes().0;
+        let d = Dataset {
+            name: "inputs".into(),
+            channels: c,
+            height: h,
+            width: w,
+            images: images.to_vec(),
+            labels: None,
+            class_names: Vec::new(),
+        };
+        Ok(space.encode(&d)?.images)
+    }
+
+    /// Samples batch by batch from starting points made by `start(first, model_inputs)`. With `known`, the
+    /// inputs are known where the mask keeps them (inpainting); returns images in pixel space.
+    fn sample_batches(
+        &self,
+        cond: &Cond,
+        model: &[f32],
+        n: usize,
+        known: Option<&Mask>,
+        start: &dyn Fn(usize, Tensor<4>) -> (Tensor<4>, Vec<rand_chacha::ChaCha8Rng>),
+    ) -> Result<Vec<f32>> {
+        let model_shape = self.shapes().1;
+        let base = self.run.denoiser(self.guidance);
+        let per = model_shape.iter().product::<usize>();
+        let mut out = Vec::with_capacity(n * per);
+        let bar = self.plan.progress(n, self.batch_size, self.progress);
+        for first in (0..n).step_by(self.batch_size.max(1)) {
+            let m = self.batch_size.max(1).min(n - first);
+            let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
+            let inpaint = known.map(|mask| Inpaint {
+                inner: &base,
+                keep: mask.keep(m, model_shape[0], &x0.device()),
+                known: x0.clone(),
+            });
+            let den: &dyn Denoiser = match &inpaint {
+                Some(i) => i,
+                None => &base,
+            };
+            let (x, mut streams) = start(first, x0);
+            let s = sample::run(
+                den,
+                &self.plan,
+                x,
+                &mut streams,
+                cond.slice(first..first + m),
+                &[],
+                &mut |_| bar.inc(1),
+            );
+            out.extend(sample::to_vec(s.x));
+        }
+        bar.finish_and_clear();
+        Ok(self.run.to_images(out, n))
+    }
+
+    /// Inpaints `n` images where `mask` says; the kept pixels come back exact.
+    pub fn inpaint(&self, images: &[f32], n: usize, mask: &Mask, cond: &Cond) -> Result<Vec<f32>> {
+        let (shape, model_shape) = self.shapes();
+        // Latent runs encode the inputs with the hole already filled: the encoder sees every pixel (its attention
+        // spans the image), so encoding the originals would leak the region to regenerate into the known latents.
+        let holed;
+        let inputs = if self.run.latent.is_some() {
+            holed = naive_fill(mask, images, n, shape[0], Naive::Mean);
+            &holed
+        } else {
+            images
+        };
+        let model = self.to_model(inputs)?;
+        let model_mask = mask.downsample(shape[1] / model_shape[1]);
+        let prior = self.plan.prior_std();
+        let filled = self.sample_batches(cond, &model, n, Some(&model_mask), &|first, x0| {
+            let [m, ..] = x0.dims();
+            sample::start(self.seed, first, m, model_shape, prior, &x0.device())
+        })?;
+        Ok(mask.paste(images, &filled))
+    }
+
+    /// SDEdit: each image noised to the plan's start level (its strength), then denoised.
+    pub fn sdedit(&self, images: &[f32], n: usize, cond: &Cond) -> Result<Vec<f32>> {
+        let model = self.to_model(images)?;
+        self.sample_batches(cond, &model, n, None, &|first, x0| {
+            noised(&self.plan, x0, self.seed, first)
+        })
+    }
+
+    /// DDIM-inverts `n` images to their noises in model space (the plan must be DDIM with η = 0).
+    pub fn invert(&self, images: &[f32], n: usize, cond: &Cond) -> Result<Vec<f32>> {
+        if !matches!(self.plan.method, sample::Method::Ddim { eta } if eta == 0.0) {
+            return Err(Error::Invalid("inversion needs --sampler ddim --eta 0".into()));
+        }
+        let model_shape = self.shapes().1;
+        let model = self.to_model(images)?;
+        let den = self.run.denoiser(self.guidance);
+        let per = model_shape.iter().product::<usize>();
+        let mut out = Vec::new();
+        for first in (0..n).step_by(self.batch_size.max(1)) {
+            let m = self.batch_size.max(1).min(n - first);
+            let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
+            let (z, _) = invert(&den, &self.plan, x0, &cond.slice(first..first + m))?;
+            out.extend(sample::to_vec(z));
+        }
+        Ok(out)
+    }
+
+    /// Samples from given noises in model space (an inversion's, an interpolation's frames). With
+    /// `shared_stream`, every image draws its step noise from one stream, so stochastic samplers vary only
+    /// with the start.
+    pub fn from_noise(&self, noise: &[f32], n: usize, cond: &Cond, shared_stream: bool) -> Result<Vec<f32>> {
+        let model_shape = self.shapes().1;
+        self.sample_batches(cond, noise, n, None, &|first, z| {
+            let [m, ..] = z.dims();
+            if shared_stream {
+                let (_, streams) = sample::start(self.seed, 0, 1, model_shape, 1.0, &z.device());
+                (z, vec![streams[0].clone(); m])
+            } else {
+                let (_, streams) = sample::start(self.seed, first, m, model_shape, 1.0, &z.device());
+                (z, streams)
+            }
+        })
+    }
+
+    /// `frames` noises on the great circle between `a` and `b` (model space), sampled with one shared stream.
+    pub fn interpolate(&self, a: &[f32], b: &[f32], frames: usize, cond: &Cond) -> Result<Vec<f32>> {
+        if frames < 2 {
+            return Err(Error::Invalid("--frames must be at least 2".into()));
+        }
+        let z: Vec<f32> = (0..frames)
+            .flat_map(|i| slerp(a, b, i as f64 / (frames - 1) as f64))
+            .collect();
+        self.from_noise(&z, frames, cond, true)
+    }
+}
+
+fn tensor(v: Vec<f32>, n: usize, shape: [usize; 3]) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
+        &crate::device::device(),
+    )
 }
 
 /// Spherical interpolation between two noises (per image), t ∈ [0, 1]; exact at both ends.
@@ -218,6 +466,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn naive_fills_keep_the_kept_pixels_and_fill_the_hole_from_them() {
+        let mask = Mask::parse("right-half", 2, 4).unwrap();
+        let img = vec![0.2, 0.6, 9.0, 9.0, -0.4, 0.2, 9.0, 9.0];
+        let mean = naive_fill(&mask, &img, 1, 1, Naive::Mean);
+        assert_eq!(mean, vec![0.2, 0.6, 0.15, 0.15, -0.4, 0.2, 0.15, 0.15]);
+        let blur = naive_fill(&mask, &img, 1, 1, Naive::Blur);
+        assert_eq!(&blur[..2], &[0.2, 0.6]);
+        // Diffused from the neighbours: the pixel beside 0.6 ends closer to it than the far one.
+        assert!(
+            (blur[2] - 0.6).abs() < (blur[3] - 0.6).abs() + 1e-6 && blur[2] > 0.15,
+            "{blur:?}"
+        );
+        assert!("smear".parse::<Naive>().is_err());
+    }
+
+    #[test]
+    fn outpaint_canvases_place_the_image_and_regenerate_only_the_padding() {
+        let img: Vec<f32> = (0..4).map(|v| v as f32 / 4.0).collect();
+        let (canvas, mask) = outpaint_canvas(&img, 1, [1, 2, 2], [1, 0, 0, 1]);
+        assert_eq!((mask.height, mask.width), (3, 3));
+        assert_eq!(canvas, vec![-1.0, 0.0, 0.25, -1.0, 0.5, 0.75, -1.0, -1.0, -1.0]);
+        assert_eq!(mask.regen, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+    }
+
+    #[test]
     fn masks_parse_and_bad_specs_are_named() {
         let m = Mask::parse("left-half", 4, 6).unwrap();
         assert_eq!(&m.regen[..6], &[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
@@ -251,11 +524,7 @@ mod tests {
 
     fn discrete(method: Method, steps: usize) -> Plan {
         let schedule = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
-        let process = Process::Discrete {
-            schedule,
-            spacing: TimestepSpacing::Trailing,
-        };
-        Plan::new(method, process, steps).unwrap()
+        Plan::new(method, Process::Discrete(schedule), steps).unwrap()
     }
 
     #[test]

@@ -175,7 +175,7 @@ impl Extractor {
 
     /// Features [n][2048] of the images, with a progress bar when `progress`.
     pub fn features(&self, images: &[Image], progress: bool) -> Vec<Vec<f64>> {
-        let bar = crate::train::log::progress(images.len(), 0, progress);
+        let bar = crate::progress::bar(images.len(), 0, "images", progress);
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.batch_size.max(1)) {
             let f = floats(self.net.forward(self.input(chunk)));

@@ -1,10 +1,11 @@
 //! A run directory: `config.json` (what was trained, how), `checkpoint.safetensors` (weights, EMA weights,
 //! optimizer state, step), `loss.csv`, `loss.png`, sample grids; latent runs also `vae/`, their autoencoder.
 
-use crate::data::Dataset;
-use crate::denoise::Conditioning;
+use crate::data::{DataSpec, Dataset};
+use crate::denoise::{Guidance, LevelInput, NetDenoiser};
 use crate::nn::{Net, NetConfig};
 use crate::safetensors_io;
+use crate::sample::{Method, Plan, Process};
 use crate::vae::LatentSpace;
 use crate::{Error, Result};
 use burn::prelude::Device;
@@ -16,10 +17,55 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const FORMAT: u32 = 1;
 
+/// Typed fields stored as the names users type (`"eps"`, `"ve"`, `"linear"`), read back with `FromStr`, so that
+/// run configs keep the format they have always had.
+mod as_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+
+    /// The same for optional fields.
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.collect_str(v),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            Option::<String>::deserialize(d)?
+                .map(|s| s.parse().map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
 /// The discrete noise schedule a model was trained with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
-    pub kind: String,
+    #[serde(with = "as_name")]
+    pub kind: BetaSchedule,
     pub timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -29,7 +75,7 @@ impl ScheduleConfig {
     pub fn new(kind: BetaSchedule, timesteps: usize, range: Option<(f64, f64)>) -> Self {
         let (beta_start, beta_end) = range.unwrap_or(kind.default_range());
         Self {
-            kind: kind.name().into(),
+            kind,
             timesteps,
             beta_start,
             beta_end,
@@ -37,9 +83,8 @@ impl ScheduleConfig {
     }
 
     pub fn build(&self) -> Result<NoiseSchedule> {
-        let kind: BetaSchedule = self.kind.parse()?;
         Ok(NoiseSchedule::new(
-            kind,
+            self.kind,
             self.timesteps,
             self.beta_start,
             self.beta_end,
@@ -69,16 +114,19 @@ pub struct TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub format: u32,
-    pub data: String,
+    /// Absolute paths for runs created by `train` (older runs may hold relative ones).
+    pub data: DataSpec,
     pub channels: usize,
     pub height: usize,
     pub width: usize,
     pub class_names: Vec<String>,
-    pub prediction: String,
+    #[serde(with = "as_name")]
+    pub prediction: Prediction,
     pub schedule: ScheduleConfig,
-    /// Set for continuous-time score models (vp, subvp, ve); absent for discrete DDPM models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sde: Option<String>,
+    /// Set for continuous-time score models (vp, subvp, ve, with parameters as ve:0.002,80); absent for
+    /// discrete DDPM models.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "as_name::opt")]
+    pub sde: Option<Sde>,
     pub net: NetConfig,
     pub train: TrainConfig,
     /// Latent diffusion: the network works on a VAE's scaled latents (channels/height/width above are the
@@ -101,21 +149,39 @@ pub struct LatentConfig {
 /// The sub-directory of a latent run holding its VAE.
 pub const VAE_DIR: &str = "vae";
 
+/// Makes `cfg` (built for `space`'s latents) a latent run in `out`: records the latent space and copies the VAE
+/// from `vae_dir` into `out/vae`, so that the run stands alone.
+pub fn attach_latent(cfg: &mut RunConfig, space: &LatentSpace, vae_dir: &Path, out: &Path) -> Result<()> {
+    cfg.latent = Some(LatentConfig {
+        vae: VAE_DIR.into(),
+        scale: space.meta.scale,
+        image: space.image_shape(),
+    });
+    let copy = out.join(VAE_DIR);
+    std::fs::create_dir_all(&copy).map_err(|e| Error::io(&copy, e))?;
+    for f in [crate::vae::WEIGHTS, crate::vae::META] {
+        let from = vae_dir.join(f);
+        let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+        crate::atomic::write(&copy.join(f), &bytes)?;
+    }
+    Ok(())
+}
+
 impl RunConfig {
     /// What `diffuse train --data SPEC` trains without other flags: the network for the data's shape, the
     /// linear schedule over 1000 steps, ε prediction, AdamW at 3e-4 with 100 warm-up steps, EMA 0.995, and
     /// 800 steps (images up to 16×16), 3000 (points) or 20,000 (larger images).
-    pub fn for_data(spec: &str, data: &Dataset) -> RunConfig {
+    pub fn for_data(spec: &DataSpec, data: &Dataset) -> RunConfig {
         let points = data.height == 1 && data.width == 1;
         let small = data.height.max(data.width) <= 16;
         RunConfig {
             format: FORMAT,
-            data: spec.into(),
+            data: spec.clone(),
             channels: data.channels,
             height: data.height,
             width: data.width,
             class_names: data.class_names.clone(),
-            prediction: Prediction::Eps.name().into(),
+            prediction: Prediction::Eps,
             schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
             sde: None,
             net: NetConfig::for_data(data.channels, data.height, data.width),
@@ -151,6 +217,25 @@ impl RunConfig {
         self
     }
 
+    /// Point clouds are stored as 1×1 "images" with a channel per coordinate.
+    pub fn is_points(&self) -> bool {
+        (self.height, self.width) == (1, 1) && self.latent.is_none()
+    }
+
+    /// The one place that says how this run's network denoises: x̂₀ is clipped to the pixel range [−1, 1] for
+    /// pixel runs only (points' coordinates and unit-variance latents are not pixel values), guided by
+    /// `guidance` where the network is class-conditional. Likelihoods turn clipping off (it is not part of
+    /// the model's density).
+    pub fn denoiser<'a>(&self, net: &'a Net, input: &'a LevelInput, guidance: Guidance) -> NetDenoiser<'a> {
+        NetDenoiser {
+            net,
+            cond: input,
+            prediction: self.prediction,
+            clip: !self.is_points() && self.latent.is_none(),
+            guidance,
+        }
+    }
+
     /// (channels, height, width) of what the run produces: decoded images for latent runs.
     pub fn output_shape(&self) -> [usize; 3] {
         match &self.latent {
@@ -178,15 +263,11 @@ impl RunConfig {
         Ok(Some(space))
     }
 
-    pub fn prediction(&self) -> Result<Prediction> {
-        Ok(self.prediction.parse()?)
-    }
-
     /// How the network is told the noise level.
-    pub fn conditioning(&self) -> Result<Conditioning> {
-        Ok(match &self.sde {
-            Some(name) => Conditioning::Continuous(name.parse::<Sde>()?),
-            None => Conditioning::Discrete(self.schedule.build()?),
+    pub fn conditioning(&self) -> Result<LevelInput> {
+        Ok(match self.sde {
+            Some(sde) => LevelInput::Continuous(sde),
+            None => LevelInput::Discrete(self.schedule.build()?),
         })
     }
 
@@ -199,7 +280,6 @@ impl RunConfig {
             )));
         }
         self.conditioning()?;
-        self.prediction()?;
         self.net.validate()?;
         let t = &self.train;
         if self.net.shape() != (self.channels, self.height, self.width) {
@@ -270,7 +350,7 @@ pub struct LoadedRun {
     pub dir: PathBuf,
     pub config: RunConfig,
     pub schedule: NoiseSchedule,
-    pub cond: Conditioning,
+    pub cond: LevelInput,
     pub net: Net,
     pub step: usize,
     /// Latent runs: the VAE that decodes samples.
@@ -278,6 +358,22 @@ pub struct LoadedRun {
 }
 
 impl LoadedRun {
+    /// `method` over `steps` on the run's own process: its SDE for samplers that need one (VP for a discrete
+    /// model), its discrete schedule otherwise; the sampler's default grid.
+    pub fn plan(&self, method: Method, steps: usize) -> Result<Plan> {
+        let process = if method.needs_sde() {
+            Process::Sde(self.config.sde.unwrap_or(Sde::vp()))
+        } else {
+            Process::Discrete(self.schedule.clone())
+        };
+        Plan::new(method, process, steps)
+    }
+
+    /// The run's denoiser, by its config's policy ([`RunConfig::denoiser`]).
+    pub fn denoiser(&self, guidance: Guidance) -> NetDenoiser<'_> {
+        self.config.denoiser(&self.net, &self.cond, guidance)
+    }
+
     /// `n` samples of the network's space as images: decoded by the VAE for latent runs, as they are
     /// otherwise.
     pub fn to_images(&self, samples: Vec<f32>, n: usize) -> Vec<f32> {
@@ -325,4 +421,37 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         config,
         net,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffuse_math::Sde;
+
+    /// A config.json in the format every earlier diffuse wrote (names as strings, a relative data path): it
+    /// reads into the typed fields and writes back byte-for-byte the same JSON value.
+    #[test]
+    fn configs_of_the_stored_format_read_typed_and_write_back_unchanged() {
+        let text = include_str!("../tests/fixtures/config-format1.json");
+        let cfg: RunConfig = serde_json::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.data, DataSpec::Folder("data/sprites".into()));
+        assert_eq!(cfg.prediction, Prediction::V);
+        assert_eq!(cfg.schedule.kind, BetaSchedule::Cosine);
+        assert_eq!(cfg.sde, Some(Sde::ve()));
+        let back: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(back, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        // EDM's VE range is stored with its parameters and read back.
+        let edm = RunConfig {
+            sde: Some("ve:0.002,80".parse().unwrap()),
+            ..cfg.clone()
+        };
+        let json = serde_json::to_string(&edm).unwrap();
+        assert!(json.contains(r#""sde":"ve:0.002,80""#), "{json}");
+        assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap(), edm);
+        // A misspelt name is an error that names it.
+        let bad = text.replace(r#""prediction": "v""#, r#""prediction": "velocity""#);
+        let e = serde_json::from_str::<RunConfig>(&bad).unwrap_err().to_string();
+        assert!(e.contains("velocity"), "{e}");
+    }
 }

@@ -42,6 +42,20 @@ pub struct VaeTrainConfig {
     pub seed: u64,
 }
 
+impl Default for VaeTrainConfig {
+    /// What `diffuse vae train` uses without flags.
+    fn default() -> VaeTrainConfig {
+        VaeTrainConfig {
+            steps: 1500,
+            batch_size: 32,
+            lr: 1e-3,
+            kl_weight: 1e-4,
+            loss: Reconstruction::L1,
+            seed: 0,
+        }
+    }
+}
+
 /// Reconstruction quality over held-out images (pixels in [0, 1]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {

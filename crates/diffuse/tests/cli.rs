@@ -382,25 +382,27 @@ fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
     // diffusers: DDIM-20 (leading) on N(0.1, 0.8²) with the exact denoiser has std 0.72175; the sample std
     // of 4096 draws is within a few percent of it.
     assert!((v["std"].as_f64().unwrap() - 0.72175).abs() < 0.03, "{out}");
-    let out = ok(&[
-        "lab",
-        "--target",
-        "mixture",
-        "--means",
-        "-1,1.5",
-        "--weights",
-        "0.3,0.7",
-        "--data-std",
-        "0.3",
-        "--sampler",
-        "ode",
-        "--sde",
-        "subvp",
-        "--samples",
-        "4096",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The lab's mixture target, 0.3·N(−1, 0.3²) + 0.7·N(1.5, 0.3²), with these sampler flags.
+    let mixture = |flags: &[&str]| {
+        let mut args = vec![
+            "lab",
+            "--target",
+            "mixture",
+            "--means",
+            "-1,1.5",
+            "--weights",
+            "0.3,0.7",
+            "--data-std",
+            "0.3",
+            "--samples",
+            "4096",
+            "--json",
+        ];
+        args.extend_from_slice(flags);
+        let out = ok(&args);
+        (serde_json::from_str::<serde_json::Value>(&out).unwrap(), out)
+    };
+    let (v, out) = mixture(&["--sampler", "ode", "--sde", "subvp"]);
     assert!(v["w1"].as_f64().unwrap() < 0.05, "{out}");
     fails(
         &["lab", "--target", "mixture", "--means", "0,1", "--weights", "1"],
@@ -409,8 +411,26 @@ fn lab_reproduces_the_diffusers_ddim_fixture_and_reports_json() {
     fails(&["lab", "--sampler", "pc", "--sde", "vx"], "unknown SDE 'vx'");
     fails(
         &["lab", "--sampler", "pc", "--timestep-spacing", "leading"],
-        "applies to ddpm",
+        "needs a discrete schedule",
     );
+    fails(
+        &["lab", "--sampler", "ode", "--eta", "0.5"],
+        "--eta does not apply to the ode sampler",
+    );
+    // Euler ancestral on EDM's Karras grid of the VE SDE with σ 0.002 → 80: lands on the mixture.
+    let (v, out) = mixture(&[
+        "--sampler",
+        "euler-ancestral",
+        "--sde",
+        "ve:0.002,80",
+        "--time-grid",
+        "karras",
+        "--steps",
+        "100",
+    ]);
+    assert!(v["w1"].as_f64().unwrap() < 0.06, "{out}");
+    assert_eq!(v["nfe"], 101, "100 steps and the final denoising at t_min: {out}");
+    assert!(v["sampler"].as_str().unwrap().contains("karras"), "{out}");
     fails(
         &["lab", "--sweep", "ddim", "--table", "/nonexistent-folder/lab.md"],
         "the folder /nonexistent-folder does not exist",
@@ -1096,7 +1116,7 @@ fn the_cli_defaults_are_the_library_defaults() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     let data = diffuse::data::Dataset::load("digits", diffuse::data::Split::Train).unwrap();
-    let mut lib = diffuse::run::RunConfig::for_data("digits", &data);
+    let mut lib = diffuse::run::RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data);
     lib.train.steps = 1;
     lib.train.sample_every = 0;
     assert_eq!(written, serde_json::to_value(&lib).unwrap());

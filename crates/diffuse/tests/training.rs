@@ -1,12 +1,12 @@
 //! Training end to end on tiny models: overfitting, exact resume, determinism, non-finite loss.
 
-use diffuse::data::{Dataset, Split};
-use diffuse::denoise::{Cond, UNetDenoiser};
+use diffuse::data::{DataSpec, Dataset, Split};
+use diffuse::denoise::{Cond, NetDenoiser};
 use diffuse::nn::{NetConfig, UNetConfig};
 use diffuse::run::{self, FORMAT, RunConfig, ScheduleConfig, TrainConfig, Weights};
 use diffuse::sample::{self, Method, Plan, Process};
 use diffuse::train::{self, Options};
-use diffuse_math::{BetaSchedule, TimestepSpacing};
+use diffuse_math::BetaSchedule;
 use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
@@ -19,12 +19,12 @@ fn tmp(name: &str) -> PathBuf {
 fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
     RunConfig {
         format: FORMAT,
-        data: "digits".into(),
+        data: DataSpec::Digits,
         channels: 1,
         height: 8,
         width: 8,
         class_names: vec![],
-        prediction: prediction.into(),
+        prediction: prediction.parse().unwrap(),
         schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
         sde: None,
         net: NetConfig::Unet(UNetConfig {
@@ -58,17 +58,14 @@ fn ddim_samples(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: 
 fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, clip: bool, cond: &Cond) -> Vec<f32> {
     let device = diffuse::device::device();
     let r = run::load(out, Weights::Raw, &device).unwrap();
-    let den = UNetDenoiser {
+    let den = NetDenoiser {
         net: &r.net,
         cond: &r.cond,
-        prediction: r.config.prediction().unwrap(),
+        prediction: r.config.prediction,
         clip,
         guidance: Default::default(),
     };
-    let process = Process::Discrete {
-        schedule: r.schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
+    let process = Process::Discrete(r.schedule.clone());
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps).unwrap();
     let shape = [r.config.channels, r.config.height, r.config.width];
     sample::draw(&den, &plan, seed, n, shape, n, None, cond, &[], &device, &mut |_| {}).images
@@ -247,7 +244,7 @@ fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
 fn mlp_learns_points_on_a_circle() {
     let data = Dataset::load("points:circle", Split::Train).unwrap();
     let mut cfg = tiny_config(2000, "eps");
-    cfg.data = "points:circle".into();
+    cfg.data = DataSpec::Points("circle".into());
     (cfg.channels, cfg.height, cfg.width) = (2, 1, 1);
     cfg.net = NetConfig::Mlp(diffuse::nn::MlpConfig {
         dim: 2,

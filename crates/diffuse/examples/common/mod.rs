@@ -4,7 +4,7 @@
 
 use diffuse::classifier::{self, Classifier};
 use diffuse::data::{Dataset, Split};
-use diffuse::denoise::{Cond, Guidance, UNetDenoiser};
+use diffuse::denoise::{Cond, Guidance, NetDenoiser};
 use diffuse::run::{self, LoadedRun, RunConfig, Weights};
 use diffuse::sample::{self, Plan};
 use diffuse::train::{self, Options};
@@ -51,14 +51,8 @@ pub fn train_or_reuse(dir: &Path, cfg: &RunConfig, data: &Dataset) -> Result<Loa
 }
 
 /// The run's network as a denoiser: x̂₀ clipped to [−1, 1] for pixel runs, classifier-free guidance scale `w`.
-pub fn denoiser(run: &LoadedRun, w: f64) -> Result<UNetDenoiser<'_>> {
-    Ok(UNetDenoiser {
-        net: &run.net,
-        cond: &run.cond,
-        prediction: run.config.prediction()?,
-        clip: run.latent.is_none(),
-        guidance: Guidance::scale(w),
-    })
+pub fn denoiser(run: &LoadedRun, w: f64) -> Result<NetDenoiser<'_>> {
+    Ok(run.denoiser(Guidance::scale(w)))
 }
 
 /// `n` images (decoded, for latent runs) from `plan`, image i from seed `seed`'s stream i; prints the time.

@@ -5,12 +5,12 @@
 use super::guide_args::GuideArgs;
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use diffuse::data::{Dataset, Split};
-use diffuse::denoise::{Cond, Denoiser, UNetDenoiser};
-use diffuse::edit::{self, Inpaint, Mask};
-use diffuse::run::{self, LoadedRun, Weights};
-use diffuse::sample::{self, Plan};
+use diffuse::denoise::Cond;
+use diffuse::edit::{self, Editor, Mask, Naive};
+use diffuse::run::{self, Weights};
+use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -76,14 +76,6 @@ pub struct RepaintArgs {
     jump_length: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Naive {
-    /// The mean of the kept pixels.
-    Mean,
-    /// Kept pixels diffused into the hole (repeated neighbour averaging).
-    Blur,
-}
-
 #[derive(Args)]
 #[command(
     after_help = "Example:\n  diffuse edit inpaint --run runs/digits --data digits --mask left-half --out-dir out/inpaint"
@@ -98,8 +90,9 @@ pub struct InpaintArgs {
     mask: String,
     #[command(flatten)]
     repaint: RepaintArgs,
-    /// Fill naively instead of with the model (a baseline).
-    #[arg(long, value_enum)]
+    /// Fill naively instead of with the model (a baseline): mean (the mean of the kept pixels) or blur (kept
+    /// pixels diffused into the hole by repeated neighbour averaging).
+    #[arg(long)]
     naive: Option<Naive>,
 }
 
@@ -241,31 +234,6 @@ fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
     Ok(b)
 }
 
-/// Images in the run's model space: scaled VAE latents for latent runs, the pixels otherwise.
-fn to_model(run: &LoadedRun, images: &[f32], shape: [usize; 3]) -> anyhow::Result<Vec<f32>> {
-    let Some(space) = &run.latent else {
-        return Ok(images.to_vec());
-    };
-    let [c, h, w] = shape;
-    let d = Dataset {
-        name: "inputs".into(),
-        channels: c,
-        height: h,
-        width: w,
-        images: images.to_vec(),
-        labels: None,
-        class_names: Vec::new(),
-    };
-    Ok(space.encode(&d)?.images)
-}
-
-fn tensor(v: Vec<f32>, n: usize, shape: [usize; 3]) -> burn::Tensor<4> {
-    burn::Tensor::from_data(
-        burn::tensor::TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
-        &diffuse::device::device(),
-    )
-}
-
 fn write_all(dir: &Path, names: &[String], images: &[f32], shape: [usize; 3]) -> anyhow::Result<()> {
     let [c, h, w] = shape;
     let per = c * h * w;
@@ -290,37 +258,26 @@ fn write_grid(path: &Option<PathBuf>, top: &[f32], bottom: &[f32], n: usize, sha
     Ok(())
 }
 
-struct Loaded {
-    run: LoadedRun,
-    plan: Plan,
-    guidance: diffuse::denoise::Guidance,
-}
-
-fn load(c: &Common) -> anyhow::Result<Loaded> {
+fn load(c: &Common) -> anyhow::Result<Editor> {
     if c.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let run = run::load(&c.run, Weights::Ema, &diffuse::device::device())?;
-    if (run.config.height, run.config.width) == (1, 1) {
+    if run.config.is_points() {
         bail!("editing is for image runs; {} holds points", c.run.display());
     }
-    let plan = c.sampler.plan(&run.schedule, run.config.sde.as_deref())?;
-    let guidance = c.guide.guidance()?;
-    Ok(Loaded { run, plan, guidance })
-}
-
-fn denoiser(l: &Loaded) -> anyhow::Result<UNetDenoiser<'_>> {
-    Ok(UNetDenoiser {
-        net: &l.run.net,
-        cond: &l.run.cond,
-        prediction: l.run.config.prediction()?,
-        clip: l.run.latent.is_none(),
-        guidance: l.guidance,
+    Ok(Editor {
+        plan: c.sampler.plan(&run.schedule, run.config.sde)?,
+        guidance: c.guide.guidance()?,
+        run,
+        batch_size: c.batch_size,
+        seed: c.seed,
+        progress: true,
     })
 }
 
 /// The conditioning of `n` inputs: --class for all of them, `label` for each its own.
-fn conditioning(l: &Loaded, c: &Common, n: usize, labels: Option<&[u32]>) -> anyhow::Result<Cond> {
+fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> anyhow::Result<Cond> {
     if c.guide.class_spec() == Some("all") {
         bail!("--class all is for `diffuse sample`; edits take one class, or `label`");
     }
@@ -344,49 +301,6 @@ fn conditioning(l: &Loaded, c: &Common, n: usize, labels: Option<&[u32]>) -> any
     Ok(Cond { classes })
 }
 
-/// Samples batch by batch from starting points made by `start(first, model_inputs)`. With `known`, the
-/// inputs are known where the mask keeps them (inpainting); returns images in pixel space.
-#[allow(clippy::too_many_arguments)]
-fn sample_batches(
-    l: &Loaded,
-    c: &Common,
-    cond: &Cond,
-    model: &[f32],
-    n: usize,
-    model_shape: [usize; 3],
-    known: Option<&Mask>,
-    start: &dyn Fn(usize, burn::Tensor<4>) -> (burn::Tensor<4>, Vec<rand_chacha::ChaCha8Rng>),
-) -> anyhow::Result<Vec<f32>> {
-    let base = denoiser(l)?;
-    let per = model_shape.iter().product::<usize>();
-    let mut out = Vec::with_capacity(n * per);
-    for first in (0..n).step_by(c.batch_size) {
-        let m = c.batch_size.min(n - first);
-        let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
-        let inpaint = known.map(|mask| Inpaint {
-            inner: &base,
-            keep: mask.keep(m, model_shape[0], &x0.device()),
-            known: x0.clone(),
-        });
-        let den: &dyn Denoiser = match &inpaint {
-            Some(i) => i,
-            None => &base,
-        };
-        let (x, mut streams) = start(first, x0);
-        let s = sample::run(
-            den,
-            &l.plan,
-            x,
-            &mut streams,
-            cond.slice(first..first + m),
-            &[],
-            &mut |_| {},
-        );
-        out.extend(sample::to_vec(s.x));
-    }
-    Ok(l.run.to_images(out, n))
-}
-
 pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
     match cmd {
         EditCommand::Inpaint(a) => inpaint(a),
@@ -397,60 +311,10 @@ pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
     }
 }
 
-fn shapes(run: &LoadedRun) -> ([usize; 3], [usize; 3]) {
-    let cfg = &run.config;
-    (cfg.output_shape(), [cfg.channels, cfg.height, cfg.width])
-}
-
-/// Fills the masked pixels naively: the mean of the kept ones, or repeated neighbour averaging.
-fn naive_fill(mask: &Mask, images: &[f32], n: usize, c: usize, how: Naive) -> Vec<f32> {
-    let (h, w) = (mask.height, mask.width);
-    let mut out = images.to_vec();
-    for plane in out.chunks_mut(h * w).take(n * c) {
-        let kept: Vec<f32> = (0..h * w).filter(|&i| mask.regen[i] == 0.0).map(|i| plane[i]).collect();
-        let mean = kept.iter().sum::<f32>() / kept.len().max(1) as f32;
-        for (p, &m) in plane.iter_mut().zip(&mask.regen) {
-            if m > 0.0 {
-                *p = mean;
-            }
-        }
-        if how == Naive::Blur {
-            for _ in 0..4 * (h + w) {
-                let prev = plane.to_vec();
-                for i in (0..h * w).filter(|&i| mask.regen[i] > 0.0) {
-                    let (y, x) = (i / w, i % w);
-                    let nb: Vec<f32> = [(0i64, -1i64), (0, 1), (-1, 0), (1, 0)]
-                        .iter()
-                        .filter_map(|(dy, dx)| {
-                            let (yy, xx) = (y as i64 + dy, x as i64 + dx);
-                            (yy >= 0 && xx >= 0 && yy < h as i64 && xx < w as i64)
-                                .then(|| prev[yy as usize * w + xx as usize])
-                        })
-                        .collect();
-                    plane[i] = nb.iter().sum::<f32>() / nb.len() as f32;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Inpaints `b`'s images where `mask` says, returns the results in pixel space with the kept pixels exact.
-fn inpaint_images(l: &Loaded, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Result<Vec<f32>> {
+/// Inpaints `b`'s images where `mask` says, with the kept pixels exact.
+fn inpaint_images(l: &Editor, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Result<Vec<f32>> {
     let cond = conditioning(l, c, b.names.len(), b.labels.as_deref())?;
-    let (shape, model_shape) = shapes(&l.run);
-    let n = b.names.len();
-    // Latent runs encode the inputs with the hole already filled: the encoder sees every pixel (its attention
-    // spans the image), so encoding the originals would leak the region to regenerate into the known latents.
-    let holed = naive_fill(mask, &b.images, n, shape[0], Naive::Mean);
-    let model = to_model(&l.run, if l.run.latent.is_some() { &holed } else { &b.images }, shape)?;
-    let model_mask = mask.downsample(shape[1] / model_shape[1]);
-    let prior = l.plan.prior_std();
-    let filled = sample_batches(l, c, &cond, &model, n, model_shape, Some(&model_mask), &|first, x0| {
-        let [m, ..] = x0.dims();
-        sample::start(c.seed, first, m, model_shape, prior, &x0.device())
-    })?;
-    Ok(mask.paste(&b.images, &filled))
+    Ok(l.inpaint(&b.images, b.names.len(), mask, &cond)?)
 }
 
 fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
@@ -459,25 +323,25 @@ fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
         .plan
         .clone()
         .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
-    let (shape, _) = shapes(&l.run);
+    let (shape, _) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let mask = Mask::parse(&a.mask, shape[1], shape[2])?;
     let started = Instant::now();
     let out = match a.naive {
-        Some(how) => naive_fill(&mask, &b.images, n, shape[0], how),
+        Some(how) => edit::naive_fill(&mask, &b.images, n, shape[0], how),
         None => inpaint_images(&l, &a.common, &b, &mask)?,
     };
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
-    let masked_input = naive_fill(&mask, &b.images, n, shape[0], Naive::Mean);
+    let masked_input = edit::naive_fill(&mask, &b.images, n, shape[0], Naive::Mean);
     write_grid(&a.common.grid, &masked_input, &out, n, shape)?;
     println!(
         "{n} images inpainted ({}) in {secs:.2} s; masked-region PSNR against the inputs {:.2} dB; written to {}",
         match a.naive {
             Some(Naive::Mean) => "naive: mean fill".to_string(),
             Some(Naive::Blur) => "naive: blur fill".to_string(),
-            None => a.common.sampler.describe(&l.plan),
+            None => l.plan.describe(),
         },
         edit::masked_psnr(&mask, &b.images, &out),
         a.common.out_dir.display()
@@ -491,7 +355,7 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
         .plan
         .clone()
         .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
-    let (shape, model_shape) = shapes(&l.run);
+    let (shape, model_shape) = l.shapes();
     let v: Vec<usize> = super::parse_list(&a.pad).map_err(|e| anyhow::anyhow!("--pad: {e}"))?;
     let [left, top, right, bottom] = match v[..] {
         [p] => [p; 4],
@@ -511,21 +375,7 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
         bail!("the padded canvas {nw}×{nh} must divide by {factor} for this run's networks");
     }
     let n = b.names.len();
-    let mut canvas = vec![-1.0f32; n * c * nh * nw];
-    let mut regen = vec![1.0f32; nh * nw];
-    for y in 0..h {
-        for x in 0..w {
-            regen[(y + top) * nw + x + left] = 0.0;
-            for i in 0..n * c {
-                canvas[i * nh * nw + (y + top) * nw + x + left] = b.images[i * h * w + y * w + x];
-            }
-        }
-    }
-    let mask = Mask {
-        height: nh,
-        width: nw,
-        regen,
-    };
+    let (canvas, mask) = edit::outpaint_canvas(&b.images, n, shape, [left, top, right, bottom]);
     let big = Batch {
         images: canvas,
         names: b.names.clone(),
@@ -556,16 +406,13 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
 fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     let mut l = load(&a.common)?;
     l.plan = l.plan.clone().with_strength(a.strength)?;
-    let (shape, model_shape) = shapes(&l.run);
+    let (shape, _) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
-    let model = to_model(&l.run, &b.images, shape)?;
     let started = Instant::now();
     let plan = l.plan.clone();
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
-    let out = sample_batches(&l, &a.common, &cond, &model, n, model_shape, None, &|first, x0| {
-        edit::noised(&plan, x0, a.common.seed, first)
-    })?;
+    let out = l.sdedit(&b.images, n, &cond)?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
     write_grid(&a.common.grid, &b.images, &out, n, shape)?;
@@ -574,44 +421,21 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
         "{n} images edited at strength {} (noise level σ/α = {:.3}) with {} in {secs:.2} s; written to {}",
         a.strength,
         l0.sigma / l0.alpha,
-        a.common.sampler.describe(&plan),
+        plan.describe(),
         a.common.out_dir.display()
     );
     Ok(())
 }
 
-/// DDIM-inverts `images` (pixel space) to noises in model space.
-fn invert_images(l: &Loaded, c: &Common, images: &[f32], n: usize, cond: &Cond) -> anyhow::Result<Vec<f32>> {
-    if !matches!(l.plan.method, diffuse::sample::Method::Ddim { eta } if eta == 0.0) {
-        bail!("inversion needs --sampler ddim --eta 0");
-    }
-    let (shape, model_shape) = shapes(&l.run);
-    let model = to_model(&l.run, images, shape)?;
-    let den = denoiser(l)?;
-    let per = model_shape.iter().product::<usize>();
-    let mut out = Vec::new();
-    for first in (0..n).step_by(c.batch_size) {
-        let m = c.batch_size.min(n - first);
-        let x0 = tensor(model[first * per..(first + m) * per].to_vec(), m, model_shape);
-        let (z, _) = edit::invert(&den, &l.plan, x0, &cond.slice(first..first + m))?;
-        out.extend(sample::to_vec(z));
-    }
-    Ok(out)
-}
-
 fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let l = load(&a.common)?;
-    let (shape, model_shape) = shapes(&l.run);
+    let (shape, model_shape) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let started = Instant::now();
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
-    let noise = invert_images(&l, &a.common, &b.images, n, &cond)?;
-    let recon = sample_batches(&l, &a.common, &cond, &noise, n, model_shape, None, &|first, z| {
-        let [m, ..] = z.dims();
-        let (_, streams) = sample::start(a.common.seed, first, m, model_shape, 1.0, &z.device());
-        (z, streams)
-    })?;
+    let noise = l.invert(&b.images, n, &cond)?;
+    let recon = l.from_noise(&noise, n, &cond, false)?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &recon, shape)?;
     write_grid(&a.common.grid, &b.images, &recon, n, shape)?;
@@ -636,7 +460,7 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
         / b.images.len() as f64;
     println!(
         "{n} images inverted and reconstructed with {} in {secs:.2} s: reconstruction PSNR {:.2} dB (MSE {:.6}, pixels in [0, 1]); written to {}",
-        a.common.sampler.describe(&l.plan),
+        l.plan.describe(),
         diffuse_math::metrics::psnr(mse),
         mse,
         a.common.out_dir.display()
@@ -646,10 +470,7 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
 
 fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     let l = load(&a.common)?;
-    let (shape, model_shape) = shapes(&l.run);
-    if a.frames < 2 {
-        bail!("--frames must be at least 2");
-    }
+    let (shape, model_shape) = l.shapes();
     let per = model_shape.iter().product::<usize>();
     let device = diffuse::device::device();
     let ends: Vec<f32> = match (&a.seeds, &a.images) {
@@ -676,22 +497,13 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
                 )?;
                 images.extend(b.images);
             }
-            invert_images(&l, &a.common, &images, 2, &conditioning(&l, &a.common, 2, None)?)?
+            l.invert(&images, 2, &conditioning(&l, &a.common, 2, None)?)?
         }
         _ => bail!("give --seeds A,B or --images IMG1,IMG2"),
     };
     let k = a.frames;
-    let mut z = Vec::with_capacity(k * per);
-    for i in 0..k {
-        z.extend(edit::slerp(&ends[..per], &ends[per..], i as f64 / (k - 1) as f64));
-    }
     let cond = conditioning(&l, &a.common, k, None)?;
-    let out = sample_batches(&l, &a.common, &cond, &z, k, model_shape, None, &|_, z| {
-        let [m, ..] = z.dims();
-        // Every frame shares one noise stream, so stochastic samplers vary only with the start.
-        let (_, streams) = sample::start(a.common.seed, 0, 1, model_shape, 1.0, &z.device());
-        (z, vec![streams[0].clone(); m])
-    })?;
+    let out = l.interpolate(&ends[..per], &ends[per..], k, &cond)?;
     let names: Vec<String> = (0..k).map(|i| format!("{i:05}.png")).collect();
     write_all(&a.common.out_dir, &names, &out, shape)?;
     if let Some(path) = &a.common.grid {

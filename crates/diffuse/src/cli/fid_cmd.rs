@@ -87,7 +87,10 @@ pub fn fid(a: FidArgs) -> anyhow::Result<()> {
                     images.len(),
                     images.len() as f64 / secs
                 );
-                fid::moments(&features, name)?
+                let spin = diffuse::progress::spinner(&format!("{name}: mean and covariance"), !a.quiet);
+                let m = fid::moments(&features, name)?;
+                spin.finish_and_clear();
+                m
             }
         };
         moments.push(m);
@@ -97,7 +100,9 @@ pub fn fid(a: FidArgs) -> anyhow::Result<()> {
         eprintln!("statistics of {} written to {}", a.a, path.display());
     }
     if let [x, y] = moments.as_slice() {
+        let spin = diffuse::progress::spinner("Fréchet distance (matrix square root)", !a.quiet);
         let value = fid::fid(x, y)?;
+        spin.finish_and_clear();
         if a.json {
             println!("{}", serde_json::json!({ "fid": value }));
         } else {

@@ -1,7 +1,7 @@
 //! `diffuse lab`: a sampler against an exact 1-D target, measured; and sweeps of w1 against NFE.
 
 use super::parse_list;
-use super::sampler_args::{SamplerArgs, SamplerName, SolverName};
+use super::sampler_args::SamplerArgs;
 use super::schedule_flags::ScheduleFlags;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -284,7 +284,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
             }
         };
         let out = json!({
-            "sampler": a.sampler.describe(&plan),
+            "sampler": plan.describe(),
             "samples": a.samples,
             "nfe": o.nfe,
             "w1": o.w1(),
@@ -302,7 +302,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "{} on {} samples: NFE {}, {:.2} s, W1 {:.5}",
-            a.sampler.describe(&plan),
+            plan.describe(),
             a.samples,
             o.nfe,
             o.seconds,
@@ -333,10 +333,10 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
     .replace("{ts:.4}", &format!("{:.4}", target.marginal(0).std_dev()));
     let mut curves: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for name in list.split(',').map(str::trim) {
-        let sampler = SamplerName::from_str(name, true).map_err(|e| anyhow::anyhow!("--sweep: {e}"))?;
+        diffuse::sample::Method::from_name(name).map_err(|e| anyhow::anyhow!("--sweep: {e}"))?;
         let mut args = a.sampler.clone();
-        args.sampler = sampler;
-        let rk45 = sampler == SamplerName::Ode && matches!(args.ode_solver, SolverName::Rk45);
+        args.sampler = name.to_string();
+        let rk45 = name == "ode" && matches!(args.ode_solver.as_deref(), None | Some("rk45"));
         let settings: Vec<(String, SamplerArgs)> = if rk45 {
             [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
                 .iter()
@@ -344,8 +344,8 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
                     (
                         format!("tol {tol:e}"),
                         SamplerArgs {
-                            rtol: tol,
-                            atol: tol,
+                            rtol: Some(tol),
+                            atol: Some(tol),
                             ..args.clone()
                         },
                     )
@@ -367,7 +367,8 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
         };
         let mut curve = Vec::new();
         for (label, s) in settings {
-            let plan = match s.plan(schedule, None) {
+            // The sweep's flags apply to the samplers that take them.
+            let plan = match s.plan_with(schedule, None, false) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("skipping {name} at {label}: {e}");

@@ -2,12 +2,10 @@ use super::guide_args::GuideArgs;
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::denoise::{Cond, UNetDenoiser};
+use diffuse::generate;
 use diffuse::run::{self, Weights};
-use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Args)]
 #[command(
@@ -92,25 +90,9 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
-/// What a sampling command asked for, and what it got.
-pub(super) struct Samples {
-    /// Decoded images, n × c × h × w in [−1, 1].
-    pub images: Vec<f32>,
-    /// x̂₀ of the first batch at the strip's steps, decoded.
-    pub strip: Vec<Vec<f32>>,
-    pub n: usize,
-    /// Rows of a per-class grid (1 without classes).
-    pub rows: usize,
-    /// The class of each image, for conditional draws.
-    pub classes: Option<Vec<u32>>,
-    pub nfe: usize,
-    pub secs: f64,
-    pub decode_secs: f64,
-    pub describe: String,
-}
-
 /// Draws `n` images (or `n` per class) of a loaded run as the flags say; `noise_from` replaces the seed's
-/// starting noise, `strip` keeps x̂₀ of the first batch at ten points of the trajectory.
+/// starting noise, `strip` keeps x̂₀ of the first batch at ten points of the trajectory. Returns the samples
+/// and the rows of a per-class grid (1 without classes).
 pub(super) fn draw_samples(
     run: &run::LoadedRun,
     a: &DrawArgs,
@@ -118,82 +100,33 @@ pub(super) fn draw_samples(
     no_clip: bool,
     noise_from: Option<&Path>,
     strip: bool,
-) -> anyhow::Result<Samples> {
-    let (sampler, guide, batch_size) = (&a.sampler, &a.guide, a.batch_size);
+) -> anyhow::Result<(generate::Samples, usize)> {
     if n == 0 {
         bail!("--n must be at least 1");
     }
-    let device = diffuse::device::device();
     let cfg = &run.config;
-    let plan = sampler.plan(&run.schedule, cfg.sde.as_deref())?;
+    let (classes, rows) = a.guide.classes(n, &cfg.class_names, run.net.num_classes())?;
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let guidance = guide.guidance()?;
-    let (classes, rows) = guide.classes(n, &cfg.class_names, run.net.num_classes())?;
-    let n = classes.as_ref().map_or(n, |c| c.len());
-    let class_list = classes.clone();
-    let cond = Cond { classes };
-    let noise = noise_from.map(|p| read_noise(p, n, shape)).transpose()?;
-    let strip_at: Vec<usize> = if strip {
-        (0..10).map(|k| k * (plan.steps - 1) / 9).collect()
-    } else {
-        Vec::new()
-    };
-    let points = (cfg.height, cfg.width) == (1, 1);
-    let den = UNetDenoiser {
-        net: &run.net,
-        cond: &run.cond,
-        prediction: cfg.prediction()?,
-        // Clipping is for pixels in [−1, 1]; points and (unit-variance) latents are left alone.
-        clip: !no_clip && !points && run.latent.is_none(),
-        guidance,
-    };
-    let bar = indicatif::ProgressBar::new((n.div_ceil(batch_size.max(1)) * plan.steps) as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} steps  ETA {eta}",
-    )?);
-    let started = Instant::now();
-    let mut tick = |_| bar.inc(1);
-    let drawn = sample::draw(
-        &den,
-        &plan,
-        a.seed,
+    let total = classes.as_ref().map_or(n, |c| c.len());
+    let request = generate::Request {
+        plan: a.sampler.plan(&run.schedule, cfg.sde)?,
+        guidance: a.guide.guidance()?,
+        classes,
         n,
-        shape,
-        batch_size,
-        noise.as_deref(),
-        &cond,
-        &strip_at,
-        &device,
-        &mut tick,
-    );
-    // Latent runs: decode the samples and the strip's x̂₀ (decoding is part of the sampling time).
-    let decode_started = Instant::now();
-    let images = run.to_images(drawn.images, n);
-    let decode_secs = decode_started.elapsed().as_secs_f64();
-    let strip = drawn
-        .strip
-        .into_iter()
-        .map(|x0| run.to_images(x0, n.min(batch_size.max(1))))
-        .collect();
-    let secs = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    Ok(Samples {
-        images,
+        seed: a.seed,
+        batch_size: a.batch_size,
+        init_noise: noise_from.map(|p| read_noise(p, total, shape)).transpose()?,
+        no_clip,
         strip,
-        n,
-        rows,
-        classes: class_list,
-        nfe: drawn.nfe_per_image,
-        secs,
-        decode_secs,
-        describe: sampler.describe(&plan),
-    })
+        progress: true,
+    };
+    Ok((generate::draw(run, &request)?, rows))
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let run = a.draw.load()?;
     let cfg = &run.config;
-    let drawn = draw_samples(
+    let (drawn, rows) = draw_samples(
         &run,
         &a.draw,
         a.n,
@@ -202,11 +135,11 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         a.strip.is_some(),
     )?;
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let (images, strip, n, rows) = (&drawn.images, &drawn.strip, drawn.n, drawn.rows);
+    let (images, strip, n) = (&drawn.images, &drawn.strip, drawn.n);
     let (secs, decode_secs) = (drawn.secs, drawn.decode_secs);
     let [c, h, w] = cfg.output_shape();
     let per = c * h * w;
-    if (h, w) == (1, 1) {
+    if cfg.is_points() {
         // Point clouds: one CSV row per point, and the grid is a picture of the cloud.
         let mut csv = String::new();
         for p in images.chunks(c) {

@@ -1,181 +1,285 @@
-//! Sampler flags shared by `sample` and `lab`.
+//! Sampler flags shared by `sample`, `edit` and `lab`, mapped onto the library's [`Method`], [`Grid`] and
+//! [`Process`]. Flags that belong to one sampler or grid are optional, so that one given to a sampler that
+//! ignores it is an error naming both rather than silently dropped.
 
 use anyhow::bail;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use diffuse::sample::{Method, OdeSolver, Plan, Predictor, Process};
-use diffuse_math::{NoiseSchedule, Sde, TimestepSpacing};
-
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-pub enum SamplerName {
-    /// DDPM ancestral sampling (discrete schedule).
-    Ddpm,
-    /// DDIM with --eta (discrete schedule).
-    Ddim,
-    /// DPM-Solver++(2M) (discrete schedule).
-    #[value(name = "dpmpp-2m")]
-    DpmPP2M,
-    /// Euler–Maruyama on the reverse SDE.
-    EulerMaruyama,
-    /// The reverse-diffusion predictor.
-    ReverseDiffusion,
-    /// The ancestral predictor.
-    Ancestral,
-    /// Predictor–corrector: --predictor then --corrector-steps Langevin steps.
-    Pc,
-    /// Annealed Langevin dynamics (corrector only).
-    Langevin,
-    /// The probability-flow ODE with --ode-solver.
-    Ode,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Variance {
-    /// β̃_t, the true posterior variance.
-    Small,
-    /// β_t.
-    Large,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PredictorName {
-    EulerMaruyama,
-    ReverseDiffusion,
-    Ancestral,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum SolverName {
-    Euler,
-    Heun,
-    Rk45,
-}
+use diffuse_math::{Grid, NoiseSchedule, Sde, TimestepSpacing};
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplerArgs {
-    /// The sampler: discrete (ddpm, ddim, dpmpp-2m) or SDE-based (euler-maruyama, reverse-diffusion,
-    /// ancestral, pc, langevin, ode).
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: SamplerName,
-    /// Steps: network evaluations for the discrete samplers; grid points from t = 1 to t_min for the SDE ones
-    /// (which add one evaluation for the final denoising; pc and langevin one more per corrector step).
+    /// The sampler: ddpm, ddim, euler-ancestral, dpmpp-2m (any grid); euler-maruyama, reverse-diffusion,
+    /// ancestral, pc, langevin, ode (an SDE: --sde, else the model's, else vp).
+    #[arg(long, default_value = "ddim")]
+    pub sampler: String,
+    /// Steps: grid steps from the start level to the end (network evaluations for ddpm, ddim, euler-ancestral
+    /// and dpmpp-2m on a discrete schedule). On an SDE, one evaluation more for the final denoising; pc and
+    /// langevin add one per corrector step; heun two per step; rk45 picks its own.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// DDIM η: 0 deterministic, 1 as much noise as DDPM.
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
-    /// DDPM posterior variance.
-    #[arg(long, value_enum, default_value = "small")]
-    pub variance: Variance,
-    /// Which train timesteps discrete samplers visit: leading | trailing | linspace (diffusers' meanings).
+    /// The grid the sampler walks: timesteps (train timesteps of a discrete schedule; the default there),
+    /// uniform-t (uniform SDE time; the default on an SDE), karras (ρ-spaced σ, EDM), log-snr.
+    #[arg(long)]
+    pub time_grid: Option<String>,
+    /// Which train timesteps a timesteps grid visits: leading | trailing | linspace (diffusers' meanings).
     /// Default: linspace for dpmpp-2m (diffusers' default), trailing otherwise.
     #[arg(long)]
     pub timestep_spacing: Option<String>,
-    /// The SDE for SDE-based samplers: vp (β 0.1 → 20), subvp, ve (σ 0.01 → 50, geometric).
-    /// Default: the model's own SDE for score models, vp otherwise.
+    /// ρ of the karras grid (default 7).
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Smallest σ/α of a karras or log-snr grid (default: the process's).
+    #[arg(long)]
+    pub sigma_min: Option<f64>,
+    /// Largest σ/α of a karras or log-snr grid (default: the process's).
+    #[arg(long)]
+    pub sigma_max: Option<f64>,
+    /// Walk this SDE: vp (β 0.1 → 20), subvp, ve (σ 0.01 → 50, geometric), or with parameters, as
+    /// ve:0.002,80. Default for SDE samplers: the model's own SDE for score models, vp otherwise.
     #[arg(long)]
     pub sde: Option<String>,
-    /// The predictor of --sampler pc.
-    #[arg(long, value_enum, default_value = "reverse-diffusion")]
-    pub predictor: PredictorName,
-    /// Langevin corrector steps per time step (pc, langevin).
-    #[arg(long, default_value_t = 1)]
-    pub corrector_steps: usize,
-    /// Langevin signal-to-noise ratio (pc, langevin).
-    #[arg(long, default_value_t = 0.16)]
-    pub snr: f64,
-    /// Solver of the probability-flow ODE.
-    #[arg(long, value_enum, default_value = "rk45")]
-    pub ode_solver: SolverName,
-    /// RK45 relative tolerance.
-    #[arg(long, default_value_t = 1e-5)]
-    pub rtol: f64,
-    /// RK45 absolute tolerance.
-    #[arg(long, default_value_t = 1e-5)]
-    pub atol: f64,
+    /// η of ddim (default 0: deterministic) and euler-ancestral (default 1): 1 adds as much noise as DDPM.
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// Posterior variance of ddpm: small (β̃_t, the default) or large (β_t).
+    #[arg(long, value_parser = ["small", "large"])]
+    pub variance: Option<String>,
+    /// The predictor of pc: euler-maruyama, reverse-diffusion (default), ancestral.
+    #[arg(long)]
+    pub predictor: Option<Predictor>,
+    /// Langevin corrector steps per time step, run before the predictor (pc, langevin; default 1).
+    #[arg(long)]
+    pub corrector_steps: Option<usize>,
+    /// Langevin signal-to-noise ratio (pc, langevin; default 0.16).
+    #[arg(long)]
+    pub snr: Option<f64>,
+    /// Solver of the probability-flow ODE: euler, heun, rk45 (default).
+    #[arg(long, value_parser = ["euler", "heun", "rk45"])]
+    pub ode_solver: Option<String>,
+    /// RK45 relative tolerance (default 1e-5).
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// RK45 absolute tolerance (default 1e-5).
+    #[arg(long)]
+    pub atol: Option<f64>,
 }
 
 impl SamplerArgs {
-    pub fn method(&self) -> Method {
-        let sde = |predictor, corrector_steps| Method::Sde {
-            predictor,
-            corrector_steps,
-            snr: self.snr,
+    /// The sampler with its flags applied. With `strict`, a flag the sampler does not take is an error.
+    pub fn method(&self, strict: bool) -> anyhow::Result<Method> {
+        let mut m = Method::from_name(&self.sampler)?;
+        let mut unused: Vec<&str> = Vec::new();
+        let mut given = |flag: &'static str, is: bool| {
+            if is {
+                unused.push(flag);
+            }
         };
-        match self.sampler {
-            SamplerName::Ddpm => Method::Ddpm {
-                large_variance: matches!(self.variance, Variance::Large),
-            },
-            SamplerName::Ddim => Method::Ddim { eta: self.eta },
-            SamplerName::DpmPP2M => Method::DpmSolverPP2M,
-            SamplerName::EulerMaruyama => sde(Predictor::EulerMaruyama, 0),
-            SamplerName::ReverseDiffusion => sde(Predictor::ReverseDiffusion, 0),
-            SamplerName::Ancestral => sde(Predictor::Ancestral, 0),
-            SamplerName::Pc => sde(
-                match self.predictor {
-                    PredictorName::EulerMaruyama => Predictor::EulerMaruyama,
-                    PredictorName::ReverseDiffusion => Predictor::ReverseDiffusion,
-                    PredictorName::Ancestral => Predictor::Ancestral,
-                },
-                self.corrector_steps,
-            ),
-            SamplerName::Langevin => sde(Predictor::None, self.corrector_steps.max(1)),
-            SamplerName::Ode => Method::Ode {
-                solver: match self.ode_solver {
-                    SolverName::Euler => OdeSolver::Euler,
-                    SolverName::Heun => OdeSolver::Heun,
-                    SolverName::Rk45 => OdeSolver::Rk45 {
-                        rtol: self.rtol,
-                        atol: self.atol,
+        match &mut m {
+            Method::Ddpm { large_variance } => {
+                if let Some(v) = &self.variance {
+                    *large_variance = v == "large";
+                }
+            }
+            Method::Ddim { eta } | Method::EulerAncestral { eta } => *eta = self.eta.unwrap_or(*eta),
+            Method::DpmSolverPP2M => {}
+            Method::Sde {
+                predictor,
+                corrector_steps,
+                snr,
+            } => {
+                if self.sampler == "pc" {
+                    *predictor = self.predictor.unwrap_or(*predictor);
+                } else {
+                    given("--predictor", self.predictor.is_some());
+                }
+                if *corrector_steps > 0 {
+                    *corrector_steps = self.corrector_steps.unwrap_or(*corrector_steps).max(1);
+                    *snr = self.snr.unwrap_or(*snr);
+                } else {
+                    given("--corrector-steps", self.corrector_steps.is_some());
+                    given("--snr", self.snr.is_some());
+                }
+            }
+            Method::Ode { solver } => {
+                *solver = match self.ode_solver.as_deref().unwrap_or("rk45") {
+                    "euler" => OdeSolver::Euler,
+                    "heun" => OdeSolver::Heun,
+                    _ => OdeSolver::Rk45 {
+                        rtol: self.rtol.unwrap_or(1e-5),
+                        atol: self.atol.unwrap_or(1e-5),
                     },
-                },
-            },
+                };
+                let rk45 = matches!(solver, OdeSolver::Rk45 { .. });
+                given("--rtol", !rk45 && self.rtol.is_some());
+                given("--atol", !rk45 && self.atol.is_some());
+            }
         }
+        let takes = |names: &[&str]| names.contains(&self.sampler.as_str());
+        given("--eta", self.eta.is_some() && !takes(&["ddim", "euler-ancestral"]));
+        given("--variance", self.variance.is_some() && !takes(&["ddpm"]));
+        given("--ode-solver", self.ode_solver.is_some() && !takes(&["ode"]));
+        given("--rtol", self.rtol.is_some() && !takes(&["ode"]));
+        given("--atol", self.atol.is_some() && !takes(&["ode"]));
+        unused.dedup();
+        if strict && let Some(flag) = unused.first() {
+            bail!("{flag} does not apply to the {} sampler", self.sampler);
+        }
+        Ok(m)
     }
 
-    pub fn spacing(&self) -> anyhow::Result<TimestepSpacing> {
-        Ok(match &self.timestep_spacing {
-            Some(s) => s.parse()?,
-            None if self.sampler == SamplerName::DpmPP2M => TimestepSpacing::Linspace,
-            None => TimestepSpacing::Trailing,
+    /// The grid named by --grid and its flags (None: the sampler's default on its process).
+    fn grid(&self, method: &Method) -> anyhow::Result<Option<Grid>> {
+        let name = self.time_grid.as_deref();
+        let sigma_flags = self.sigma_min.is_some() || self.sigma_max.is_some();
+        let grid = match name {
+            None | Some("timesteps") => {
+                for (flag, is) in [("--rho", self.rho.is_some()), ("--sigma-min/--sigma-max", sigma_flags)] {
+                    if is {
+                        bail!("{flag} applies to the karras and log-snr grids, not to timesteps (give --time-grid)");
+                    }
+                }
+                let spacing: Option<TimestepSpacing> = self.timestep_spacing.as_deref().map(str::parse).transpose()?;
+                match (name, spacing) {
+                    (None, None) => None,
+                    (_, spacing) => Some(method.timestep_grid(spacing.unwrap_or(match method {
+                        Method::DpmSolverPP2M => TimestepSpacing::Linspace,
+                        _ => TimestepSpacing::Trailing,
+                    }))),
+                }
+            }
+            Some(other) => {
+                if self.timestep_spacing.is_some() {
+                    bail!("--timestep-spacing applies to the timesteps grid, not to {other}");
+                }
+                match other {
+                    "uniform-t" => {
+                        if self.rho.is_some() || sigma_flags {
+                            bail!("--rho and --sigma-min/--sigma-max apply to the karras and log-snr grids");
+                        }
+                        Some(Grid::UniformT)
+                    }
+                    "karras" => Some(Grid::Karras {
+                        rho: self.rho.unwrap_or(7.0),
+                        sigma_min: self.sigma_min,
+                        sigma_max: self.sigma_max,
+                    }),
+                    "log-snr" => {
+                        if self.rho.is_some() {
+                            bail!("--rho applies to the karras grid, not to log-snr");
+                        }
+                        Some(Grid::LogSnr {
+                            sigma_min: self.sigma_min,
+                            sigma_max: self.sigma_max,
+                        })
+                    }
+                    _ => bail!("unknown grid '{other}' (expected one of: {})", Grid::NAMES),
+                }
+            }
+        };
+        Ok(grid)
+    }
+
+    /// The plan: on --sde, or `default_sde`, or VP for samplers that need an SDE; on `schedule` otherwise,
+    /// unless --sde or a uniform-t grid asks for an SDE. With `strict`, unused flags are errors.
+    pub fn plan_with(&self, schedule: &NoiseSchedule, default_sde: Option<Sde>, strict: bool) -> anyhow::Result<Plan> {
+        let method = self.method(strict)?;
+        let wants_sde = method.needs_sde() || self.sde.is_some() || self.time_grid.as_deref() == Some("uniform-t");
+        let sde: Option<Sde> = self.sde.as_deref().map(str::parse).transpose()?;
+        let process = if wants_sde {
+            Process::Sde(sde.or(default_sde).unwrap_or(Sde::vp()))
+        } else {
+            Process::Discrete(schedule.clone())
+        };
+        let plan = Plan::new(method, process, self.steps)?;
+        Ok(match self.grid(&method)? {
+            Some(grid) => plan.with_grid(grid)?,
+            None => plan,
         })
     }
 
-    /// The plan on `schedule` (discrete samplers) or on --sde, else `default_sde`, else VP (the others).
-    pub fn plan(&self, schedule: &NoiseSchedule, default_sde: Option<&str>) -> anyhow::Result<Plan> {
-        let method = self.method();
-        let spacing = self.spacing()?;
-        let sde: Sde = self.sde.as_deref().or(default_sde).unwrap_or("vp").parse()?;
-        if !method.is_discrete() && self.timestep_spacing.is_some() {
-            bail!("--timestep-spacing applies to ddpm, ddim and dpmpp-2m only");
-        }
-        let process = if method.is_discrete() {
-            Process::Discrete {
-                schedule: schedule.clone(),
-                spacing,
-            }
-        } else {
-            Process::Sde(sde)
-        };
-        Ok(Plan::new(method, process, self.steps)?)
+    /// [`SamplerArgs::plan_with`], strict.
+    pub fn plan(&self, schedule: &NoiseSchedule, default_sde: Option<Sde>) -> anyhow::Result<Plan> {
+        self.plan_with(schedule, default_sde, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        s: SamplerArgs,
     }
 
-    /// A short description for summaries.
-    pub fn describe(&self, plan: &Plan) -> String {
-        match &plan.process {
-            Process::Discrete { spacing, .. } => {
-                let mut d = format!("{}, {} steps, {spacing} spacing", plan.method.name(), plan.steps);
-                if let Some(r) = plan.resample {
-                    d += &format!(", RePaint resampling {}× per jump of {}", r.count, r.jump);
-                }
-                d
-            }
-            Process::Sde(sde) => match plan.method {
-                // Adaptive: the solver picks its own steps (the NFE says how many).
-                Method::Ode {
-                    solver: OdeSolver::Rk45 { .. },
-                } => format!("{}, {} SDE", plan.method.name(), sde),
-                _ => format!("{}, {} SDE, {} steps", plan.method.name(), sde, plan.steps),
-            },
+    fn plan(args: &str) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.split_whitespace()))?;
+        let schedule = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000)?;
+        cli.s.plan(&schedule, None)
+    }
+
+    #[test]
+    fn flags_the_sampler_ignores_are_refused_by_name() {
+        for (args, flag) in [
+            ("--sampler ode --eta 0.5", "--eta"),
+            ("--sampler ddim --variance large", "--variance"),
+            ("--sampler euler-maruyama --snr 0.2", "--snr"),
+            ("--sampler reverse-diffusion --predictor ancestral", "--predictor"),
+            ("--sampler ode --ode-solver heun --rtol 1e-3", "--rtol"),
+            ("--sampler ddpm --ode-solver heun", "--ode-solver"),
+            ("--sampler ddim --rho 5", "--rho"),
+            (
+                "--sampler ddim --time-grid karras --timestep-spacing leading",
+                "--timestep-spacing",
+            ),
+        ] {
+            let e = plan(args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args}: {e}");
         }
+        assert!(
+            plan("--sampler nope")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown sampler 'nope'")
+        );
+        assert!(
+            plan("--sampler ddim --time-grid spiral")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown grid")
+        );
+    }
+
+    #[test]
+    fn flags_map_onto_the_library_plan() {
+        let p = plan("--sampler euler-ancestral --eta 0.5 --time-grid karras --rho 5 --steps 20").unwrap();
+        assert_eq!(p.method, Method::EulerAncestral { eta: 0.5 });
+        assert!(matches!(p.grid, Grid::Karras { rho: 5.0, .. }) && matches!(p.process, Process::Discrete(_)));
+        let p = plan("--sampler pc --predictor ancestral --corrector-steps 2 --sde ve:0.002,80").unwrap();
+        assert_eq!(
+            p.method,
+            Method::Sde {
+                predictor: Predictor::Ancestral,
+                corrector_steps: 2,
+                snr: 0.16
+            }
+        );
+        assert_eq!(
+            p.process,
+            Process::Sde(Sde::Ve {
+                sigma_min: 0.002,
+                sigma_max: 80.0
+            })
+        );
+        let p = plan("--sampler dpmpp-2m").unwrap();
+        assert_eq!(p.grid, Grid::SolverTimesteps(TimestepSpacing::Linspace));
+        let p = plan("--sampler ddim --sde vp").unwrap();
+        assert!(matches!(p.process, Process::Sde(_)) && p.grid == Grid::UniformT);
+        let e = plan("--sampler ode --time-grid karras").unwrap_err().to_string();
+        assert!(e.contains("rk45") && e.contains("karras"), "{e}");
+        assert!(plan("--sampler ode --ode-solver heun --time-grid karras").is_ok());
     }
 }

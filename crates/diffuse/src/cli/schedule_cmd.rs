@@ -15,7 +15,8 @@ pub struct ScheduleArgs {
     /// Print {"betas": [...], "alphas_cumprod": [...]} instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also write a PNG plot of ᾱ (blue) and log-SNR rescaled to [0, 1] (red) against t.
+    /// Write a PNG plot of ᾱ (blue) and log-SNR rescaled to [0, 1] (red) against t, instead of the table
+    /// (--json still prints).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -27,7 +28,7 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({ "betas": s.betas, "alphas_cumprod": s.alphas_cumprod })
         );
-    } else {
+    } else if a.plot.is_none() {
         println!("t\tbeta\talpha_bar\tlog_snr");
         for t in 0..s.len() {
             println!(
@@ -49,6 +50,7 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
             .collect();
         let img = line_plot(&[Series { points: &abar }, Series { points: &scaled }], false, false);
         diffuse::imageio::write_rgb(&path, img).with_context(|| "writing the schedule plot")?;
+        eprintln!("plot: {}", path.display());
     }
     Ok(())
 }

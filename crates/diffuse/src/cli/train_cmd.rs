@@ -4,11 +4,11 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use clap::{Args, Subcommand};
 use diffuse::classifier;
-use diffuse::data::{Dataset, Split};
+use diffuse::data::{DataSpec, Dataset, Split};
 use diffuse::nn::NetConfig;
-use diffuse::run::{CHECKPOINT_FILE, CONFIG_FILE, LatentConfig, RunConfig, VAE_DIR};
+use diffuse::run::{self, CHECKPOINT_FILE, CONFIG_FILE, RunConfig};
 use diffuse::train::{self, Options};
-use diffuse::vae::{self, LatentSpace};
+use diffuse::vae::LatentSpace;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -122,7 +122,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             .transpose()
     };
     // The library's defaults for this data, then every flag given.
-    let mut cfg = RunConfig::for_data(&a.data, data);
+    let mut cfg = RunConfig::for_data(&a.data.parse::<DataSpec>()?.absolute()?, data);
     match &mut cfg.net {
         NetConfig::Unet(unet) => {
             unet.base_channels = a.base_channels.unwrap_or(unet.base_channels);
@@ -147,13 +147,9 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         }
         cfg = cfg.conditional(a.label_dropout);
     }
-    cfg.prediction = a.prediction.parse::<diffuse_math::Prediction>()?.name().into();
+    cfg.prediction = a.prediction.parse()?;
     cfg.schedule = a.schedule.config()?;
-    cfg.sde = a
-        .sde
-        .as_deref()
-        .map(|s| s.parse::<diffuse_math::Sde>().map(|s| s.name().to_string()))
-        .transpose()?;
+    cfg.sde = a.sde.as_deref().map(str::parse).transpose()?;
     let t = &mut cfg.train;
     t.steps = a.steps.unwrap_or(t.steps);
     t.batch_size = a.batch_size.unwrap_or(t.batch_size);
@@ -176,16 +172,23 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         if let Some(steps) = a.steps {
             cfg.train.steps = steps;
         }
-        let data = Dataset::load(&cfg.data, a.split)?;
+        let data = cfg.data.load(a.split)?;
         let data = match cfg.latent_space(&a.out)? {
             Some(space) => space.encode(&data)?,
             None => data,
         };
         (cfg, data)
     } else {
-        if ckpt.exists() || a.out.join(CONFIG_FILE).exists() {
+        if ckpt.exists() {
             bail!(
                 "{} already holds a run; pass --resume to continue it, or choose another --out",
+                a.out.display()
+            );
+        }
+        if a.out.join(CONFIG_FILE).exists() {
+            // A run stopped before its first checkpoint: nothing can be resumed, so it starts afresh.
+            eprintln!(
+                "{} holds a run that stopped before its first checkpoint; starting it afresh",
                 a.out.display()
             );
         }
@@ -195,18 +198,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
                 let space = LatentSpace::load(dir)?;
                 let latents = space.encode(&data)?;
                 let mut cfg = new_config(&a, &latents)?;
-                cfg.latent = Some(LatentConfig {
-                    vae: VAE_DIR.into(),
-                    scale: space.meta.scale,
-                    image: space.image_shape(),
-                });
-                let copy = a.out.join(VAE_DIR);
-                std::fs::create_dir_all(&copy).with_context(|| format!("creating {}", copy.display()))?;
-                for f in [vae::WEIGHTS, vae::META] {
-                    let bytes =
-                        std::fs::read(dir.join(f)).with_context(|| format!("reading {}", dir.join(f).display()))?;
-                    diffuse::atomic::write(&copy.join(f), &bytes)?;
-                }
+                run::attach_latent(&mut cfg, &space, dir, &a.out)?;
                 (cfg, latents)
             }
             None => (new_config(&a, &data)?, data),
@@ -268,7 +260,7 @@ pub struct ClassifierTrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Optimiser steps (batch 64).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = classifier::DEFAULT_STEPS)]
     steps: usize,
     /// Seed for initialisation and batches.
     #[arg(long, default_value_t = 0)]

@@ -60,15 +60,15 @@ pub struct VaeTrainArgs {
     #[arg(long, default_value_t = 32)]
     base_channels: usize,
     /// Optimiser steps.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = VaeTrainConfig::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = VaeTrainConfig::default().batch_size)]
     batch_size: usize,
     /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = VaeTrainConfig::default().lr)]
     lr: f64,
     /// Weight of the KL term (mean over latent elements) against the reconstruction loss (mean over pixels).
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = VaeTrainConfig::default().kl_weight)]
     kl_weight: f64,
     /// Reconstruction loss.
     #[arg(long, value_enum, default_value = "l1")]

@@ -1,11 +1,43 @@
 //! A folder of PNG images, or a folder of class folders of PNG images (the class is the folder name).
 //! The first image fixes the size and whether the set is grey (1 channel) or colour (3).
+//!
+//! Splits: a folder holding both `train/` and `test/` (each laid out as above) splits by them. Any other
+//! folder holds out the images picked by [`held_out_by_hash`] of their path inside the folder (`a.png`,
+//! `cat/a.png`), about a tenth, so adding or removing other files never moves an image between splits.
 
-use super::{Dataset, to_unit};
+use super::{Dataset, Split, held_out_by_hash, to_unit};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub fn load(dir: &Path) -> Result<Dataset> {
+pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    if !(train.is_dir() && test.is_dir()) {
+        return load_filtered(dir, |key| split.keeps(held_out_by_hash(key)));
+    }
+    let part = |d: &Path| load_filtered(d, |_| true);
+    match split {
+        Split::Train => part(&train),
+        Split::Test => part(&test),
+        Split::All => {
+            let (mut a, b) = (part(&train)?, part(&test)?);
+            if (a.channels, a.height, a.width, &a.class_names) != (b.channels, b.height, b.width, &b.class_names) {
+                return Err(Error::Data(format!(
+                    "{}: train/ and test/ differ in image size, colour or classes",
+                    dir.display()
+                )));
+            }
+            a.images.extend(b.images);
+            if let (Some(la), Some(lb)) = (a.labels.as_mut(), b.labels) {
+                la.extend(lb);
+            }
+            a.name = dir.display().to_string();
+            Ok(a)
+        }
+    }
+}
+
+/// The folder's images whose key (path inside `dir`, '/'-separated) passes `keep`.
+fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -23,6 +55,26 @@ pub fn load(dir: &Path) -> Result<Dataset> {
                     .map(|p| (p, Some(c as u32))),
             );
         }
+    }
+    let key = |p: &Path| {
+        let rel = p.strip_prefix(dir).unwrap_or(p);
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let all_files = !files.is_empty();
+    files.retain(|(p, _)| keep(&key(p)));
+    if all_files && files.is_empty() {
+        return Ok(Dataset {
+            name: dir.display().to_string(),
+            channels: 1,
+            height: 1,
+            width: 1,
+            images: Vec::new(),
+            labels: None,
+            class_names: Vec::new(),
+        });
     }
     let first = files
         .first()

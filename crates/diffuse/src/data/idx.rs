@@ -4,7 +4,7 @@
 use super::{Dataset, Split, to_unit};
 use crate::{Error, Result};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const MNIST_CLASSES: &[&str] = &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 pub const FASHION_CLASSES: &[&str] = &[
@@ -126,6 +126,64 @@ pub fn load_files(name: &str, images: &Path, labels: Option<&Path>) -> Result<Da
     })
 }
 
+/// The `idx:IMAGES[,LABELS]` spec's `split`. A pair named like MNIST's (`train` or `t10k` in the file names)
+/// whose counterpart files exist splits by file: train is the `train` pair, test the `t10k` pair, all both.
+/// Any other file is split by [`held_out_by_hash`](super::held_out_by_hash) of each image's index.
+pub fn load_split(name: &str, images: &Path, labels: Option<&Path>, split: Split) -> Result<Dataset> {
+    let swap = |p: &Path| -> Option<(PathBuf, PathBuf)> {
+        let file = p.file_name()?.to_str()?;
+        let (train, test) = if file.contains("train") {
+            (file.to_string(), file.replacen("train", "t10k", 1))
+        } else if file.contains("t10k") {
+            (file.replacen("t10k", "train", 1), file.to_string())
+        } else {
+            return None;
+        };
+        let (train, test) = (p.with_file_name(train), p.with_file_name(test));
+        (train.is_file() && test.is_file()).then_some((train, test))
+    };
+    let pairs = match (swap(images), labels.map(swap)) {
+        (Some(i), None) => Some((i, None)),
+        (Some(i), Some(Some(l))) => Some((i, Some(l))),
+        _ => None,
+    };
+    let Some(((train_img, test_img), label_pair)) = pairs else {
+        let ds = load_files(name, images, labels)?;
+        let keep: Vec<usize> = (0..ds.len())
+            .filter(|i| split.keeps(super::held_out_by_hash(&i.to_string())))
+            .collect();
+        return Ok(if split == Split::All { ds } else { ds.subset(&keep) });
+    };
+    let part = |test: bool| {
+        let img = if test { &test_img } else { &train_img };
+        let lab = label_pair.as_ref().map(|(a, b)| if test { b } else { a });
+        load_files(name, img, lab.map(|p| p.as_path()))
+    };
+    match split {
+        Split::Train => part(false),
+        Split::Test => part(true),
+        Split::All => concat(part(false)?, part(true)?),
+    }
+}
+
+/// `a` followed by `b` (same image size).
+fn concat(mut a: Dataset, b: Dataset) -> Result<Dataset> {
+    if (a.height, a.width) != (b.height, b.width) || a.labels.is_some() != b.labels.is_some() {
+        return Err(Error::Data(format!(
+            "{}: its train and test files differ in image size or labelling",
+            a.name
+        )));
+    }
+    a.images.extend(b.images);
+    if let (Some(la), Some(lb)) = (a.labels.as_mut(), b.labels) {
+        la.extend(lb);
+    }
+    if b.class_names.len() > a.class_names.len() {
+        a.class_names = b.class_names;
+    }
+    Ok(a)
+}
+
 /// Loads MNIST-layout files from a folder: `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
 pub fn load_mnist_dir(name: &str, dir: &Path, split: Split, classes: &[&str]) -> Result<Dataset> {
     let find = |stem: &str| -> Result<std::path::PathBuf> {
@@ -144,14 +202,7 @@ pub fn load_mnist_dir(name: &str, dir: &Path, split: Split, classes: &[&str]) ->
     match split {
         Split::Train => part("train"),
         Split::Test => part("t10k"),
-        Split::All => {
-            let (mut a, b) = (part("train")?, part("t10k")?);
-            a.images.extend(b.images);
-            if let (Some(la), Some(lb)) = (a.labels.as_mut(), b.labels) {
-                la.extend(lb);
-            }
-            Ok(a)
-        }
+        Split::All => concat(part("train")?, part("t10k")?),
     }
 }
 

@@ -10,11 +10,13 @@ pub mod emoji;
 mod folder;
 pub mod idx;
 pub mod points;
+mod spec;
 
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use idx::{Idx, read_idx};
+pub use spec::DataSpec;
 
 /// An image data set held in memory.
 #[derive(Clone, Debug)]
@@ -36,6 +38,37 @@ pub enum Split {
     Train,
     Test,
     All,
+}
+
+impl Split {
+    /// Whether an item whose place is the held-out part (`held_out`) belongs to this split.
+    pub fn keeps(self, held_out: bool) -> bool {
+        match self {
+            Split::All => true,
+            Split::Train => !held_out,
+            Split::Test => held_out,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+            Split::All => "all",
+        }
+    }
+}
+
+/// The fixed split rule for data that bring none of their own (a flat PNG folder, a lone IDX file): an item is
+/// held out when the 64-bit FNV-1a hash of its key (a file's path inside the folder, an image's index) is 0
+/// modulo 10, so about a tenth, the same on every machine and independent of the other items.
+pub fn held_out_by_hash(key: &str) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.is_multiple_of(10)
 }
 
 impl Dataset {
@@ -81,53 +114,7 @@ impl Dataset {
 
     /// Loads a data set from its `--data` spec.
     pub fn load(spec: &str, split: Split) -> Result<Dataset> {
-        // `emoji@BG` carries its background without a folder: its argument is "@BG".
-        let (kind, arg) = match spec.strip_prefix("emoji") {
-            Some(rest) if rest.starts_with('@') => ("emoji", rest),
-            _ => spec.split_once(':').unwrap_or((spec, "")),
-        };
-        let ds = match kind {
-            "digits" if arg.is_empty() => digits::load(split)?,
-            "mnist" | "fashion-mnist" => {
-                let dir = if arg.is_empty() {
-                    default_dir(kind)?
-                } else {
-                    PathBuf::from(arg)
-                };
-                let names = if kind == "mnist" {
-                    idx::MNIST_CLASSES
-                } else {
-                    idx::FASHION_CLASSES
-                };
-                idx::load_mnist_dir(kind, &dir, split, names)?
-            }
-            "idx" => {
-                let (images, labels) = arg.split_once(',').unwrap_or((arg, ""));
-                let labels = (!labels.is_empty()).then(|| Path::new(labels));
-                idx::load_files(spec, Path::new(images), labels)?
-            }
-            "folder" => folder::load(Path::new(arg))?,
-            "emoji" => {
-                let (dir, bg) = arg.rsplit_once('@').unwrap_or((arg, "white"));
-                let dir = if dir.is_empty() {
-                    default_dir("emoji-noto")?
-                } else {
-                    PathBuf::from(dir)
-                };
-                emoji::load(&dir, emoji::parse_background(bg)?, split)?
-            }
-            "points" => points::load(arg, split)?,
-            _ if Path::new(spec).is_dir() => folder::load(Path::new(spec))?,
-            _ => {
-                return Err(Error::Data(format!(
-                    "unknown data '{spec}' (expected digits, mnist[:DIR], fashion-mnist[:DIR], idx:IMAGES[,LABELS], folder:DIR, a folder, emoji[:DIR][@BG], or points:circle|sphere|torus|letter)"
-                )));
-            }
-        };
-        if ds.is_empty() {
-            return Err(Error::Data(format!("'{spec}' holds no images")));
-        }
-        Ok(ds)
+        spec.parse::<DataSpec>()?.load(split)
     }
 }
 
@@ -159,6 +146,7 @@ pub fn to_u8(v: f32) -> u8 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::path::Path;
 
     /// A path inside the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after
     /// saying that the test skips.
@@ -206,6 +194,117 @@ pub(crate) mod tests {
         );
         assert_eq!(train.len() + test.len(), 1797);
         assert_eq!(train.image(0), all.image(0));
+    }
+
+    /// Train and test are disjoint, both non-empty, and together make `all`.
+    fn assert_split(spec: &str) {
+        assert_disjoint(spec, true)
+    }
+
+    /// Train and test are disjoint and both non-empty; with `partition`, together they make `all`.
+    fn assert_disjoint(spec: &str, partition: bool) {
+        let [train, test, all] = [Split::Train, Split::Test, Split::All].map(|s| Dataset::load(spec, s).unwrap());
+        let key = |d: &Dataset, i: usize| d.image(i).iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        let train_set: std::collections::HashSet<Vec<u32>> = (0..train.len()).map(|i| key(&train, i)).collect();
+        assert!(!train.is_empty() && !test.is_empty(), "{spec}: an empty split");
+        if partition {
+            assert_eq!(train.len() + test.len(), all.len(), "{spec}: train + test != all");
+        }
+        // Real data sets can hold a few identical images; the made-up ones below are all distinct.
+        let shared_images = (0..test.len()).filter(|&i| train_set.contains(&key(&test, i))).count();
+        assert!(
+            shared_images * 100 <= test.len(),
+            "{spec}: {shared_images} test images are training images"
+        );
+    }
+
+    /// `n` distinct 4×4 grey images, image i with its index in the first pixels.
+    fn distinct(n: usize) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|i| {
+                let mut img = vec![-1.0f32; 16];
+                img[0] = to_unit((i % 256) as f32, 255.0);
+                img[1] = to_unit((i / 256) as f32, 255.0);
+                img
+            })
+            .collect()
+    }
+
+    fn idx_bytes(images: &[Vec<f32>]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, 3];
+        for d in [images.len() as u32, 4, 4] {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(images.iter().flatten().map(|&v| to_u8(v)));
+        b
+    }
+
+    #[test]
+    fn every_data_kind_keeps_its_test_images_out_of_training() {
+        assert_split("digits");
+        // Point clouds are drawn: their test split is a second, independent draw (and all is the first).
+        assert_disjoint("points:circle", false);
+        let root = std::env::temp_dir().join(format!("diffuse-splits-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |dir: &Path, imgs: &[Vec<f32>]| {
+            std::fs::create_dir_all(dir).unwrap();
+            for (i, img) in imgs.iter().enumerate() {
+                crate::imageio::write_png(&dir.join(format!("{i:03}.png")), img, 1, 4, 4).unwrap();
+            }
+        };
+        let imgs = distinct(90);
+        // A flat folder and a folder of class folders: split by the hash of each file's path.
+        write(&root.join("flat"), &imgs[..40]);
+        write(&root.join("classes/a"), &imgs[..30]);
+        write(&root.join("classes/b"), &imgs[30..60]);
+        // A folder with train/ and test/: split by them.
+        write(&root.join("tt/train/a"), &imgs[..20]);
+        write(&root.join("tt/test/a"), &imgs[20..25]);
+        for dir in ["flat", "classes", "tt"] {
+            assert_split(&format!("folder:{}", root.join(dir).display()));
+        }
+        let tt = Dataset::load(&format!("folder:{}", root.join("tt").display()), Split::Test).unwrap();
+        assert_eq!(tt.images, imgs[20..25].concat());
+        // A lone IDX file (by the hash of the index) and an MNIST-named pair (by file).
+        std::fs::write(root.join("lone.idx"), idx_bytes(&imgs[..60])).unwrap();
+        assert_split(&format!("idx:{}", root.join("lone.idx").display()));
+        std::fs::write(root.join("train-images.idx"), idx_bytes(&imgs[..50])).unwrap();
+        std::fs::write(root.join("t10k-images.idx"), idx_bytes(&imgs[50..])).unwrap();
+        for file in ["train-images.idx", "t10k-images.idx"] {
+            let spec = format!("idx:{}", root.join(file).display());
+            assert_split(&spec);
+            assert_eq!(Dataset::load(&spec, Split::Test).unwrap().images, imgs[50..].concat());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+        // The shared data sets, when present.
+        for (spec, sub) in [("mnist", "data/mnist"), ("emoji", "data/emoji-noto")] {
+            if let Some(dir) = shared(sub) {
+                assert_split(&format!("{spec}:{}", dir.display()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_folder_too_small_to_hold_any_out_says_so() {
+        let dir = std::env::temp_dir().join(format!("diffuse-tiny-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // One image whose key is not held out: the test split is empty, and named.
+        let name = (0..)
+            .map(|i| format!("{i}.png"))
+            .find(|k| !held_out_by_hash(k))
+            .unwrap();
+        crate::imageio::write_png(&dir.join(&name), &distinct(1)[0], 1, 4, 4).unwrap();
+        let spec = format!("folder:{}", dir.display());
+        let e = Dataset::load(&spec, Split::Test).unwrap_err().to_string();
+        assert!(e.contains("no images in its test split"), "{e}");
+        assert_eq!(Dataset::load(&spec, Split::Train).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_hash_rule_holds_out_about_a_tenth() {
+        let held = (0..10_000).filter(|i| held_out_by_hash(&format!("{i:05}.png"))).count();
+        assert!((800..1200).contains(&held), "{held}");
     }
 
     #[test]

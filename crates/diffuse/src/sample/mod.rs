@@ -1,19 +1,25 @@
-//! Samplers over a [`Denoiser`], as short functions that walk a time grid:
-//! - discrete ([`discrete`]): DDPM ancestral, DDIM(η), DPM-Solver++(2M) on a train schedule's levels;
-//! - SDE ([`sde`]): Euler–Maruyama, reverse-diffusion and ancestral predictors, Langevin corrector, PC;
-//! - probability-flow ODE ([`ode`]): Euler, Heun, adaptive RK45; encoding and likelihood too.
+//! Samplers over a [`Denoiser`], as short functions that walk a time grid ([`Grid`] on a [`Process`], from
+//! diffuse-math), in the manner of k-diffusion's `sampling.py`:
+//! - [`onestep`]: DDPM ancestral, DDIM(η), Euler ancestral: one (x̂₀, ε̂, z) combination per pair of levels;
+//! - [`dpm_solver`]: DPM-Solver++(2M), which keeps the previous x̂₀;
+//! - [`sde`]: Euler–Maruyama, reverse-diffusion and ancestral predictors, Langevin corrector, PC;
+//! - [`ode`]: the probability-flow ODE with Euler, Heun or adaptive RK45; encoding and likelihood too.
 //!
 //! The update coefficients live in `diffuse_math::step` next to their equations and tests; this module only
 //! applies them. Each image draws its noise from its own stream, and every network call is counted (NFE).
+//! A grid that ends above σ = 0 (an SDE's t_min) is followed by one denoising call (noise removal).
 
-pub mod discrete;
+pub mod dpm_solver;
 pub mod ode;
+pub mod onestep;
 pub mod sde;
 
 use crate::denoise::{Cond, Denoised, Denoiser};
 use crate::{Error, Result, rng};
 use burn::prelude::*;
-use diffuse_math::{Level, NoiseSchedule, Sde, TimestepSpacing};
+pub use diffuse_math::grid::kept;
+use diffuse_math::{Grid, Knot, Level, Sde, TimestepSpacing};
+pub use diffuse_math::{Process, grid};
 use rand_chacha::ChaCha8Rng;
 
 /// A probability-flow ODE solver.
@@ -21,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 pub enum OdeSolver {
     Euler,
     Heun,
-    /// Dormand–Prince 5(4) with adaptive steps; `steps` is ignored.
+    /// Dormand–Prince 5(4) with adaptive steps between the grid's ends; `steps` is ignored.
     Rk45 {
         rtol: f64,
         atol: f64,
@@ -48,6 +54,20 @@ impl std::fmt::Display for OdeSolver {
     }
 }
 
+impl std::str::FromStr for Predictor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Predictor> {
+        match s {
+            "euler-maruyama" => Ok(Predictor::EulerMaruyama),
+            "reverse-diffusion" => Ok(Predictor::ReverseDiffusion),
+            "ancestral" => Ok(Predictor::Ancestral),
+            _ => Err(Error::Invalid(format!(
+                "unknown predictor '{s}' (expected euler-maruyama, reverse-diffusion or ancestral)"
+            ))),
+        }
+    }
+}
+
 impl std::fmt::Display for Predictor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -59,16 +79,20 @@ impl std::fmt::Display for Predictor {
     }
 }
 
+/// A sampler with its own settings. The grid it walks is the [`Plan`]'s.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
     /// Ancestral sampling (Ho et al.); `large_variance` uses β_t ("fixed large") instead of β̃_t.
     Ddpm { large_variance: bool },
     /// DDIM (Song et al.) with η ∈ [0, 1]; η = 0 is deterministic.
     Ddim { eta: f64 },
-    /// DPM-Solver++(2M), diffusers' defaults: second order, first order at the start and into σ = 0.
+    /// Euler ancestral (k-diffusion's `sample_euler_ancestral`) with η ∈ [0, 1]: an Euler step down to σ_down,
+    /// then fresh noise up to the next level.
+    EulerAncestral { eta: f64 },
+    /// DPM-Solver++(2M), diffusers' defaults: second order, first order at the start and into the last level.
     DpmSolverPP2M,
-    /// A reverse-SDE predictor, optionally followed by `corrector_steps` Langevin steps at signal-to-noise
-    /// ratio `snr` (score_sde's PC sampler runs the corrector first, then the predictor, at each time).
+    /// A reverse-SDE predictor, optionally with `corrector_steps` Langevin steps at signal-to-noise ratio
+    /// `snr` before it at each time (score_sde's PC sampler runs the corrector first, then the predictor).
     Sde {
         predictor: Predictor,
         corrector_steps: usize,
@@ -79,12 +103,71 @@ pub enum Method {
 }
 
 impl Method {
+    /// The samplers' short names, as `--sampler` takes them.
+    pub const NAMES: &'static str =
+        "ddpm, ddim, euler-ancestral, dpmpp-2m, euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode";
+
+    /// The sampler called `name`, with its default settings: small variance (ddpm), η 0 (ddim), η 1
+    /// (euler-ancestral), the reverse-diffusion predictor with one Langevin step at snr 0.16 (pc), one Langevin
+    /// step at snr 0.16 (langevin), RK45 at tolerances 1e-5 (ode).
+    pub fn from_name(name: &str) -> Result<Method> {
+        let sde = |predictor, corrector_steps| Method::Sde {
+            predictor,
+            corrector_steps,
+            snr: 0.16,
+        };
+        Ok(match name {
+            "ddpm" => Method::Ddpm { large_variance: false },
+            "ddim" => Method::Ddim { eta: 0.0 },
+            "euler-ancestral" => Method::EulerAncestral { eta: 1.0 },
+            "dpmpp-2m" => Method::DpmSolverPP2M,
+            "euler-maruyama" => sde(Predictor::EulerMaruyama, 0),
+            "reverse-diffusion" => sde(Predictor::ReverseDiffusion, 0),
+            "ancestral" => sde(Predictor::Ancestral, 0),
+            "pc" => sde(Predictor::ReverseDiffusion, 1),
+            "langevin" => sde(Predictor::None, 1),
+            "ode" => Method::Ode {
+                solver: OdeSolver::Rk45 { rtol: 1e-5, atol: 1e-5 },
+            },
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown sampler '{name}' (expected one of: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    /// The short name [`Method::from_name`] takes.
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            Method::Ddpm { .. } => "ddpm",
+            Method::Ddim { .. } => "ddim",
+            Method::EulerAncestral { .. } => "euler-ancestral",
+            Method::DpmSolverPP2M => "dpmpp-2m",
+            Method::Sde {
+                predictor: Predictor::None,
+                ..
+            } => "langevin",
+            Method::Sde {
+                corrector_steps: 1.., ..
+            } => "pc",
+            Method::Sde { predictor, .. } => match predictor {
+                Predictor::EulerMaruyama => "euler-maruyama",
+                Predictor::ReverseDiffusion => "reverse-diffusion",
+                Predictor::Ancestral | Predictor::None => "ancestral",
+            },
+            Method::Ode { .. } => "ode",
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Method::Ddpm { large_variance } => {
                 format!("ddpm ({} variance)", if *large_variance { "large" } else { "small" })
             }
             Method::Ddim { eta } => format!("ddim (eta {eta})"),
+            Method::EulerAncestral { eta } => format!("euler-ancestral (eta {eta})"),
             Method::DpmSolverPP2M => "dpm-solver++(2M)".into(),
             Method::Sde {
                 predictor,
@@ -102,32 +185,49 @@ impl Method {
         }
     }
 
-    pub fn is_discrete(&self) -> bool {
-        matches!(self, Method::Ddpm { .. } | Method::Ddim { .. } | Method::DpmSolverPP2M)
+    /// Whether the sampler needs an SDE's drift and diffusion, not only the levels of its grid.
+    pub fn needs_sde(&self) -> bool {
+        match self {
+            Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } | Method::DpmSolverPP2M => false,
+            Method::Sde { .. } | Method::Ode { .. } => true,
+        }
+    }
+
+    /// The grid the sampler walks unless told otherwise: diffusers' placements of train timesteps on a
+    /// discrete schedule (linspace for DPM-Solver++, trailing otherwise), uniform t on an SDE.
+    pub fn default_grid(&self, process: &Process) -> Grid {
+        match (process, self) {
+            (Process::Sde(_), _) => Grid::UniformT,
+            (Process::Discrete(_), Method::DpmSolverPP2M) => self.timestep_grid(TimestepSpacing::Linspace),
+            (Process::Discrete(_), _) => self.timestep_grid(TimestepSpacing::Trailing),
+        }
+    }
+
+    /// Train timesteps with `spacing`, placed as diffusers' scheduler for this sampler places them.
+    pub fn timestep_grid(&self, spacing: TimestepSpacing) -> Grid {
+        match self {
+            Method::DpmSolverPP2M => Grid::SolverTimesteps(spacing),
+            Method::Ddpm { .. }
+            | Method::Ddim { .. }
+            | Method::EulerAncestral { .. }
+            | Method::Sde { .. }
+            | Method::Ode { .. } => Grid::Timesteps(spacing),
+        }
     }
 }
 
-/// The process a sampler walks: a discrete train schedule, or a continuous SDE on t ∈ [t_min, 1].
-#[derive(Clone, Debug)]
-pub enum Process {
-    Discrete {
-        schedule: NoiseSchedule,
-        spacing: TimestepSpacing,
-    },
-    Sde(Sde),
-}
-
-/// A sampler with its process and step count, checked for consistency.
+/// A sampler, the process and grid it walks, and its step count, checked for consistency when built.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub method: Method,
     pub process: Process,
+    pub grid: Grid,
     pub steps: usize,
     /// Where sampling starts, as a fraction of the process (SDEdit's strength): 1 starts from pure noise;
-    /// s < 1 keeps the last ⌈s·K⌉ steps of a discrete grid, or walks t from s on an SDE.
+    /// s < 1 keeps the last ⌈s·K⌉ steps of the grid, or walks t from s on a uniform-t grid.
     pub strength: f64,
-    /// RePaint's resampling (Lugmayr et al. 2022), DDPM and DDIM only: after every `jump` steps down, go back
-    /// up `jump` steps by the forward process and down again, `count − 1` times at each such point.
+    /// RePaint's resampling (Lugmayr et al. 2022), one-step samplers only: after every `jump` steps down, go
+    /// back up `jump` steps by the forward process and down again, `count − 1` times at each such point.
     pub resample: Option<Resample>,
 }
 
@@ -138,30 +238,34 @@ pub struct Resample {
 }
 
 impl Plan {
+    /// `method` on `process` over its default grid.
     pub fn new(method: Method, process: Process, steps: usize) -> Result<Plan> {
-        match (&process, method.is_discrete()) {
-            (Process::Discrete { schedule, .. }, true) if steps == 0 || steps > schedule.len() => {
-                return Err(Error::Invalid(format!(
-                    "steps must be between 1 and the {} train timesteps, got {steps}",
-                    schedule.len()
-                )));
-            }
-            (Process::Discrete { .. }, false) => {
-                return Err(Error::Invalid(format!(
-                    "{} needs an SDE (--sde vp|subvp|ve)",
-                    method.name()
-                )));
-            }
-            (Process::Sde(_), true) => {
-                return Err(Error::Invalid(format!("{} needs a discrete schedule", method.name())));
-            }
-            _ => {}
+        let grid = method.default_grid(&process);
+        Plan {
+            method,
+            process,
+            grid,
+            steps,
+            strength: 1.0,
+            resample: None,
         }
-        if steps == 0 {
-            return Err(Error::Invalid("steps must be at least 1".into()));
+        .checked()
+    }
+
+    /// The same plan over `grid`.
+    pub fn with_grid(mut self, grid: Grid) -> Result<Plan> {
+        self.grid = grid;
+        self.checked()
+    }
+
+    /// Refuses what cannot run: a sampler on a process or grid it cannot walk, out-of-range settings.
+    fn checked(self) -> Result<Plan> {
+        let name = self.method.name();
+        if let (true, Process::Discrete(_)) = (self.method.needs_sde(), &self.process) {
+            return Err(Error::Invalid(format!("{name} needs an SDE (--sde vp|subvp|ve)")));
         }
-        match method {
-            Method::Ddim { eta } if !(0.0..=1.0).contains(&eta) => {
+        match self.method {
+            Method::Ddim { eta } | Method::EulerAncestral { eta } if !(0.0..=1.0).contains(&eta) => {
                 return Err(Error::Invalid(format!("eta must be in [0, 1], got {eta}")));
             }
             Method::Sde {
@@ -171,18 +275,28 @@ impl Plan {
             }
             Method::Ode {
                 solver: OdeSolver::Rk45 { rtol, atol },
-            } if !(rtol > 0.0 && atol > 0.0) => {
-                return Err(Error::Invalid("rtol and atol must be positive".into()));
+            } => {
+                if !(rtol > 0.0 && atol > 0.0) {
+                    return Err(Error::Invalid("rtol and atol must be positive".into()));
+                }
+                if self.grid != Grid::UniformT {
+                    return Err(Error::Invalid(format!(
+                        "{name} chooses its own steps between the ends: it cannot walk the {} grid (use euler or heun)",
+                        self.grid
+                    )));
+                }
             }
-            _ => {}
+            Method::Ddpm { .. }
+            | Method::Ddim { .. }
+            | Method::EulerAncestral { .. }
+            | Method::DpmSolverPP2M
+            | Method::Sde { .. }
+            | Method::Ode { .. } => {}
         }
-        Ok(Plan {
-            method,
-            process,
-            steps,
-            strength: 1.0,
-            resample: None,
-        })
+        self.grid
+            .knots(&self.process, self.steps, self.strength)
+            .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+        Ok(self)
     }
 
     /// Starts sampling part-way, at fraction `s` ∈ (0, 1] of the process.
@@ -199,7 +313,7 @@ impl Plan {
             )));
         }
         self.strength = s;
-        Ok(self)
+        self.checked()
     }
 
     /// Adds RePaint resampling (`count` ≥ 1 passes, `count` = 1 is none).
@@ -207,46 +321,96 @@ impl Plan {
         if count <= 1 {
             return Ok(self);
         }
-        if !matches!(self.method, Method::Ddpm { .. } | Method::Ddim { .. }) || jump == 0 {
+        if onestep::coefs(self.method).is_none() || jump == 0 {
             return Err(Error::Invalid(
-                "resampling needs the ddpm or ddim sampler and a jump length of at least 1".into(),
+                "resampling needs the ddpm, ddim or euler-ancestral sampler and a jump length of at least 1".into(),
             ));
         }
         self.resample = Some(Resample { jump, count });
         Ok(self)
     }
 
+    /// A short description for summaries: sampler, grid or SDE, steps.
+    pub fn describe(&self) -> String {
+        let mut d = match (&self.process, self.method) {
+            // Adaptive: the solver picks its own steps (the NFE says how many).
+            (
+                Process::Sde(sde),
+                Method::Ode {
+                    solver: OdeSolver::Rk45 { .. },
+                },
+            ) => format!("{}, {sde} SDE", self.method.name()),
+            (Process::Sde(sde), _) => format!("{}, {sde} SDE, {} steps", self.method.name(), self.steps),
+            (Process::Discrete(_), _) => format!("{}, {} steps", self.method.name(), self.steps),
+        };
+        match self.grid {
+            Grid::Timesteps(spacing) | Grid::SolverTimesteps(spacing) => d += &format!(", {spacing} spacing"),
+            Grid::UniformT => {}
+            g @ (Grid::Karras { .. } | Grid::LogSnr { .. }) => d += &format!(", {g} grid"),
+        }
+        if let Some(r) = self.resample {
+            d += &format!(", RePaint resampling {}× per jump of {}", r.count, r.jump);
+        }
+        d
+    }
+
+    /// How many times a batch reports a step (the knots walked; RePaint's repeats count once), or None for
+    /// an adaptive solver, which picks its own.
+    pub fn reported_steps(&self) -> Option<usize> {
+        match self.method {
+            Method::Ode {
+                solver: OdeSolver::Rk45 { .. },
+            } => None,
+            Method::Ddpm { .. }
+            | Method::Ddim { .. }
+            | Method::EulerAncestral { .. }
+            | Method::DpmSolverPP2M
+            | Method::Sde { .. }
+            | Method::Ode { .. } => Some(self.knots().len() - 1),
+        }
+    }
+
+    /// A progress display for drawing `n` images in batches of `batch`: a bar over grid steps, or a spinner
+    /// counting solver steps for an adaptive solver.
+    pub fn progress(&self, n: usize, batch: usize, show: bool) -> indicatif::ProgressBar {
+        let batches = n.div_ceil(batch.max(1));
+        let per_batch = if batches > 1 {
+            format!(" ({batches} batches)")
+        } else {
+            String::new()
+        };
+        match self.reported_steps() {
+            Some(k) => crate::progress::bar(batches * k, 0, &format!("grid steps{per_batch}"), show),
+            None => crate::progress::spinner(&format!("adaptive ODE steps{per_batch}:"), show),
+        }
+    }
+
+    /// The K + 1 knots the plan walks (checked when the plan was built).
+    pub fn knots(&self) -> Vec<Knot> {
+        self.grid
+            .knots(&self.process, self.steps, self.strength)
+            .expect("checked when the plan was built")
+    }
+
     /// The noise level sampling starts at (the level an SDEdit input is noised to).
     pub fn start_level(&self) -> Level {
-        match &self.process {
-            Process::Discrete { schedule, spacing } => match self.method {
-                Method::DpmSolverPP2M => {
-                    let ts = spacing
-                        .dpm_solver_timesteps(schedule.len(), self.steps)
-                        .expect("checked");
-                    Level::vp(schedule.alpha_bar(ts[ts.len() - kept(ts.len(), self.strength)]))
-                }
-                _ => {
-                    let pairs = spacing.pairs(schedule.len(), self.steps).expect("checked");
-                    Level::vp(schedule.alpha_bar(pairs[pairs.len() - kept(pairs.len(), self.strength)].0))
-                }
-            },
-            Process::Sde(sde) => sde.marginal(self.strength),
-        }
+        self.knots()[0].level
     }
 
-    /// Standard deviation of the noise sampling starts from.
+    /// Standard deviation of the noise sampling starts from: 1 on variance-preserving processes, σ on VE.
     pub fn prior_std(&self) -> f64 {
         match &self.process {
-            Process::Discrete { .. } => 1.0,
-            Process::Sde(sde) => sde.prior_std(),
+            Process::Sde(sde @ Sde::Ve { .. }) => {
+                let first = self.knots()[0];
+                if first.t >= 1.0 {
+                    sde.prior_std()
+                } else {
+                    first.level.sigma
+                }
+            }
+            Process::Sde(Sde::Vp { .. } | Sde::SubVp { .. }) | Process::Discrete(_) => 1.0,
         }
     }
-}
-
-/// How many of `k` grid steps a start at strength `s` keeps: ⌈s·k⌉, at least one.
-pub fn kept(k: usize, s: f64) -> usize {
-    ((s * k as f64 - 1e-9).ceil() as usize).clamp(1, k)
 }
 
 /// The moves of a RePaint walk over `k` grid steps: `(i, true)` steps down from grid level i to i + 1 with the
@@ -272,7 +436,8 @@ pub fn repaint_moves(k: usize, r: Option<Resample>) -> Vec<(usize, bool)> {
     moves
 }
 
-/// What one batch of sampling returns: the images, x̂₀ at the kept steps, and the network evaluations used.
+/// What one batch of sampling returns: the images, x̂₀ (or x_t) at the kept steps, and the network evaluations
+/// used.
 pub struct Sampled {
     pub x: Tensor<4>,
     pub x0_at: Vec<Tensor<4>>,
@@ -322,13 +487,24 @@ impl<'a> Ctx<'a> {
         Tensor::from_data(TensorData::new(z, [b, c, h, w]), &like.device())
     }
 
-    /// Marks step `i` done, keeping its x̂₀ if asked.
-    pub fn step_done(&mut self, i: usize, x0: &Tensor<4>) {
+    /// Marks step `i` done, keeping `shown` if asked: x̂₀ where the sampler has one, x_t for the ODE and
+    /// Langevin samplers (their steps make no x̂₀ of the current x).
+    pub fn step_done(&mut self, i: usize, shown: &Tensor<4>) {
         if self.keep.contains(&i) {
-            self.kept.push(x0.clone());
+            self.kept.push(shown.clone());
         }
         if let Some(f) = self.on_step.as_mut() {
             f(i);
+        }
+    }
+}
+
+impl Plan {
+    /// The SDE of a plan whose sampler needs one (checked when the plan was built).
+    fn sde(&self) -> &Sde {
+        match &self.process {
+            Process::Sde(sde) => sde,
+            Process::Discrete(_) => unreachable!("Plan::checked refuses SDE samplers on discrete schedules"),
         }
     }
 }
@@ -353,27 +529,23 @@ pub fn run(
         cond,
         nfe: 0,
     };
-    let x = match (&plan.process, plan.method) {
-        (Process::Discrete { schedule, spacing }, _) => discrete::run(&mut ctx, x, plan, schedule, *spacing),
-        (Process::Sde(sde), Method::Ode { solver }) => ode::sample(&mut ctx, x, sde, solver, plan.steps, plan.strength),
-        (
-            Process::Sde(sde),
-            Method::Sde {
-                predictor,
-                corrector_steps,
-                snr,
-            },
-        ) => sde::run(
-            &mut ctx,
-            x,
-            sde,
+    let knots = plan.knots();
+    let x = match plan.method {
+        Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } => {
+            let coefs = onestep::coefs(plan.method).expect("a one-step sampler");
+            onestep::run(&mut ctx, x, &knots, plan.resample, coefs)
+        }
+        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, &knots),
+        Method::Sde {
             predictor,
-            (corrector_steps, snr),
-            plan.steps,
-            plan.strength,
-        ),
-        _ => unreachable!("Plan::new checks the method against the process"),
+            corrector_steps,
+            snr,
+        } => sde::run(&mut ctx, x, plan.sde(), &knots, predictor, (corrector_steps, snr)),
+        Method::Ode { solver } => ode::sample(&mut ctx, x, plan.sde(), &knots, solver),
     };
+    // A grid that stops short of σ = 0 ends with one denoising call (score_sde's noise removal).
+    let last = knots[knots.len() - 1].level;
+    let x = if last.sigma > 0.0 { ctx.denoise(x, last).x0 } else { x };
     Sampled {
         x,
         x0_at: ctx.kept,

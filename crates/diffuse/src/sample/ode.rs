@@ -5,7 +5,7 @@
 
 use super::{Ctx, OdeSolver};
 use burn::prelude::*;
-use diffuse_math::Sde;
+use diffuse_math::{Knot, Sde};
 
 /// The ODE state: images and, for likelihoods, one accumulated value per image.
 #[derive(Clone)]
@@ -79,21 +79,20 @@ const E: [f64; 7] = [
     -1.0 / 40.0,
 ];
 
-/// Integrates `field` from t0 to t1 with `solver` (`steps` fixed steps for Euler and Heun).
+/// Integrates `field` over the times `ts` with `solver`: a fixed step between each pair for Euler and Heun,
+/// adaptive steps from the first time to the last for RK45.
 fn integrate(
     ctx: &mut Ctx,
     mut field: impl FnMut(&mut Ctx, &State, f64) -> State,
     mut y: State,
-    t0: f64,
-    t1: f64,
+    ts: &[f64],
     solver: OdeSolver,
-    steps: usize,
 ) -> State {
+    let (t0, t1) = (ts[0], ts[ts.len() - 1]);
     match solver {
         OdeSolver::Euler | OdeSolver::Heun => {
-            let h = (t1 - t0) / steps as f64;
-            for i in 0..steps {
-                let t = t0 + i as f64 * h;
+            for (i, w) in ts.windows(2).enumerate() {
+                let (t, h) = (w[0], w[1] - w[0]);
                 let k1 = field(ctx, &y, t);
                 y = if solver == OdeSolver::Euler {
                     y.axpy(h, &[(1.0, &k1)])
@@ -164,17 +163,25 @@ fn zeros_acc(x: &Tensor<4>) -> Tensor<1> {
     Tensor::zeros([x.dims()[0]], &x.device())
 }
 
-/// Samples by integrating from t = 1 to t_min, then returns x̂₀ at t_min.
-pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize, start: f64) -> Tensor<4> {
+/// Samples by integrating over the grid's times (down to t_min; the plan's runner then denoises once).
+pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, knots: &[Knot], solver: OdeSolver) -> Tensor<4> {
+    let ts: Vec<f64> = knots.iter().map(|k| k.t).collect();
     let y = State { acc: zeros_acc(&x), x };
-    let y = integrate(ctx, flow(sde), y, start, sde.t_min(), solver, steps);
-    ctx.denoise(y.x, sde.marginal(sde.t_min())).x0
+    integrate(ctx, flow(sde), y, &ts, solver).x
+}
+
+/// `steps` + 1 times uniform from t_min up to 1.
+fn upwards(sde: &Sde, steps: usize) -> Vec<f64> {
+    let t_min = sde.t_min();
+    (0..=steps)
+        .map(|i| t_min + i as f64 * (1.0 - t_min) / steps as f64)
+        .collect()
 }
 
 /// Maps x at t_min to its latent at t = 1 (the inverse of [`sample`] without its final denoising).
 pub fn encode(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: usize) -> Tensor<4> {
     let y = State { acc: zeros_acc(&x), x };
-    integrate(ctx, flow(sde), y, sde.t_min(), 1.0, solver, steps).x
+    integrate(ctx, flow(sde), y, &upwards(sde, steps), solver).x
 }
 
 /// Decodes a latent at t = 1 to x at t_min (no final denoising), so that `decode(encode(x)) ≈ x`.
@@ -183,7 +190,9 @@ pub fn decode(ctx: &mut Ctx, z: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: 
         acc: zeros_acc(&z),
         x: z,
     };
-    integrate(ctx, flow(sde), y, 1.0, sde.t_min(), solver, steps).x
+    let mut ts = upwards(sde, steps);
+    ts.reverse();
+    integrate(ctx, flow(sde), y, &ts, solver).x
 }
 
 /// log p_{t_min}(x) per image in nats: log p_1(z) + ∫ div F dt along the ODE from t_min to 1, with a fixed
@@ -210,10 +219,8 @@ pub fn log_likelihood(
         ctx,
         field,
         State { acc: zeros_acc(&x), x },
-        sde.t_min(),
-        1.0,
+        &upwards(sde, steps),
         solver,
-        steps,
     );
     let z: Vec<f32> = super::to_vec(y.x);
     let acc: Vec<f32> = y.acc.into_data().convert::<f32>().try_into_vec().expect("f32");

@@ -1,43 +1,36 @@
 //! Reverse-SDE samplers (Song et al. 2021, score_sde `sampling.py`): predictors step from t to the next grid
-//! time, the Langevin corrector refines at t. All use the score s = ∇ log p_t(x) = −ε̂/σ_t.
-//! The grid is t_i = s − i(s − t_min)/K, i = 0…K, from s = 1 (or an SDEdit strength); after it, x̂₀ at t_min
-//! is returned (noise removal).
+//! time, the Langevin corrector refines at t. All use the score s = ∇ log p_t(x) = −ε̂/σ_t. They walk any grid
+//! on the SDE (score_sde's is uniform in t from 1, or an SDEdit strength, to t_min); the plan's runner then
+//! denoises once at t_min (noise removal).
 
 use super::{Ctx, Predictor, norms};
 use burn::prelude::*;
-use diffuse_math::Sde;
 use diffuse_math::step::ancestral;
-
-/// K + 1 times from `start` (1 for sampling from the prior) down to the SDE's t_min.
-pub fn time_grid(sde: &Sde, steps: usize, start: f64) -> Vec<f64> {
-    let t_min = sde.t_min();
-    (0..=steps)
-        .map(|i| start - i as f64 * (start - t_min) / steps as f64)
-        .collect()
-}
+use diffuse_math::{Knot, Sde};
 
 pub fn run(
     ctx: &mut Ctx,
     mut x: Tensor<4>,
     sde: &Sde,
+    knots: &[Knot],
     predictor: Predictor,
     (corrector_steps, snr): (usize, f64),
-    steps: usize,
-    start: f64,
 ) -> Tensor<4> {
-    let ts = time_grid(sde, steps, start);
-    for i in 0..steps {
-        let (t, next) = (ts[i], ts[i + 1]);
+    for i in 0..knots.len() - 1 {
+        let (t, next) = (knots[i].t, knots[i + 1].t);
         for _ in 0..corrector_steps {
             x = langevin(ctx, x, sde, t, next, snr);
         }
-        if predictor == Predictor::None {
-            ctx.step_done(i, &x);
-            continue;
-        }
-        let level = sde.marginal(t);
-        let d = ctx.denoise(x.clone(), level);
-        let score_eps = -1.0 / level.sigma; // score = score_eps · ε̂
+        let level = knots[i].level;
+        let (d, score_eps) = match predictor {
+            Predictor::None => {
+                ctx.step_done(i, &x);
+                continue;
+            }
+            Predictor::EulerMaruyama | Predictor::ReverseDiffusion | Predictor::Ancestral => {
+                (ctx.denoise(x.clone(), level), -1.0 / level.sigma) // score = score_eps · ε̂
+            }
+        };
         x = match predictor {
             Predictor::EulerMaruyama => {
                 // x ← x + [a x − g² s] dt + g √|dt| z, dt < 0
@@ -53,15 +46,15 @@ pub fn run(
                 mean.clone() + ctx.noise(&mean).mul_scalar(v.sqrt())
             }
             Predictor::Ancestral => {
-                let c = ancestral(level, sde.marginal(next), false);
+                let c = ancestral(level, knots[i + 1].level, false);
                 let mean = d.x0.clone().mul_scalar(c.c_x0) + d.eps.clone().mul_scalar(c.c_eps);
                 mean.clone() + ctx.noise(&mean).mul_scalar(c.std)
             }
-            Predictor::None => unreachable!(),
+            Predictor::None => x, // handled above
         };
         ctx.step_done(i, &d.x0);
     }
-    ctx.denoise(x, sde.marginal(ts[steps])).x0
+    x
 }
 
 /// One Langevin step at time t with the step size that keeps ‖noise‖/‖step·score‖ at `snr`, scaled by α_i

@@ -2,21 +2,16 @@ use super::*;
 use crate::denoise::{Cond, ExactDenoiser, OracleX0};
 use diffuse_math::BetaSchedule;
 use diffuse_math::dist::Target;
+use diffuse_math::{Grid, NoiseSchedule};
 
 fn schedule(kind: BetaSchedule) -> NoiseSchedule {
     NoiseSchedule::with_defaults(kind, 1000).unwrap()
 }
 
 fn discrete(method: Method, kind: BetaSchedule, spacing: TimestepSpacing, steps: usize) -> Plan {
-    Plan::new(
-        method,
-        Process::Discrete {
-            schedule: schedule(kind),
-            spacing,
-        },
-        steps,
-    )
-    .unwrap()
+    Plan::new(method, Process::Discrete(schedule(kind)), steps)
+        .and_then(|p| p.with_grid(method.timestep_grid(spacing)))
+        .unwrap()
 }
 
 fn values(t: Tensor<4>) -> Vec<f64> {
@@ -78,6 +73,7 @@ fn oracle_x0_is_returned_exactly_by_every_discrete_sampler() {
             (Method::Ddim { eta: 0.0 }, 10),
             (Method::Ddim { eta: 0.0 }, 1000),
             (Method::Ddpm { large_variance: false }, 50),
+            (Method::EulerAncestral { eta: 1.0 }, 30),
             (Method::DpmSolverPP2M, 7),
             (Method::DpmSolverPP2M, 1000),
         ] {
@@ -152,6 +148,7 @@ fn stochastic_discrete_samplers_reproduce_gaussian_data() {
         (Method::Ddpm { large_variance: false }, 100, 0.05),
         (Method::Ddim { eta: 1.0 }, 100, 0.05),
         (Method::Ddim { eta: 0.5 }, 50, 0.05),
+        (Method::EulerAncestral { eta: 1.0 }, 100, 0.05),
     ] {
         let plan = discrete(method, BetaSchedule::Linear, TimestepSpacing::Trailing, steps);
         let (v, _) = one_d(&den, &plan, 20_000, 11);
@@ -282,29 +279,104 @@ fn ode_likelihood_of_the_exact_gaussian_equals_the_closed_form() {
 
 #[test]
 fn discrete_and_sde_plans_are_checked() {
-    let s = Process::Discrete {
-        schedule: schedule(BetaSchedule::Linear),
-        spacing: TimestepSpacing::Leading,
+    let s = Process::Discrete(schedule(BetaSchedule::Linear));
+    let euler = Method::Ode {
+        solver: OdeSolver::Euler,
     };
-    assert!(
-        Plan::new(
-            Method::Ode {
-                solver: OdeSolver::Euler
-            },
-            s.clone(),
-            10
-        )
-        .is_err()
-    );
-    assert!(Plan::new(Method::Ddim { eta: 0.0 }, Process::Sde(Sde::vp()), 10).is_err());
+    let e = Plan::new(euler, s.clone(), 10).unwrap_err().to_string();
+    assert!(e.contains("needs an SDE"), "{e}");
     assert!(Plan::new(Method::Ddim { eta: 1.5 }, s.clone(), 10).is_err());
-    assert!(Plan::new(Method::Ddim { eta: 0.0 }, s, 0).is_err());
+    assert!(Plan::new(Method::EulerAncestral { eta: -0.1 }, s.clone(), 10).is_err());
+    assert!(Plan::new(Method::Ddim { eta: 0.0 }, s.clone(), 0).is_err());
+    assert!(Plan::new(Method::Ddim { eta: 0.0 }, s.clone(), 1001).is_err());
     let pc = Method::Sde {
         predictor: Predictor::ReverseDiffusion,
         corrector_steps: 1,
         snr: -1.0,
     };
     assert!(Plan::new(pc, Process::Sde(Sde::ve()), 10).is_err());
+    // A sampler that cannot walk a grid is refused when the plan is built, naming both.
+    let rk45 = Method::Ode {
+        solver: OdeSolver::Rk45 { rtol: 1e-3, atol: 1e-3 },
+    };
+    let e = Plan::new(rk45, Process::Sde(Sde::vp()), 10)
+        .unwrap()
+        .with_grid(Grid::KARRAS)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rk45") && e.contains("karras"), "{e}");
+    let e = Plan::new(Method::Ddim { eta: 0.0 }, Process::Sde(Sde::vp()), 10)
+        .unwrap()
+        .with_grid(Grid::Timesteps(TimestepSpacing::Leading))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ddim") && e.contains("timesteps") && e.contains("vp SDE"),
+        "{e}"
+    );
+}
+
+/// The samplers that need only levels, with the settings the lab sweeps.
+fn level_methods() -> Vec<Method> {
+    vec![
+        Method::Ddpm { large_variance: false },
+        Method::Ddim { eta: 0.0 },
+        Method::EulerAncestral { eta: 1.0 },
+        Method::DpmSolverPP2M,
+    ]
+}
+
+#[test]
+fn every_level_sampler_lands_on_the_target_on_every_grid() {
+    // The same exact denoiser for every sampler, on discrete schedules and SDEs (EDM's VE range too), over
+    // timestep, uniform-t, Karras and log-SNR grids.
+    let target = Target::mixture(vec![-1.0, 1.5], vec![0.3, 0.7], 0.3).unwrap();
+    let den = ExactDenoiser::new(&target);
+    let edm = Sde::Ve {
+        sigma_min: 0.002,
+        sigma_max: 80.0,
+    };
+    let log_snr = Grid::LogSnr {
+        sigma_min: None,
+        sigma_max: None,
+    };
+    let cases = [
+        (Process::Discrete(schedule(BetaSchedule::Linear)), Grid::KARRAS),
+        (Process::Discrete(schedule(BetaSchedule::Cosine)), log_snr),
+        (Process::Sde(Sde::vp()), Grid::UniformT),
+        (Process::Sde(edm), Grid::KARRAS),
+        (Process::Sde(Sde::subvp()), log_snr),
+    ];
+    for (process, grid) in cases {
+        for method in level_methods() {
+            let plan = Plan::new(method, process.clone(), 200)
+                .unwrap()
+                .with_grid(grid)
+                .unwrap();
+            let (v, nfe) = one_d(&den, &plan, 10_000, 3);
+            let w1 = target.w1(&v);
+            assert!(
+                w1 < 0.05,
+                "{} on {grid} ({}): w1 {w1}, nfe {nfe}",
+                method.name(),
+                process.name()
+            );
+        }
+    }
+    // Heun on the Karras grid of EDM's VE SDE: the deterministic sampler EDM builds on.
+    let heun = Method::Ode {
+        solver: OdeSolver::Heun,
+    };
+    let plan = Plan::new(heun, Process::Sde(edm), 60)
+        .unwrap()
+        .with_grid(Grid::KARRAS)
+        .unwrap();
+    let (v, nfe) = one_d(&den, &plan, 10_000, 3);
+    assert!(
+        target.w1(&v) < 0.05 && nfe == 2 * 60 + 1,
+        "heun: w1 {}, nfe {nfe}",
+        target.w1(&v)
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crate::plot::{Series, line_plot, smooth};
 use crate::{Error, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::Path;
 
 pub const LOSS_FILE: &str = "loss.csv";
@@ -60,20 +60,7 @@ pub fn recent_mean(rows: &[LossRow], n: usize) -> f64 {
     tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64
 }
 
-/// A bar with loss, steps/s and ETA on stderr; hidden when `show` is false or stderr is not a terminal.
+/// A bar over training steps with loss, steps/s and ETA on stderr; hidden when `show` is false.
 pub fn progress(total: usize, at: usize, show: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(total as u64),
-        if show {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  {per_sec}  ETA {eta}")
-            .expect("valid template"),
-    );
-    bar.set_position(at as u64);
-    bar
+    crate::progress::bar(total, at, "steps", show)
 }

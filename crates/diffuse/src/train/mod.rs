@@ -8,7 +8,7 @@ mod ema;
 pub(crate) mod log;
 
 use crate::data::Dataset;
-use crate::denoise::{Conditioning, UNetDenoiser};
+use crate::denoise::LevelInput;
 use crate::forward::{add_noise, per_item};
 use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
@@ -19,7 +19,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Bytes;
-use diffuse_math::{NoiseSchedule, TimestepSpacing};
+use diffuse_math::NoiseSchedule;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -209,7 +209,7 @@ pub(crate) fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, 
 fn batch(
     cfg: &RunConfig,
     data: &Dataset,
-    cond: &Conditioning,
+    cond: &LevelInput,
     step: usize,
     device: &Device,
 ) -> Result<(Tensor<4>, Tensor<1>, Option<Tensor<1, Int>>, Tensor<4>)> {
@@ -224,7 +224,7 @@ fn batch(
         device,
     );
     let abar: Vec<f64> = levels.iter().map(|l| l.0).collect();
-    let prediction = cfg.prediction()?;
+    let prediction = cfg.prediction;
     let (cx, ce) = per_item(&abar, device, |ab| prediction.target(ab));
     let target = x0.clone() * cx + eps.clone() * ce;
     let xt = add_noise(x0, eps, &abar);
@@ -341,28 +341,18 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
 fn preview(
     cfg: &RunConfig,
     schedule: &NoiseSchedule,
-    cond: &Conditioning,
+    cond: &LevelInput,
     ema: &Net,
     out: &Path,
     step: usize,
 ) -> Result<()> {
     let device = crate::device::device();
     let steps = 50.min(schedule.len());
-    let process = Process::Discrete {
-        schedule: schedule.clone(),
-        spacing: TimestepSpacing::Trailing,
-    };
+    let process = Process::Discrete(schedule.clone());
     let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps)?;
-    // Points are not clipped to [−1, 1]: their coordinates are not pixel values.
-    let den = UNetDenoiser {
-        net: ema,
-        cond,
-        prediction: cfg.prediction()?,
-        clip: (cfg.height, cfg.width) != (1, 1) && cfg.latent.is_none(),
-        guidance: Default::default(),
-    };
+    let den = cfg.denoiser(ema, cond, Default::default());
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
-    let points = (h, w) == (1, 1);
+    let points = cfg.is_points();
     // 64 images in a grid, or 2,048 points in one picture.
     let n = if points { 2048 } else { 64 };
     let images = sample::draw(
