@@ -3,7 +3,7 @@
 //! probability 0.1, so one network learns both ε̂(x, t, class) and ε̂(x, t). Sampling then uses
 //! ε̂ = ε̂_u + w (ε̂_c − ε̂_u): w = 0 ignores the class, w = 1 is plain conditional, larger w follows it harder.
 //!
-//!     cargo run --release --example conditional_diffusion        (about 6 minutes on 2 cores)
+//!     cargo run --release --example conditional_diffusion        (about 3 minutes on 2 cores)
 //!
 //! Writes runs/examples/conditional/: classes-w3.png (a row per digit) and a guidance sweep table.
 

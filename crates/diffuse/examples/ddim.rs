@@ -3,7 +3,7 @@
 //! η = 0 is deterministic (same noise, same image); η = 1 is DDPM on the shorter grid. Latents interpolate
 //! smoothly along a spherical path.
 //!
-//!     cargo run --release --example ddim        (about 1 minute after the ddpm example, 5 without it)
+//!     cargo run --release --example ddim        (about 11 s after the ddpm example; without it, first about 2 minutes to train its model)
 //!
 //! Writes runs/examples/ddim/: ddim-20.png, ddim-50.png, ddim-250.png, eta.png and interpolation.png.
 

@@ -2,7 +2,7 @@
 //! the noise ε in x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε (linear β 1e-4 → 0.02 over T = 1000, AdamW at 3e-4), then draws
 //! digits with the full 1000-step ancestral reverse process.
 //!
-//!     cargo run --release --example ddpm        (about 6 minutes on 2 cores)
+//!     cargo run --release --example ddpm        (about 3 minutes on 2 cores)
 //!
 //! Writes runs/examples/ddpm/: the run (config.json, checkpoint, loss.png), ddpm-1000.png and strip.png.
 

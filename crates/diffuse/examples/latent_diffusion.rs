@@ -3,7 +3,7 @@
 //! samples are decoded at the end. The same sampler then works on 4× fewer positions. (For 32×32 colour
 //! emoji → 4×8×8 latents and the measured saving, see `scripts/latent.sh` and the README.)
 //!
-//!     cargo run --release --example latent_diffusion        (about 6 minutes on 2 cores)
+//!     cargo run --release --example latent_diffusion        (about 2½ minutes on 2 cores)
 //!
 //! Writes runs/examples/latent/: vae/ (with reconstructions.png), run/, samples.png.
 

@@ -3,7 +3,7 @@
 //! noise: the reverse SDE by Euler–Maruyama, predictor–corrector (reverse-diffusion predictor + a Langevin
 //! corrector step), and the probability-flow ODE dx = [f − ½g²∇log p] dt with an adaptive RK45 solver.
 //!
-//!     cargo run --release --example score_based_diffusion        (about 7 minutes on 2 cores)
+//!     cargo run --release --example score_based_diffusion        (about 3 minutes on 2 cores)
 //!
 //! Writes runs/examples/score/: euler-maruyama.png, pc.png, ode.png, and prints NFE, time and quality of each.
 

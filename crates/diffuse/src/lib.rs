@@ -2,9 +2,45 @@
 //!
 //! Every model is a denoiser and every sampler talks only to a denoiser:
 //! [`nn`] holds the networks, [`denoise`] turns a network's output into (x̂₀, ε̂),
-//! [`sample`] walks a timestep grid with the step coefficients of `diffuse_math::step`,
-//! [`train`] fits a network with the forward process of [`forward`]; [`vae`] gives latent diffusion its
-//! autoencoder and latent space.
+//! [`sample`] walks a time grid (`diffuse_math::Grid` on a `diffuse_math::Process`) with the step coefficients
+//! of `diffuse_math::step`, [`train`] fits a network with the forward process of [`forward`]; [`vae`] gives
+//! latent diffusion its autoencoder and latent space. The commands' workflows are library calls too:
+//! [`generate`], [`evaluate`], [`likelihood`], [`compare`] and [`edit::Editor`].
+//!
+//! Train a run, load it, and sample it with a chosen sampler on a chosen grid (a few steps here, so that the
+//! example runs as a test; `RunConfig::for_data` holds the real defaults):
+//!
+//! ```
+//! use diffuse::data::{DataSpec, Split};
+//! use diffuse::denoise::{Cond, Guidance};
+//! use diffuse::run::{self, RunConfig, Weights};
+//! use diffuse::sample::{self, Method, Plan, Process};
+//! use diffuse::train::{self, Options};
+//! use diffuse_math::{Grid, Sde};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let out = std::env::temp_dir().join(format!("diffuse-doc-{}", std::process::id()));
+//! let spec: DataSpec = "digits".parse()?;
+//! let data = spec.load(Split::Train)?;
+//! let mut cfg = RunConfig::for_data(&spec, &data);
+//! (cfg.train.steps, cfg.train.batch_size) = (4, 8);
+//! let opts = Options { resume: false, progress: false, stop_after: None, gradient_checkpointing: false };
+//! train::train(&cfg, &data, &out, &opts)?;
+//!
+//! let run = run::load(&out, Weights::Ema, &diffuse::device::device())?;
+//! let den = run.denoiser(Guidance::default());
+//! // Euler ancestral on the Karras grid of EDM's VE SDE (σ 0.002 → 80), asked of this DDPM model.
+//! let edm: Sde = "ve:0.002,80".parse()?;
+//! let plan = Plan::new(Method::from_name("euler-ancestral")?, Process::Sde(edm), 10)?.with_grid(Grid::KARRAS)?;
+//! let shape = [run.config.channels, run.config.height, run.config.width];
+//! let device = diffuse::device::device();
+//! let drawn = sample::draw(&den, &plan, 1, 4, shape, 4, None, &Cond::default(), &[], &device, &mut |_| {});
+//! assert_eq!(drawn.images.len(), 4 * 64);
+//! assert_eq!(drawn.nfe_per_image, 11); // ten steps, then one denoising at t_min
+//! # std::fs::remove_dir_all(&out)?;
+//! # Ok(())
+//! # }
+//! ```
 
 /// Deflate cannot expand data by more than about 1032:1: a zlib stream (PNG, .npz) declaring more decoded bytes
 /// than this many times its compressed size is lying, and is refused before anything is allocated for it.

@@ -68,7 +68,7 @@ pub struct Inputs {
 /// RePaint's resampling, for inpainting and outpainting.
 #[derive(Args)]
 pub struct RepaintArgs {
-    /// RePaint passes at each jump point (1: no resampling; ddpm and ddim).
+    /// RePaint passes at each jump point (1: no resampling; ddpm, ddim and euler-ancestral).
     #[arg(long, default_value_t = 1)]
     resample: usize,
     /// RePaint jump length in sampler steps.
@@ -78,7 +78,7 @@ pub struct RepaintArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit inpaint --run runs/digits --data digits --mask left-half --out-dir out/inpaint"
+    after_help = "Example:\n  diffuse edit inpaint --run runs/digits --data digits --mask left-half --out-dir runs/out/inpaint"
 )]
 pub struct InpaintArgs {
     #[command(flatten)]
@@ -98,7 +98,7 @@ pub struct InpaintArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit outpaint --run runs/digits --data digits --pad 0,0,8,0 --out-dir out/outpaint"
+    after_help = "Example:\n  diffuse edit outpaint --run runs/digits --data digits --pad 0,0,8,0 --out-dir runs/out/outpaint"
 )]
 pub struct OutpaintArgs {
     #[command(flatten)]
@@ -114,7 +114,7 @@ pub struct OutpaintArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit sdedit --run runs/digits --input sketch.png --strength 0.5 --out-dir out/sdedit"
+    after_help = "Example:\n  diffuse edit sdedit --run runs/digits --data digits --limit 16 --strength 0.5 --out-dir runs/out/sdedit"
 )]
 pub struct SdeditArgs {
     #[command(flatten)]
@@ -128,7 +128,7 @@ pub struct SdeditArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit invert --run runs/digits --data digits --steps 100 --out-dir out/invert"
+    after_help = "Example:\n  diffuse edit invert --run runs/digits --data digits --steps 100 --out-dir runs/out/invert"
 )]
 pub struct InvertArgs {
     #[command(flatten)]
@@ -142,7 +142,7 @@ pub struct InvertArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit interpolate --run runs/digits --seeds 1,2 --frames 8 --out-dir out/lerp --grid out/lerp.png"
+    after_help = "Example:\n  diffuse edit interpolate --run runs/digits --seeds 1,2 --frames 8 --out-dir runs/out/lerp --grid runs/out/lerp.png"
 )]
 pub struct InterpolateArgs {
     #[command(flatten)]

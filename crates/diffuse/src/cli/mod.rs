@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
     about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU",
     long_about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU.\n\n\
 Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
-diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid out/grid.png"
+diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid runs/out/grid.png"
 )]
 pub struct Cli {
     #[command(subcommand)]

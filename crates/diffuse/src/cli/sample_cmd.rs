@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  diffuse sample --run runs/digits --sampler ddpm --steps 1000 --n 64 --seed 0 --out-dir out/ddpm --grid out/ddpm.png\n  \
-diffuse sample --run runs/digits --sampler ddim --steps 50 --eta 0 --n 64 --seed 0 --out-dir out/ddim --strip out/strip.png"
+    after_help = "Examples:\n  diffuse sample --run runs/digits --sampler ddpm --steps 1000 --n 64 --seed 0 --out-dir runs/out/ddpm --grid runs/out/ddpm.png\n  \
+diffuse sample --run runs/digits --sampler ddim --steps 50 --eta 0 --n 64 --seed 0 --out-dir runs/out/ddim --strip runs/out/strip.png"
 )]
 pub struct SampleArgs {
     #[command(flatten)]

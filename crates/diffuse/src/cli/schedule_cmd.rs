@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  diffuse schedule --schedule cosine --timesteps 1000 --json\n  \
-diffuse schedule --schedule linear --plot linear.png"
+diffuse schedule --schedule linear --plot runs/linear.png"
 )]
 pub struct ScheduleArgs {
     #[command(flatten)]

@@ -32,7 +32,7 @@ pub struct TrainArgs {
     /// Seed for initialisation and every training draw.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Optimiser steps (default: 800 for images up to 16×16, about 4 minutes on 2 cores; 3000 for points;
+    /// Optimiser steps (default: 800 for images up to 16×16, about 2 minutes on 2 cores; 3000 for points;
     /// 20000 otherwise).
     #[arg(long)]
     steps: Option<usize>,
