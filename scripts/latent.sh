@@ -28,6 +28,7 @@ timed "$bin" train --data "$data" --out runs/emoji-pixel-same --conditional --st
 timed "$bin" train --data "$data" --out runs/emoji-pixel-default --conditional --steps 20 --sample-every 0 --quiet
 
 echo "--- sampling: DDIM-50, 64 images in one batch, unconditional (one network call per step)"
+rm -rf runs/emoji-latent-samples runs/emoji-pixel-same-samples runs/emoji-pixel-default-samples runs/emoji-latent-classes
 for run in emoji-latent emoji-pixel-same emoji-pixel-default; do
   timed "$bin" sample --run "runs/$run" --sampler ddim --steps 50 --n 64 --seed 1 --out-dir "runs/$run-samples" \
     --grid "runs/$run-samples.png"

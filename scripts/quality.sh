@@ -9,6 +9,7 @@ bin=${DIFFUSE_BIN:-target/release/diffuse}
 [ -x "$bin" ] || { cargo build --release; bin=${CARGO_TARGET_DIR:-target}/release/diffuse; }
 out=runs/quality
 mkdir -p "$out"
+rm -rf "$out/ddim50" "$out/ddpm1000" # sample refuses a folder that holds an earlier draw
 [ -f "$out/classifier/classifier.json" ] || "$bin" classifier train --data digits --out "$out/classifier" --seed 0
 "$bin" sample --run "$run" --sampler ddim --steps 50 --n 500 --seed 1 --out-dir "$out/ddim50" --grid "$out/ddim50.png"
 "$bin" sample --run "$run" --sampler ddpm --steps 1000 --n 128 --seed 1 --out-dir "$out/ddpm1000" --grid "$out/ddpm1000.png"

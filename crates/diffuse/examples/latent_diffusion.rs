@@ -15,7 +15,7 @@ use diffuse::denoise::Cond;
 use diffuse::nn::VaeConfig;
 use diffuse::run::{LatentConfig, RunConfig, VAE_DIR};
 use diffuse::sample::{Method, Plan, Process};
-use diffuse::vae::{self, LatentSpace, Reconstruction, VaeTrainConfig};
+use diffuse::vae::{self, LatentSpace, VaeTrainConfig};
 
 fn main() -> Result<()> {
     let dir = out_dir("latent")?;
@@ -30,14 +30,7 @@ fn main() -> Result<()> {
             base_channels: 16,
             ..VaeConfig::for_image(1, 8, 8, 2)
         };
-        let cfg = VaeTrainConfig {
-            steps: 1500,
-            batch_size: 32,
-            lr: 1e-3,
-            kl_weight: 1e-4,
-            loss: Reconstruction::L1,
-            seed: 0,
-        };
+        let cfg = VaeTrainConfig::default(); // `diffuse vae train`'s defaults: 1500 steps of 32, L1 loss
         vae::train(&net, &cfg, &train, &test, &vae_dir, true)?;
     }
     let space = LatentSpace::load(&vae_dir)?;

@@ -368,9 +368,7 @@ impl Editor {
 
     /// DDIM-inverts `n` images to their noises in model space (the plan must be DDIM with η = 0).
     pub fn invert(&self, images: &[f32], n: usize, cond: &Cond) -> Result<Vec<f32>> {
-        if !matches!(self.plan.method, sample::Method::Ddim { eta } if eta == 0.0) {
-            return Err(Error::Invalid("inversion needs --sampler ddim --eta 0".into()));
-        }
+        self.check_invertible()?;
         let model_shape = self.shapes().1;
         let model = self.to_model(images)?;
         let den = self.run.denoiser(self.guidance);
@@ -383,6 +381,15 @@ impl Editor {
             out.extend(sample::to_vec(z));
         }
         Ok(out)
+    }
+
+    /// Inversion reads the deterministic DDIM step backwards, so it needs DDIM with η = 0.
+    pub fn check_invertible(&self) -> Result<()> {
+        if matches!(self.plan.method, sample::Method::Ddim { eta } if eta == 0.0) {
+            Ok(())
+        } else {
+            Err(Error::Invalid("inversion needs --sampler ddim --eta 0".into()))
+        }
     }
 
     /// Samples from given noises in model space (an inversion's, an interpolation's frames). With

@@ -483,9 +483,24 @@ fn conditional_models_draw_the_asked_class_with_guidance() {
         "--guidance",
         "0",
         "--out-dir",
-        s(&d),
+        s(&tmp("cond-7")),
     ]);
     let o = s(&d);
+    // An output folder that holds an earlier draw is refused before any work, so draws never mix.
+    fails(
+        &[
+            "sample",
+            "--run",
+            s(&out),
+            "--class",
+            "7",
+            "--steps",
+            "5",
+            "--out-dir",
+            o,
+        ],
+        "already holds files",
+    );
     fails(
         &["sample", "--run", s(&out), "--class", "ten", "--out-dir", o],
         "unknown class 'ten'",
@@ -529,7 +544,7 @@ fn conditional_models_draw_the_asked_class_with_guidance() {
         "--guidance-rescale",
         "0.7",
         "--out-dir",
-        s(&d),
+        s(&tmp("cond-rescale")),
     ]);
     for (flag, value, said) in [
         ("--guidance-interval", "5,0.3", "--guidance-interval \"5,0.3\""),

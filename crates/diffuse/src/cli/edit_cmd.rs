@@ -2,14 +2,12 @@
 //! latent). Inputs are a PNG, a folder of PNGs (each result keeps its file name), or a data set's held-out
 //! split (`--data`; results in class sub-folders, so that `classifier score --images` knows their labels).
 
-use super::guide_args::GuideArgs;
-use super::sampler_args::SamplerArgs;
+use super::sample_cmd::DrawArgs;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use diffuse::data::{Dataset, Split};
 use diffuse::denoise::Cond;
 use diffuse::edit::{self, Editor, Mask, Naive};
-use diffuse::run::{self, Weights};
 use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
 use std::path::{Path, PathBuf};
@@ -31,25 +29,16 @@ pub enum EditCommand {
 
 #[derive(Args)]
 pub struct Common {
-    /// A run directory written by `diffuse train` (pixel or latent).
-    #[arg(long)]
-    run: PathBuf,
+    /// The run (pixel or latent), its sampler and seed; for conditional runs --class K|name (or `label`: each
+    /// --data input's own label) and guidance.
     #[command(flatten)]
-    sampler: SamplerArgs,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Images per network call.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    draw: DrawArgs,
     /// Where results go.
     #[arg(long)]
     out_dir: PathBuf,
     /// Also a grid: inputs (masked where a mask applies) in the first row, results in the second.
     #[arg(long)]
     grid: Option<PathBuf>,
-    /// Conditional runs: --class K|name (or `label`: each --data input's own label) and guidance.
-    #[command(flatten)]
-    guide: GuideArgs,
 }
 
 #[derive(Args)]
@@ -254,34 +243,51 @@ fn write_grid(path: &Option<PathBuf>, top: &[f32], bottom: &[f32], n: usize, sha
         let mut tiles = top[..k * per].to_vec();
         tiles.extend_from_slice(&bottom[..k * per]);
         imageio::write_grid(path, &tiles, 2 * k, shape[0], shape[1], shape[2], k)?;
+        eprintln!("grid: {}", path.display());
     }
     Ok(())
 }
 
 fn load(c: &Common) -> anyhow::Result<Editor> {
-    if c.batch_size == 0 {
+    let d = &c.draw;
+    if d.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let run = run::load(&c.run, Weights::Ema, &diffuse::device::device())?;
+    let run = d.load()?;
     if run.config.is_points() {
-        bail!("editing is for image runs; {} holds points", c.run.display());
+        bail!("editing is for image runs; {} holds points", d.run.display());
     }
     Ok(Editor {
-        plan: c.sampler.plan(&run.schedule, run.config.sde)?,
-        guidance: c.guide.guidance()?,
+        plan: d.sampler.plan(&run.schedule, run.config.sde)?,
+        guidance: d.guide.guidance()?,
         run,
-        batch_size: c.batch_size,
-        seed: c.seed,
+        batch_size: d.batch_size,
+        seed: d.seed,
         progress: true,
     })
 }
 
+/// Checks the output folder once the inputs are read, before the work; the work's start time.
+fn begin(c: &Common) -> anyhow::Result<Instant> {
+    super::fresh_out_dir(&c.out_dir)?;
+    Ok(Instant::now())
+}
+
+impl RepaintArgs {
+    /// The editor of `c`, with RePaint's resampling.
+    fn load(&self, c: &Common) -> anyhow::Result<Editor> {
+        let mut l = load(c)?;
+        l.plan = l.plan.clone().with_resampling(self.jump_length, self.resample)?;
+        Ok(l)
+    }
+}
+
 /// The conditioning of `n` inputs: --class for all of them, `label` for each its own.
 fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> anyhow::Result<Cond> {
-    if c.guide.class_spec() == Some("all") {
+    if c.draw.guide.class_spec() == Some("all") {
         bail!("--class all is for `diffuse sample`; edits take one class, or `label`");
     }
-    if c.guide.class_spec() == Some("label") {
+    if c.draw.guide.class_spec() == Some("label") {
         let Some(labels) = labels else {
             bail!("--class label needs --data inputs, which have labels");
         };
@@ -297,7 +303,10 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
             classes: Some(labels.to_vec()),
         });
     }
-    let (classes, _) = c.guide.classes(n, &l.run.config.class_names, l.run.net.num_classes())?;
+    let (classes, _) = c
+        .draw
+        .guide
+        .classes(n, &l.run.config.class_names, l.run.net.num_classes())?;
     Ok(Cond { classes })
 }
 
@@ -311,26 +320,17 @@ pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Inpaints `b`'s images where `mask` says, with the kept pixels exact.
-fn inpaint_images(l: &Editor, c: &Common, b: &Batch, mask: &Mask) -> anyhow::Result<Vec<f32>> {
-    let cond = conditioning(l, c, b.names.len(), b.labels.as_deref())?;
-    Ok(l.inpaint(&b.images, b.names.len(), mask, &cond)?)
-}
-
 fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
-    let mut l = load(&a.common)?;
-    l.plan = l
-        .plan
-        .clone()
-        .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
+    let l = a.repaint.load(&a.common)?;
     let (shape, _) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
     let mask = Mask::parse(&a.mask, shape[1], shape[2])?;
-    let started = Instant::now();
+    let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
+    let started = begin(&a.common)?;
     let out = match a.naive {
         Some(how) => edit::naive_fill(&mask, &b.images, n, shape[0], how),
-        None => inpaint_images(&l, &a.common, &b, &mask)?,
+        None => l.inpaint(&b.images, n, &mask, &cond)?,
     };
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
@@ -350,11 +350,7 @@ fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {
 }
 
 fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
-    let mut l = load(&a.common)?;
-    l.plan = l
-        .plan
-        .clone()
-        .with_resampling(a.repaint.jump_length, a.repaint.resample)?;
+    let mut l = a.repaint.load(&a.common)?;
     let (shape, model_shape) = l.shapes();
     let v: Vec<usize> = super::parse_list(&a.pad).map_err(|e| anyhow::anyhow!("--pad: {e}"))?;
     let [left, top, right, bottom] = match v[..] {
@@ -390,8 +386,9 @@ fn outpaint(a: OutpaintArgs) -> anyhow::Result<()> {
     if let Some(space) = &mut l.run.latent {
         space.resize(nh, nw);
     }
-    let started = Instant::now();
-    let out = inpaint_images(&l, &a.common, &big, &mask)?;
+    let cond = conditioning(&l, &a.common, n, big.labels.as_deref())?;
+    let started = begin(&a.common)?;
+    let out = l.inpaint(&big.images, n, &mask, &cond)?;
     let secs = started.elapsed().as_secs_f64();
     let big_shape = [c, nh, nw];
     write_all(&a.common.out_dir, &b.names, &out, big_shape)?;
@@ -409,9 +406,9 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     let (shape, _) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
-    let started = Instant::now();
     let plan = l.plan.clone();
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
+    let started = begin(&a.common)?;
     let out = l.sdedit(&b.images, n, &cond)?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
@@ -432,8 +429,9 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let (shape, model_shape) = l.shapes();
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
-    let started = Instant::now();
+    l.check_invertible()?;
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
+    let started = begin(&a.common)?;
     let noise = l.invert(&b.images, n, &cond)?;
     let recon = l.from_noise(&noise, n, &cond, false)?;
     let secs = started.elapsed().as_secs_f64();
@@ -473,6 +471,10 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     let (shape, model_shape) = l.shapes();
     let per = model_shape.iter().product::<usize>();
     let device = diffuse::device::device();
+    if a.images.is_some() {
+        l.check_invertible()?;
+    }
+    begin(&a.common)?;
     let ends: Vec<f32> = match (&a.seeds, &a.images) {
         (Some(s), None) => {
             let seeds: Vec<u64> = super::parse_list(s).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
@@ -508,6 +510,7 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     write_all(&a.common.out_dir, &names, &out, shape)?;
     if let Some(path) = &a.common.grid {
         imageio::write_grid(path, &out, k, shape[0], shape[1], shape[2], k)?;
+        eprintln!("grid: {}", path.display());
     }
     println!("{k} frames interpolated; written to {}", a.common.out_dir.display());
     Ok(())

@@ -83,7 +83,7 @@ fn measure(a: &EvalArgs, quiet: bool) -> anyhow::Result<evaluate::Report> {
     }
     let ex = Extractor::load(&fid::locate_weights(a.inception.as_deref())?)?;
     let classifier = a.classifier.as_deref().map(Classifier::load).transpose()?;
-    let (drawn, _) = draw_samples(&loaded, &a.draw, a.n, false, None, false)?;
+    let drawn = draw_samples(&loaded, &a.draw, a.n)?;
     Ok(evaluate::evaluate(
         run_dir,
         &drawn,

@@ -264,6 +264,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
         }
         let pts: Vec<(f64, f64)> = o.points[0].iter().zip(&o.points[1]).map(|(&x, &y)| (x, y)).collect();
         diffuse::imageio::write_rgb(path, diffuse::plot::scatter(&pts, 3.0))?;
+        eprintln!("scatter: {}", path.display());
     }
     let marginals: Vec<Target> = (0..target.dims()).map(|axis| target.marginal(axis)).collect();
     let q = |v: &[f64]| {
@@ -406,12 +407,17 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
     println!("{rows}");
     if let Some(path) = &a.table {
         diffuse::atomic::write(path, rows.as_bytes())?;
+        eprintln!("table: {}", path.display());
     }
     if let Some(path) = &a.plot {
         let series: Vec<Series> = curves.iter().map(|(_, c)| Series { points: c }).collect();
         let names: Vec<&str> = curves.iter().map(|(n, _)| n.as_str()).collect();
         diffuse::imageio::write_rgb(path, diffuse::plot::with_legend(line_plot(&series, true, true), &names))?;
-        eprintln!("plot: W1 against NFE, both log scale; {}", legend.join(", "));
+        eprintln!(
+            "plot: {} (W1 against NFE, both log scale; {})",
+            path.display(),
+            legend.join(", ")
+        );
     }
     Ok(())
 }

@@ -91,6 +91,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses an output folder that already holds files, before any work: images of two draws mixed in one folder
+/// cannot be told apart afterwards.
+pub fn fresh_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        anyhow::bail!(
+            "{} already holds files; give a new or empty --out-dir (nothing was written)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Parses "1,2,2" into numbers.
 pub fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
     if s.trim().is_empty() {

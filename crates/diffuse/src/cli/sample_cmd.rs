@@ -40,20 +40,20 @@ pub struct SampleArgs {
 pub(super) struct DrawArgs {
     /// A run directory written by `diffuse train`.
     #[arg(long)]
-    run: PathBuf,
+    pub run: PathBuf,
     #[command(flatten)]
-    sampler: SamplerArgs,
+    pub sampler: SamplerArgs,
     /// Seed: image i is the same for any --n and --batch-size.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     #[command(flatten)]
-    guide: GuideArgs,
+    pub guide: GuideArgs,
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Sample with the EMA weights or the raw ones.
     #[arg(long, value_enum, default_value = "ema")]
-    weights: Weights,
+    pub weights: Weights,
 }
 
 impl DrawArgs {
@@ -90,17 +90,17 @@ fn read_noise(path: &Path, n: usize, shape: [usize; 3]) -> anyhow::Result<Vec<f3
     Ok(t.data.clone())
 }
 
-/// Draws `n` images (or `n` per class) of a loaded run as the flags say; `noise_from` replaces the seed's
-/// starting noise, `strip` keeps x̂₀ of the first batch at ten points of the trajectory. Returns the samples
-/// and the rows of a per-class grid (1 without classes).
-pub(super) fn draw_samples(
+/// What the flags ask of a loaded run: `n` images (or `n` per class); `noise_from` replaces the seed's starting
+/// noise, `strip` keeps x̂₀ of the first batch at ten points of the trajectory. Returns the request and the
+/// rows of a per-class grid (1 without classes).
+fn request(
     run: &run::LoadedRun,
     a: &DrawArgs,
     n: usize,
     no_clip: bool,
     noise_from: Option<&Path>,
     strip: bool,
-) -> anyhow::Result<(generate::Samples, usize)> {
+) -> anyhow::Result<(generate::Request, usize)> {
     if n == 0 {
         bail!("--n must be at least 1");
     }
@@ -120,13 +120,19 @@ pub(super) fn draw_samples(
         strip,
         progress: true,
     };
-    Ok((generate::draw(run, &request)?, rows))
+    Ok((request, rows))
+}
+
+/// Draws `n` images (or `n` per class) of a loaded run as the flags say.
+pub(super) fn draw_samples(run: &run::LoadedRun, a: &DrawArgs, n: usize) -> anyhow::Result<generate::Samples> {
+    let (request, _) = request(run, a, n, false, None, false)?;
+    Ok(generate::draw(run, &request)?)
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let run = a.draw.load()?;
     let cfg = &run.config;
-    let (drawn, rows) = draw_samples(
+    let (request, rows) = request(
         &run,
         &a.draw,
         a.n,
@@ -134,6 +140,8 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         a.init_noise.as_deref(),
         a.strip.is_some(),
     )?;
+    super::fresh_out_dir(&a.out_dir)?;
+    let drawn = generate::draw(&run, &request)?;
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let (images, strip, n) = (&drawn.images, &drawn.strip, drawn.n);
     let (secs, decode_secs) = (drawn.secs, drawn.decode_secs);
@@ -149,6 +157,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         diffuse::atomic::write(&a.out_dir.join("points.csv"), csv.as_bytes())?;
         if let Some(grid) = &a.grid {
             imageio::write_rgb(grid, diffuse::plot::point_cloud(images, c))?;
+            eprintln!("grid: {}", grid.display());
         }
     } else {
         for i in 0..n {
@@ -167,6 +176,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
                 (n as f64).sqrt().ceil() as usize
             };
             imageio::write_grid(grid, images, n, c, h, w, cols)?;
+            eprintln!("grid: {}", grid.display());
         }
     }
     if let Some(path) = &a.strip {
@@ -181,6 +191,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
             tiles.extend_from_slice(&images[r * per..(r + 1) * per]);
         }
         imageio::write_grid(path, &tiles, rows * cols, c, h, w, cols)?;
+        eprintln!("strip: {}", path.display());
     }
     let nfe = drawn.nfe;
     let decoded = if run.latent.is_some() {
