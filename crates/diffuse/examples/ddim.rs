@@ -65,7 +65,12 @@ fn main() -> Result<()> {
     let moved = c.iter().zip(&d).map(|(x, y)| (x - y).abs()).sum::<f32>() / c.len() as f32;
     println!("same noise, eta 0: identical images; eta 1: mean pixel change {moved:.3} between two runs");
     let rows = [a, c, d].concat();
-    grid(&dir.join("eta.png"), &run, &rows, 24, 8)?;
+    let [ch, h, w] = run.config.output_shape();
+    let labels = ["η = 0 (either run)", "η = 1, run 1", "η = 1, run 2"];
+    let path = dir.join("eta.png");
+    let picture = diffuse::plot::label_rows(&diffuse::imageio::grid(&rows, 24, ch, h, w, 8), &labels);
+    diffuse::imageio::write_rgb(&path, picture)?;
+    println!("  wrote {}", path.display());
 
     // 3. Interpolation: slerp between two starting noises, each frame sampled with DDIM(η = 0).
     let device = diffuse::device::device();

@@ -1,9 +1,14 @@
-//! Small line plots rendered straight to PNG (loss curves, schedules): axes, tick values in a 3×5 pixel font,
-//! one colour per series. No font files, no plotting dependency.
+//! Figures rendered straight to PNG with plotters' bitmap backend: line plots with axis titles, ticks chosen
+//! for round values (log scales included) and a legend; density scatters; labelled rows of image grids. The
+//! text is drawn with DejaVu Sans, embedded in the binary, so no font needs to be installed.
 
 use image::{Rgb, RgbImage};
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
 
-pub const COLOURS: [[u8; 3]; 8] = [
+/// Series colours in order (matplotlib's "tab10" values, then two more), so that a sweep of every sampler
+/// needs no repeat.
+pub const COLOURS: [[u8; 3]; 12] = [
     [31, 119, 180],
     [214, 39, 40],
     [44, 160, 44],
@@ -12,215 +17,176 @@ pub const COLOURS: [[u8; 3]; 8] = [
     [140, 86, 75],
     [227, 119, 194],
     [23, 190, 207],
+    [188, 189, 34],
+    [127, 127, 127],
+    [0, 0, 128],
+    [128, 0, 0],
 ];
 
-/// A series of (x, y) points, drawn as a line (one point: a marker); its colour is its position's in
-/// [`COLOURS`].
+/// A named series of (x, y) points, drawn as a line (one point: a marker) in its position's colour of
+/// [`COLOURS`] unless given one.
 pub struct Series<'a> {
+    pub name: &'a str,
     pub points: &'a [(f64, f64)],
+    pub colour: Option<[u8; 3]>,
 }
 
-const W: u32 = 640;
-const H: u32 = 400;
-const LEFT: u32 = 60;
-const BOTTOM: u32 = 30;
-const TOP: u32 = 16;
-const RIGHT: u32 = 16;
-
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [0, 7, 7, 4, 7],
-        'a' => [0, 3, 5, 5, 3],
-        'b' => [4, 6, 5, 5, 6],
-        'c' => [0, 3, 4, 4, 3],
-        'd' => [1, 3, 5, 5, 3],
-        'f' => [3, 4, 6, 4, 4],
-        'g' => [0, 3, 5, 3, 6],
-        'h' => [4, 6, 5, 5, 5],
-        'i' => [2, 0, 2, 2, 2],
-        'j' => [1, 0, 1, 5, 2],
-        'k' => [4, 5, 6, 5, 5],
-        'l' => [6, 2, 2, 2, 7],
-        'm' => [0, 7, 7, 5, 5],
-        'n' => [0, 6, 5, 5, 5],
-        'o' => [0, 2, 5, 5, 2],
-        'p' => [0, 6, 5, 6, 4],
-        'q' => [0, 3, 5, 3, 1],
-        'r' => [0, 6, 5, 4, 4],
-        's' => [0, 3, 6, 1, 6],
-        't' => [2, 7, 2, 2, 1],
-        'u' => [0, 5, 5, 5, 3],
-        'v' => [0, 5, 5, 5, 2],
-        'w' => [0, 5, 5, 7, 7],
-        'x' => [0, 5, 2, 2, 5],
-        'y' => [0, 5, 5, 3, 6],
-        'z' => [7, 1, 2, 4, 7],
-        '+' => [0, 2, 7, 2, 0],
-        '(' => [1, 2, 2, 2, 1],
-        ')' => [4, 2, 2, 2, 4],
-        ':' => [0, 2, 0, 2, 0],
-        _ => [0; 5],
+impl<'a> Series<'a> {
+    pub fn new(name: &'a str, points: &'a [(f64, f64)]) -> Series<'a> {
+        Series {
+            name,
+            points,
+            colour: None,
+        }
     }
-}
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, colour: [u8; 3]) {
-    for (i, c) in s.chars().enumerate() {
-        for (row, bits) in glyph(c).iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                        let (px, py) = (x + i as u32 * 8 + col * 2 + dx, y + row as u32 * 2 + dy);
-                        if px < img.width() && py < img.height() {
-                            img.put_pixel(px, py, Rgb(colour));
-                        }
-                    }
-                }
-            }
+    /// The same series in `colour` (a reference line in black, say).
+    pub fn in_colour(self, colour: [u8; 3]) -> Series<'a> {
+        Series {
+            colour: Some(colour),
+            ..self
         }
     }
 }
 
-fn fmt_tick(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
-        format!("{v:.1e}")
+/// What the axes say and how they scale.
+pub struct Axes<'a> {
+    pub x: &'a str,
+    pub y: &'a str,
+    /// Log scale on x or y: non-positive values are left out.
+    pub log_x: bool,
+    pub log_y: bool,
+}
+
+const W: u32 = 720;
+const H: u32 = 450;
+const FONT: &str = "sans-serif";
+
+fn font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../assets/DejaVuSans.ttf");
+        register_font(FONT, FontStyle::Normal, bytes).unwrap_or_else(|_| panic!("the embedded font parses"));
+    });
+}
+
+fn colour(s: &Series, k: usize) -> RGBColor {
+    let [r, g, b] = s.colour.unwrap_or(COLOURS[k % COLOURS.len()]);
+    RGBColor(r, g, b)
+}
+
+/// Renders into a fresh white `w`×`h` RGB buffer with `draw`, and returns it as an image.
+fn render(w: u32, h: u32, draw: impl FnOnce(DrawingArea<BitMapBackend, plotters::coord::Shift>)) -> RgbImage {
+    font();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw(root);
+    }
+    RgbImage::from_raw(w, h, buf).expect("a w×h RGB buffer")
+}
+
+/// The data range of `values` on a linear or log axis, widened a little (and around single values) so that
+/// nothing sits on the frame.
+fn range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    if lo > hi {
+        return if log { (1.0, 10.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        let (l, h) = (lo.log10(), hi.log10());
+        let pad = ((h - l) * 0.05).max(0.1);
+        (10f64.powf(l - pad), 10f64.powf(h + pad))
     } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
+        let pad = ((hi - lo) * 0.05).max(if hi == lo { hi.abs().max(1.0) * 0.1 } else { 0.0 });
+        (lo - pad, hi + pad)
     }
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), colour: [u8; 3]) {
-    let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-    for i in 0..=n {
-        let f = i as f64 / n as f64;
-        let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
-        if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
-            img.put_pixel(x as u32, y as u32, Rgb(colour));
+/// Tick labels with as few digits as the values need: 250 not 249.75, 0.001 not 1.0e-3 for round values.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if *v != 0.0 && !(1e-3..1e5).contains(&a) {
+        return format!("{v:.0e}");
+    }
+    let s = format!("{v:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Line plots of `series` on shared axes, with a legend when any series is named.
+pub fn line_plot(series: &[Series], axes: &Axes) -> RgbImage {
+    let xr = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)), axes.log_x);
+    let yr = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), axes.log_y);
+    render(W, H, |root| {
+        // Each scale combination is its own chart type; one generic body draws all four.
+        match (axes.log_x, axes.log_y) {
+            (false, false) => draw_lines(&root, xr.0..xr.1, yr.0..yr.1, series, axes),
+            (true, false) => draw_lines(&root, (xr.0..xr.1).log_scale(), yr.0..yr.1, series, axes),
+            (false, true) => draw_lines(&root, xr.0..xr.1, (yr.0..yr.1).log_scale(), series, axes),
+            (true, true) => draw_lines(&root, (xr.0..xr.1).log_scale(), (yr.0..yr.1).log_scale(), series, axes),
         }
-    }
+        .expect("drawing into a memory buffer does not fail");
+    })
 }
 
-/// Renders series on shared axes; `log_x` / `log_y` plot log10 of that coordinate (tick labels stay in data
-/// units; non-positive values are skipped).
-pub fn line_plot(series: &[Series], log_x: bool, log_y: bool) -> RgbImage {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let ty = |y: f64| if log_y { y.log10() } else { y };
-    let tx = |x: f64| if log_x { x.log10() } else { x };
-    let pts: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .map(|(x, y)| (tx(x), ty(y)))
-        .filter(|&(x, y)| x.is_finite() && y.is_finite())
-        .collect();
-    if pts.is_empty() {
-        return img;
-    }
-    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in &pts {
-        (xmin, xmax, ymin, ymax) = (xmin.min(x), xmax.max(x), ymin.min(y), ymax.max(y));
-    }
-    if xmax == xmin {
-        xmax = xmin + 1.0;
-    }
-    if ymax == ymin {
-        ymax = ymin + 1.0;
-    }
-    if series.iter().any(|s| s.points.len() == 1) {
-        // Markers: a margin, so that none sits on an axis or under the legend.
-        let (dx, dy) = (0.1 * (xmax - xmin), 0.15 * (ymax - ymin));
-        (xmin, xmax, ymin, ymax) = (xmin - dx, xmax + dx, ymin - dy, ymax + dy);
-    }
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    let to_px = |x: f64, y: f64| {
-        (
-            LEFT as f64 + (x - xmin) / (xmax - xmin) * pw,
-            TOP as f64 + (ymax - y) / (ymax - ymin) * ph,
-        )
+fn draw_lines<'a, X, Y>(
+    root: &'a DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    x: X,
+    y: Y,
+    series: &[Series],
+    axes: &Axes,
+) -> Result<(), Box<dyn std::error::Error + 'a>>
+where
+    X: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    X::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(root)
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(axes.x)
+        .y_desc(axes.y)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 13))
+        .light_line_style(RGBColor(240, 240, 240))
+        .max_light_lines(1)
+        .draw()?;
+    let usable = |&(px, py): &(f64, f64)| {
+        px.is_finite() && py.is_finite() && (!axes.log_x || px > 0.0) && (!axes.log_y || py > 0.0)
     };
-    let axis = [0, 0, 0];
-    line(
-        &mut img,
-        (LEFT as f64, TOP as f64),
-        (LEFT as f64, TOP as f64 + ph),
-        axis,
-    );
-    line(
-        &mut img,
-        (LEFT as f64, TOP as f64 + ph),
-        (LEFT as f64 + pw, TOP as f64 + ph),
-        axis,
-    );
-    for i in 0..=4 {
-        let f = i as f64 / 4.0;
-        let (yv, xv) = (ymin + (ymax - ymin) * f, xmin + (xmax - xmin) * f);
-        let (_, py) = to_px(xmin, yv);
-        let label = if log_y { fmt_tick(10f64.powf(yv)) } else { fmt_tick(yv) };
-        line(&mut img, (LEFT as f64 - 4.0, py), (LEFT as f64, py), axis);
-        text(&mut img, 2, (py as u32).saturating_sub(5), &label, [0, 0, 0]);
-        let (px, _) = to_px(xv, ymin);
-        line(&mut img, (px, TOP as f64 + ph), (px, TOP as f64 + ph + 4.0), axis);
-        text(
-            &mut img,
-            (px as u32).saturating_sub(12),
-            H - BOTTOM + 10,
-            &if log_x { fmt_tick(10f64.powf(xv)) } else { fmt_tick(xv) },
-            [0, 0, 0],
-        );
-    }
     for (k, s) in series.iter().enumerate() {
-        let colour = COLOURS[k % COLOURS.len()];
-        if let [(x, y)] = s.points {
-            // A series of one point is a marker: a filled square.
-            let (px, py) = to_px(tx(*x), ty(*y));
-            for d in -3..=3 {
-                line(&mut img, (px - 3.0, py + d as f64), (px + 3.0, py + d as f64), colour);
-            }
-            continue;
-        }
-        let mut prev: Option<(f64, f64)> = None;
-        for &(x, y) in s.points {
-            let (x, y) = (tx(x), ty(y));
-            if !(x.is_finite() && y.is_finite()) {
-                prev = None;
-                continue;
-            }
-            let p = to_px(x, y);
-            if let Some(q) = prev {
-                line(&mut img, q, p, colour);
-            }
-            prev = Some(p);
+        let c = colour(s, k);
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(usable).collect();
+        let drawn = if pts.len() == 1 {
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))?
+        } else {
+            chart.draw_series(LineSeries::new(pts, c.stroke_width(2)))?
+        };
+        if !s.name.is_empty() {
+            drawn
+                .label(s.name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
         }
     }
-    img
-}
-
-/// Writes `names` in their series' colours down the top-right corner of a plot.
-pub fn with_legend(mut img: RgbImage, names: &[&str]) -> RgbImage {
-    for (k, name) in names.iter().enumerate() {
-        let x = W.saturating_sub(RIGHT + 8 * name.len() as u32 + 4);
-        text(
-            &mut img,
-            x,
-            TOP + 4 + 14 * k as u32,
-            &name.to_lowercase(),
-            COLOURS[k % COLOURS.len()],
-        );
+    if series.iter().any(|s| !s.name.is_empty()) {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()?;
     }
-    img
+    Ok(())
 }
 
 /// A density scatter plot of 2-D points in [−extent, extent]²: darker where more points fall.
@@ -267,6 +233,27 @@ pub fn point_cloud(flat: &[f32], d: usize) -> RgbImage {
     scatter(&pts, 1.6)
 }
 
+/// `img` with a white margin on the left holding `labels`, one per band of equal height from the top (the rows
+/// of an image grid).
+pub fn label_rows(img: &RgbImage, labels: &[&str]) -> RgbImage {
+    let margin = 12 + 9 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    let (w, h) = (img.width() + margin, img.height());
+    let band = h / labels.len().max(1) as u32;
+    let mut out = render(w, h, |root| {
+        for (i, l) in labels.iter().enumerate() {
+            let y = (i as u32 * band + band / 2) as i32;
+            root.draw(&Text::new(
+                l.to_string(),
+                (6, y - 8),
+                (FONT, 15).into_font().color(&BLACK),
+            ))
+            .expect("drawing into a memory buffer does not fail");
+        }
+    });
+    image::imageops::replace(&mut out, img, margin as i64, 0);
+    out
+}
+
 /// A moving average over `window` points, to make a noisy loss curve readable.
 pub fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
     let w = window.max(1);
@@ -295,10 +282,67 @@ mod tests {
         assert_eq!(s.iter().map(|p| p.1).collect::<Vec<_>>(), vec![0.0, 0.5, 1.5, 2.5, 3.5]);
     }
 
+    fn pixels_of(img: &RgbImage, c: [u8; 3]) -> usize {
+        img.pixels().filter(|p| p.0 == c).count()
+    }
+
     #[test]
-    fn plot_draws_series_in_colour() {
-        let pts = [(0.0, 1.0), (1.0, 0.1), (2.0, 0.01)];
-        let img = line_plot(&[Series { points: &pts }], false, true);
-        assert!(img.pixels().any(|p| p.0 == COLOURS[0]));
+    fn plots_draw_each_series_in_its_colour_with_text_on_every_scale() {
+        let falling = [(1.0, 1.0), (10.0, 0.1), (100.0, 0.01)];
+        let marker = [(20.0, 0.5)];
+        let series = [Series::new("falling", &falling), Series::new("marker", &marker)];
+        for (log_x, log_y) in [(false, false), (true, false), (false, true), (true, true)] {
+            let axes = Axes {
+                x: "steps",
+                y: "loss",
+                log_x,
+                log_y,
+            };
+            let img = line_plot(&series, &axes);
+            assert!(pixels_of(&img, COLOURS[0]) > 100, "{log_x} {log_y}: the line");
+            assert!(pixels_of(&img, COLOURS[1]) > 30, "{log_x} {log_y}: the marker");
+            // Anti-aliased text: grey pixels that are neither the white ground nor a series colour.
+            let grey = img
+                .pixels()
+                .filter(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2] && p.0[0] < 128)
+                .count();
+            assert!(
+                grey > 200,
+                "{log_x} {log_y}: axis titles, ticks and legend ({grey} dark pixels)"
+            );
+        }
+        // Nothing positive on a log axis still renders (an empty frame), rather than panicking.
+        let empty = line_plot(
+            &[Series::new("", &[(0.0, -1.0)])],
+            &Axes {
+                x: "x",
+                y: "y",
+                log_x: true,
+                log_y: true,
+            },
+        );
+        assert_eq!((empty.width(), empty.height()), (W, H));
+    }
+
+    #[test]
+    fn ticks_use_the_digits_the_values_need() {
+        assert_eq!(tick(&250.0), "250");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&1e-5), "1e-5");
+        assert_eq!(tick(&0.0), "0");
+    }
+
+    #[test]
+    fn row_labels_widen_the_image_and_keep_it_intact() {
+        let img = RgbImage::from_pixel(40, 20, Rgb([10, 200, 10]));
+        let out = label_rows(&img, &["η = 0", "η = 1"]);
+        assert_eq!(out.height(), 20);
+        assert!(out.width() > 40);
+        let dx = out.width() - 40;
+        assert!((0..40).all(|x| (0..20).all(|y| out.get_pixel(x + dx, y).0 == [10, 200, 10])));
+        let margin_ink = (0..dx)
+            .flat_map(|x| (0..20).map(move |y| (x, y)))
+            .filter(|&(x, y)| out.get_pixel(x, y).0[0] < 200);
+        assert!(margin_ink.count() > 10, "text in the margin");
     }
 }

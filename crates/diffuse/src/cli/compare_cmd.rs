@@ -60,9 +60,18 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(_, r)| [(1000.0 * r.sampling_seconds_per_image, r.fid)])
         .collect();
-    let series: Vec<Series> = points.iter().map(|p| Series { points: p }).collect();
-    let names: Vec<&str> = measured.iter().map(|(row, _)| row.name).collect();
-    let png = plot::with_legend(plot::line_plot(&series, true, false), &names);
+    let series: Vec<Series> = measured
+        .iter()
+        .zip(&points)
+        .map(|((row, _), p)| Series::new(row.variant, p))
+        .collect();
+    let axes = plot::Axes {
+        x: "milliseconds per image (log scale)",
+        y: "FID against the held-out images",
+        log_x: true,
+        log_y: false,
+    };
+    let png = plot::line_plot(&series, &axes);
     diffuse::atomic::write(&a.out.join("compare.md"), md.as_bytes())?;
     diffuse::atomic::write(
         &a.out.join("compare.json"),

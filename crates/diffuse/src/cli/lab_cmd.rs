@@ -6,7 +6,7 @@ use super::schedule_flags::ScheduleFlags;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use diffuse::denoise::ExactDenoiser;
-use diffuse::plot::{COLOURS, Series, line_plot};
+use diffuse::plot::{Axes, Series, line_plot};
 use diffuse::sample::{self, Plan};
 use diffuse_math::NoiseSchedule;
 use diffuse_math::dist::{Target, quantiles};
@@ -399,25 +399,26 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
         "| exact draws from the target (sampling floor) | | 0 | {floor:.5} | | |\n"
     ));
     eprintln!("W1 of {} exact draws from the target: {floor:.5}", a.samples);
-    let legend: Vec<String> = curves
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| format!("{n}: colour {}", i % COLOURS.len()))
-        .collect();
     println!("{rows}");
     if let Some(path) = &a.table {
         diffuse::atomic::write(path, rows.as_bytes())?;
         eprintln!("table: {}", path.display());
     }
     if let Some(path) = &a.plot {
-        let series: Vec<Series> = curves.iter().map(|(_, c)| Series { points: c }).collect();
-        let names: Vec<&str> = curves.iter().map(|(n, _)| n.as_str()).collect();
-        diffuse::imageio::write_rgb(path, diffuse::plot::with_legend(line_plot(&series, true, true), &names))?;
-        eprintln!(
-            "plot: {} (W1 against NFE, both log scale; {})",
-            path.display(),
-            legend.join(", ")
-        );
+        // The floor as a flat line across the NFE range swept.
+        let nfes = curves.iter().flat_map(|(_, c)| c.iter().map(|p| p.0));
+        let (lo, hi) = nfes.fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(x), h.max(x)));
+        let floor_line = [(lo, floor), (hi, floor)];
+        let mut series: Vec<Series> = curves.iter().map(|(name, points)| Series::new(name, points)).collect();
+        series.push(Series::new("exact draws (floor)", &floor_line).in_colour([0, 0, 0]));
+        let axes = Axes {
+            x: "network evaluations per sample (NFE)",
+            y: "1-Wasserstein distance to the target",
+            log_x: true,
+            log_y: true,
+        };
+        diffuse::imageio::write_rgb(path, line_plot(&series, &axes))?;
+        eprintln!("plot: {} (W1 against NFE, both log scale)", path.display());
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::plot::{Series, line_plot, with_legend};
+use diffuse::plot::{Axes, Series, line_plot};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -19,6 +19,12 @@ pub struct PlotArgs {
     /// The columns to plot against it, comma-separated (one colour each, named in the legend).
     #[arg(long)]
     y: String,
+    /// The x axis's title (default: the x column's name).
+    #[arg(long)]
+    x_title: Option<String>,
+    /// The y axis's title (the series are named in the legend).
+    #[arg(long)]
+    y_title: Option<String>,
     #[arg(long)]
     log_x: bool,
     #[arg(long)]
@@ -68,8 +74,18 @@ pub fn plot(a: PlotArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&(_, yi)| rows.iter().map(|r| (r[xi], r[yi])).collect())
         .collect();
-    let series: Vec<Series> = points.iter().map(|p| Series { points: p }).collect();
-    let names: Vec<&str> = ys.iter().map(|(n, _)| *n).collect();
-    diffuse::imageio::write_rgb(&a.out, with_legend(line_plot(&series, a.log_x, a.log_y), &names))?;
+    let series: Vec<Series> = ys
+        .iter()
+        .zip(&points)
+        .map(|(&(name, _), p)| Series::new(name, p))
+        .collect();
+    let axes = Axes {
+        x: a.x_title.as_deref().unwrap_or(&a.x),
+        y: a.y_title.as_deref().unwrap_or(""),
+        log_x: a.log_x,
+        log_y: a.log_y,
+    };
+    diffuse::imageio::write_rgb(&a.out, line_plot(&series, &axes))?;
+    eprintln!("plot: {}", a.out.display());
     Ok(())
 }

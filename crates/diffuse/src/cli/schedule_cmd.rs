@@ -1,7 +1,7 @@
 use super::schedule_flags::ScheduleFlags;
 use anyhow::Context;
 use clap::Args;
-use diffuse::plot::{Series, line_plot};
+use diffuse::plot::{Axes, Series, line_plot};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -15,7 +15,7 @@ pub struct ScheduleArgs {
     /// Print {"betas": [...], "alphas_cumprod": [...]} instead of the table.
     #[arg(long)]
     json: bool,
-    /// Write a PNG plot of ᾱ (blue) and log-SNR rescaled to [0, 1] (red) against t, instead of the table
+    /// Write a PNG plot of ᾱ and log-SNR rescaled to [0, 1] against t, instead of the table
     /// (--json still prints).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -48,7 +48,17 @@ pub fn schedule(a: ScheduleArgs) -> anyhow::Result<()> {
             .enumerate()
             .map(|(t, v)| (t as f64, (v - lo) / (hi - lo)))
             .collect();
-        let img = line_plot(&[Series { points: &abar }, Series { points: &scaled }], false, false);
+        let series = [
+            Series::new("ᾱ", &abar),
+            Series::new("log-SNR, rescaled to [0, 1]", &scaled),
+        ];
+        let axes = Axes {
+            x: "train timestep t",
+            y: "ᾱ_t, rescaled log-SNR",
+            log_x: false,
+            log_y: false,
+        };
+        let img = line_plot(&series, &axes);
         diffuse::imageio::write_rgb(&path, img).with_context(|| "writing the schedule plot")?;
         eprintln!("plot: {}", path.display());
     }

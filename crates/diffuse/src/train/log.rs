@@ -1,6 +1,6 @@
 //! The loss log (`loss.csv`), its curve (`loss.png`) and the progress bar.
 
-use crate::plot::{Series, line_plot, smooth};
+use crate::plot::{Axes, Series, line_plot, smooth};
 use crate::{Error, Result};
 use indicatif::ProgressBar;
 use std::path::Path;
@@ -24,10 +24,19 @@ pub fn write(dir: &Path, rows: &[LossRow], total_steps: usize) -> Result<()> {
     let raw: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.loss)).collect();
     let window = (total_steps / 100).clamp(1, 200);
     let smoothed = smooth(&raw, window);
-    crate::imageio::write_rgb(
-        &dir.join("loss.png"),
-        line_plot(&[Series { points: &smoothed }], false, true),
-    )
+    let name = if window > 1 {
+        format!("loss, mean of {window} steps")
+    } else {
+        "loss".to_string()
+    };
+    let series = [Series::new(&name, &smoothed)];
+    let axes = Axes {
+        x: "step",
+        y: "training loss (log scale)",
+        log_x: false,
+        log_y: true,
+    };
+    crate::imageio::write_rgb(&dir.join("loss.png"), line_plot(&series, &axes))
 }
 
 pub fn read(dir: &Path) -> Result<Vec<LossRow>> {
