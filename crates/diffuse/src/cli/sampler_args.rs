@@ -66,39 +66,39 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    /// The sampler with its flags applied. With `strict`, a flag the sampler does not take is an error.
+    /// The sampler with its flags applied. With `strict`, a flag the sampler does not take is an error. Each
+    /// arm of the exhaustive match names the flags its sampler takes, so a new sampler states its own.
     pub fn method(&self, strict: bool) -> anyhow::Result<Method> {
         let mut m = Method::from_name(&self.sampler)?;
-        let mut unused: Vec<&str> = Vec::new();
-        let mut given = |flag: &'static str, is: bool| {
-            if is {
-                unused.push(flag);
-            }
-        };
-        match &mut m {
+        let took: &[&str] = match &mut m {
             Method::Ddpm { large_variance } => {
                 if let Some(v) = &self.variance {
                     *large_variance = v == "large";
                 }
+                &["--variance"]
             }
-            Method::Ddim { eta } | Method::EulerAncestral { eta } => *eta = self.eta.unwrap_or(*eta),
-            Method::DpmSolverPP2M => {}
+            Method::Ddim { eta } | Method::EulerAncestral { eta } => {
+                *eta = self.eta.unwrap_or(*eta);
+                &["--eta"]
+            }
+            Method::DpmSolverPP2M => &[],
             Method::Sde {
                 predictor,
                 corrector_steps,
                 snr,
             } => {
-                if self.sampler == "pc" {
-                    *predictor = self.predictor.unwrap_or(*predictor);
-                } else {
-                    given("--predictor", self.predictor.is_some());
-                }
-                if *corrector_steps > 0 {
+                let langevin = *corrector_steps > 0;
+                if langevin {
                     *corrector_steps = self.corrector_steps.unwrap_or(*corrector_steps).max(1);
                     *snr = self.snr.unwrap_or(*snr);
-                } else {
-                    given("--corrector-steps", self.corrector_steps.is_some());
-                    given("--snr", self.snr.is_some());
+                }
+                match (self.sampler == "pc", langevin) {
+                    (true, _) => {
+                        *predictor = self.predictor.unwrap_or(*predictor);
+                        &["--predictor", "--corrector-steps", "--snr"]
+                    }
+                    (false, true) => &["--corrector-steps", "--snr"],
+                    (false, false) => &[],
                 }
             }
             Method::Ode { solver } => {
@@ -110,25 +110,30 @@ impl SamplerArgs {
                         atol: self.atol.unwrap_or(1e-5),
                     },
                 };
-                let rk45 = matches!(solver, OdeSolver::Rk45 { .. });
-                given("--rtol", !rk45 && self.rtol.is_some());
-                given("--atol", !rk45 && self.atol.is_some());
+                match solver {
+                    OdeSolver::Rk45 { .. } => &["--ode-solver", "--rtol", "--atol"],
+                    OdeSolver::Euler | OdeSolver::Heun => &["--ode-solver"],
+                }
             }
-        }
-        let takes = |names: &[&str]| names.contains(&self.sampler.as_str());
-        given("--eta", self.eta.is_some() && !takes(&["ddim", "euler-ancestral"]));
-        given("--variance", self.variance.is_some() && !takes(&["ddpm"]));
-        given("--ode-solver", self.ode_solver.is_some() && !takes(&["ode"]));
-        given("--rtol", self.rtol.is_some() && !takes(&["ode"]));
-        given("--atol", self.atol.is_some() && !takes(&["ode"]));
-        unused.dedup();
-        if strict && let Some(flag) = unused.first() {
+        };
+        let given = [
+            ("--eta", self.eta.is_some()),
+            ("--variance", self.variance.is_some()),
+            ("--predictor", self.predictor.is_some()),
+            ("--corrector-steps", self.corrector_steps.is_some()),
+            ("--snr", self.snr.is_some()),
+            ("--ode-solver", self.ode_solver.is_some()),
+            ("--rtol", self.rtol.is_some()),
+            ("--atol", self.atol.is_some()),
+        ];
+        let unused = given.iter().find(|(flag, is)| *is && !took.contains(flag));
+        if strict && let Some((flag, _)) = unused {
             bail!("{flag} does not apply to the {} sampler", self.sampler);
         }
         Ok(m)
     }
 
-    /// The grid named by --grid and its flags (None: the sampler's default on its process).
+    /// The grid named by --time-grid and its flags (None: the sampler's default on its process).
     fn grid(&self, method: &Method) -> anyhow::Result<Option<Grid>> {
         let name = self.time_grid.as_deref();
         let sigma_flags = self.sigma_min.is_some() || self.sigma_max.is_some();
