@@ -83,14 +83,15 @@ pub struct Knot {
     pub level: Level,
 }
 
-/// Where a sampler's K steps go.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Where a sampler's K steps go. Serialised as `{"kind": "karras", "rho": 7.0, …}`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Grid {
     /// K train timesteps of a discrete schedule placed as diffusers' DDIM scheduler does, then clean.
-    Timesteps(TimestepSpacing),
+    Timesteps { spacing: TimestepSpacing },
     /// K train timesteps placed as diffusers' DPM-Solver multistep scheduler does (K + 1 points, the last
     /// dropped; repeats from rounding dropped too), then clean.
-    SolverTimesteps(TimestepSpacing),
+    SolverTimesteps { spacing: TimestepSpacing },
     /// Uniform in SDE time, t_i = s − i(s − t_min)/K (score_sde's grid).
     UniformT,
     /// Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(K−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ on σ/α, with the
@@ -130,11 +131,11 @@ impl Grid {
         let refuse = |why: &str| MathError::Invalid(format!("the {self} grid {why} ({})", process.name()));
         let end = process.end();
         let mut knots: Vec<Knot> = match (*self, process) {
-            (Grid::Timesteps(spacing), Process::Discrete(s)) => steps_knots(s, &spacing.timesteps(s.len(), steps)?),
-            (Grid::SolverTimesteps(spacing), Process::Discrete(s)) => {
+            (Grid::Timesteps { spacing }, Process::Discrete(s)) => steps_knots(s, &spacing.timesteps(s.len(), steps)?),
+            (Grid::SolverTimesteps { spacing }, Process::Discrete(s)) => {
                 steps_knots(s, &spacing.dpm_solver_timesteps(s.len(), steps)?)
             }
-            (Grid::Timesteps(_) | Grid::SolverTimesteps(_), Process::Sde(_)) => {
+            (Grid::Timesteps { .. } | Grid::SolverTimesteps { .. }, Process::Sde(_)) => {
                 return Err(refuse("places train timesteps: it needs a discrete schedule"));
             }
             (Grid::UniformT, Process::Discrete(_)) => {
@@ -232,8 +233,8 @@ fn sigma_knots(process: &Process, steps: usize, lo: f64, end: &Knot, sigma: impl
 impl fmt::Display for Grid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Grid::Timesteps(s) => write!(f, "{s}-spaced timesteps"),
-            Grid::SolverTimesteps(s) => write!(f, "{s}-spaced solver timesteps"),
+            Grid::Timesteps { spacing: s } => write!(f, "{s}-spaced timesteps"),
+            Grid::SolverTimesteps { spacing: s } => write!(f, "{s}-spaced solver timesteps"),
             Grid::UniformT => f.write_str("uniform-t"),
             Grid::Karras { rho, .. } => write!(f, "karras (ρ {rho})"),
             Grid::LogSnr { .. } => f.write_str("log-snr"),
@@ -257,13 +258,21 @@ mod tests {
     #[test]
     fn timestep_grids_are_the_spacings_then_clean() {
         let p = linear();
-        let k = Grid::Timesteps(TimestepSpacing::Trailing).knots(&p, 10, 1.0).unwrap();
+        let k = Grid::Timesteps {
+            spacing: TimestepSpacing::Trailing,
+        }
+        .knots(&p, 10, 1.0)
+        .unwrap();
         let ts = TimestepSpacing::Trailing.timesteps(1000, 10).unwrap();
         assert_eq!(k.len(), 11);
         assert!(k[..10].iter().zip(&ts).all(|(k, &t)| k.t == t as f64));
         assert_eq!(k[10].level, Level::CLEAN);
         // SDEdit at 0.3 keeps the last 3 steps.
-        let part = Grid::Timesteps(TimestepSpacing::Trailing).knots(&p, 10, 0.3).unwrap();
+        let part = Grid::Timesteps {
+            spacing: TimestepSpacing::Trailing,
+        }
+        .knots(&p, 10, 0.3)
+        .unwrap();
         assert_eq!(part, k[7..].to_vec());
     }
 
@@ -335,10 +344,12 @@ mod tests {
     #[test]
     fn grids_that_do_not_fit_the_process_are_refused_by_name() {
         let ve = Process::Sde(Sde::ve());
-        let e = Grid::Timesteps(TimestepSpacing::Leading)
-            .knots(&ve, 10, 1.0)
-            .unwrap_err()
-            .to_string();
+        let e = Grid::Timesteps {
+            spacing: TimestepSpacing::Leading,
+        }
+        .knots(&ve, 10, 1.0)
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("leading-spaced timesteps") && e.contains("ve SDE"), "{e}");
         let e = Grid::UniformT.knots(&linear(), 10, 1.0).unwrap_err().to_string();
         assert!(e.contains("uniform-t") && e.contains("discrete"), "{e}");
@@ -349,9 +360,11 @@ mod tests {
         };
         assert!(too_wide.knots(&ve, 10, 1.0).unwrap_err().to_string().contains("range"));
         assert!(
-            Grid::Timesteps(TimestepSpacing::Leading)
-                .knots(&linear(), 0, 1.0)
-                .is_err()
+            Grid::Timesteps {
+                spacing: TimestepSpacing::Leading
+            }
+            .knots(&linear(), 0, 1.0)
+            .is_err()
         );
     }
 }

@@ -5,7 +5,8 @@ use crate::MathError;
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TimestepSpacing {
     /// t = i·⌊T/K⌋ for i = K−1…0: starts below T−1 and ends at 0.
     #[default]

@@ -140,18 +140,7 @@ pub enum Naive {
     Blur,
 }
 
-impl std::str::FromStr for Naive {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Naive> {
-        match s {
-            "mean" => Ok(Naive::Mean),
-            "blur" => Ok(Naive::Blur),
-            _ => Err(Error::Invalid(format!(
-                "unknown naive fill '{s}' (expected mean or blur)"
-            ))),
-        }
-    }
-}
+crate::names::named!(Naive, "naive fill", { Mean => "mean", Blur => "blur" });
 
 /// Fills the masked pixels naively: the mean of the kept ones, or repeated neighbour averaging.
 pub fn naive_fill(mask: &Mask, images: &[f32], n: usize, c: usize, how: Naive) -> Vec<f32> {

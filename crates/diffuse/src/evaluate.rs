@@ -23,6 +23,8 @@ pub struct Report {
     /// The held-out data measured against.
     pub data: String,
     pub sampler: String,
+    /// The sampler's settings, as [`crate::sample::Spec`] reads them back.
+    pub sampler_spec: crate::sample::Spec,
     pub images: usize,
     pub reference_images: usize,
     pub nfe_per_image: usize,
@@ -118,6 +120,7 @@ pub fn evaluate(
         run: run_dir.display().to_string(),
         data: reference.name.clone(),
         sampler: samples.describe.clone(),
+        sampler_spec: samples.spec.clone(),
         images: samples.n,
         reference_images: real.len(),
         nfe_per_image: samples.nfe,

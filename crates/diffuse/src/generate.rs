@@ -42,6 +42,8 @@ pub struct Samples {
     pub secs: f64,
     pub decode_secs: f64,
     pub describe: String,
+    /// The plan's settings, from which it can be rebuilt.
+    pub spec: crate::sample::Spec,
 }
 
 /// Draws the request's images from `run`, decoding latent runs' samples.
@@ -107,5 +109,6 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
         secs: started.elapsed().as_secs_f64(),
         decode_secs,
         describe: plan.describe(),
+        spec: plan.spec(),
     })
 }

@@ -65,6 +65,7 @@ pub mod generate;
 pub mod imageio;
 pub mod kernels;
 pub mod likelihood;
+mod names;
 pub mod nn;
 pub mod npz;
 pub mod plot;

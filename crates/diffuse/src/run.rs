@@ -17,54 +17,10 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const FORMAT: u32 = 1;
 
-/// Typed fields stored as the names users type (`"eps"`, `"ve"`, `"linear"`), read back with `FromStr`, so that
-/// run configs keep the format they have always had.
-mod as_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
-    where
-        T: FromStr,
-        T::Err: Display,
-        D: Deserializer<'de>,
-    {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-
-    /// The same for optional fields.
-    pub mod opt {
-        use super::*;
-
-        pub fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
-            match v {
-                Some(v) => s.collect_str(v),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
-        where
-            T: FromStr,
-            T::Err: Display,
-            D: Deserializer<'de>,
-        {
-            Option::<String>::deserialize(d)?
-                .map(|s| s.parse().map_err(serde::de::Error::custom))
-                .transpose()
-        }
-    }
-}
-
 /// The discrete noise schedule a model was trained with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
-    #[serde(with = "as_name")]
+    #[serde(with = "crate::names::as_name")]
     pub kind: BetaSchedule,
     pub timesteps: usize,
     pub beta_start: f64,
@@ -120,12 +76,16 @@ pub struct RunConfig {
     pub height: usize,
     pub width: usize,
     pub class_names: Vec<String>,
-    #[serde(with = "as_name")]
+    #[serde(with = "crate::names::as_name")]
     pub prediction: Prediction,
     pub schedule: ScheduleConfig,
     /// Set for continuous-time score models (vp, subvp, ve, with parameters as ve:0.002,80); absent for
     /// discrete DDPM models.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "as_name::opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::names::as_name::opt"
+    )]
     pub sde: Option<Sde>,
     pub net: NetConfig,
     pub train: TrainConfig,
@@ -336,14 +296,14 @@ impl RunConfig {
     }
 }
 
-/// Which weights to sample with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Which weights to sample with: the exponential moving average of the weights (`ema`, usually the better
+/// sampler) or the raw optimised ones (`raw`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Weights {
-    /// The exponential moving average of the weights (usually the better sampler).
     Ema,
-    /// The raw optimised weights.
     Raw,
 }
+crate::names::named!(Weights, "weights", { Ema => "ema", Raw => "raw" });
 
 /// A trained model ready to sample.
 pub struct LoadedRun {

@@ -24,12 +24,13 @@ pub const META: &str = "vae.json";
 pub const WEIGHTS: &str = "weights.safetensors";
 
 /// The reconstruction term of the loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reconstruction {
     L1,
     L2,
 }
+crate::names::named!(Reconstruction, "reconstruction loss", { L1 => "l1", L2 => "l2" });
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VaeTrainConfig {

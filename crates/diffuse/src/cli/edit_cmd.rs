@@ -81,7 +81,7 @@ pub struct InpaintArgs {
     repaint: RepaintArgs,
     /// Fill naively instead of with the model (a baseline): mean (the mean of the kept pixels) or blur (kept
     /// pixels diffused into the hole by repeated neighbour averaging).
-    #[arg(long)]
+    #[arg(long, value_parser = super::one_of::<Naive>(Naive::NAMES))]
     naive: Option<Naive>,
 }
 

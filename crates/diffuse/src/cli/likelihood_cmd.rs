@@ -16,7 +16,7 @@ pub struct LikelihoodArgs {
     /// Images to evaluate (see `diffuse train --help`); by default the run's own data.
     #[arg(long)]
     data: Option<String>,
-    #[arg(long, value_enum, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = super::one_of::<Split>(Split::NAMES))]
     split: Split,
     /// How many images (the first n of the split).
     #[arg(long, default_value_t = 64)]

@@ -18,7 +18,7 @@ pub struct LpipsArgs {
     a: PathBuf,
     /// An image of the same size, or a folder with as many images.
     b: PathBuf,
-    #[arg(long, value_enum, default_value = "alex")]
+    #[arg(long, default_value = "alex", value_parser = super::one_of::<Backbone>(Backbone::NAMES))]
     net: Backbone,
     /// The backbone's weights (safetensors, torchvision names).
     #[arg(long, value_name = "FILE")]

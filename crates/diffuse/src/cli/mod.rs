@@ -105,6 +105,15 @@ pub fn fresh_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A value parser for a library type named by `names` (listed in --help), read with its `FromStr`: the CLI's
+/// mapping onto library enums, so that they need no command-line derive.
+pub fn one_of<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = diffuse::Error> + Clone + Send + Sync + 'static,
+{
+    clap::builder::TypedValueParser::try_map(clap::builder::PossibleValuesParser::new(names), |s| s.parse::<T>())
+}
+
 /// Parses "1,2,2" into numbers.
 pub fn parse_list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String> {
     if s.trim().is_empty() {

@@ -52,7 +52,7 @@ pub(super) struct DrawArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Sample with the EMA weights or the raw ones.
-    #[arg(long, value_enum, default_value = "ema")]
+    #[arg(long, default_value = "ema", value_parser = super::one_of::<Weights>(Weights::NAMES))]
     pub weights: Weights,
 }
 

@@ -280,7 +280,12 @@ mod tests {
             })
         );
         let p = plan("--sampler dpmpp-2m").unwrap();
-        assert_eq!(p.grid, Grid::SolverTimesteps(TimestepSpacing::Linspace));
+        assert_eq!(
+            p.grid,
+            Grid::SolverTimesteps {
+                spacing: TimestepSpacing::Linspace
+            }
+        );
         let p = plan("--sampler ddim --sde vp").unwrap();
         assert!(matches!(p.process, Process::Sde(_)) && p.grid == Grid::UniformT);
         let e = plan("--sampler ode --time-grid karras").unwrap_err().to_string();

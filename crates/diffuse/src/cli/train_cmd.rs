@@ -24,7 +24,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "digits")]
     data: String,
     /// Which part of the data to train on.
-    #[arg(long, value_enum, default_value = "train")]
+    #[arg(long, default_value = "train", value_parser = super::one_of::<Split>(Split::NAMES))]
     split: Split,
     /// Run directory: config.json, checkpoint.safetensors, loss.csv, loss.png, samples.png.
     #[arg(long)]
@@ -280,7 +280,7 @@ pub struct ClassifierScoreArgs {
     #[arg(long)]
     data: Option<String>,
     /// Which part of --data to classify.
-    #[arg(long, value_enum, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = super::one_of::<Split>(Split::NAMES))]
     split: Split,
     /// The class every image should be (by index or name): reports accuracy against it.
     #[arg(long)]

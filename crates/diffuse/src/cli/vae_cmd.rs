@@ -71,7 +71,7 @@ pub struct VaeTrainArgs {
     #[arg(long, default_value_t = VaeTrainConfig::default().kl_weight)]
     kl_weight: f64,
     /// Reconstruction loss.
-    #[arg(long, value_enum, default_value = "l1")]
+    #[arg(long, default_value = "l1", value_parser = super::one_of::<Reconstruction>(Reconstruction::NAMES))]
     loss: Reconstruction,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -32,13 +32,15 @@ pub struct Dataset {
 }
 
 /// Which part of a data set to load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Test,
     All,
 }
+
+crate::names::named!(Split, "split", { Train => "train", Test => "test", All => "all" });
 
 impl Split {
     /// Whether an item whose place is the held-out part (`held_out`) belongs to this split.
@@ -47,14 +49,6 @@ impl Split {
             Split::All => true,
             Split::Train => !held_out,
             Split::Test => held_out,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "test",
-            Split::All => "all",
         }
     }
 }

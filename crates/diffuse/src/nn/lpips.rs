@@ -11,11 +11,12 @@ use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backbone {
     Alex,
     Vgg,
 }
+crate::names::named!(Backbone, "LPIPS network", { Alex => "alex", Vgg => "vgg" });
 
 /// One step of a backbone: a convolution (index in `features`, stride, padding) followed by ReLU, a max pool
 /// (kernel, stride), or a tap whose activation LPIPS compares.

@@ -18,12 +18,14 @@ use crate::denoise::{Cond, Denoised, Denoiser};
 use crate::{Error, Result, rng};
 use burn::prelude::*;
 pub use diffuse_math::grid::kept;
-use diffuse_math::{Grid, Knot, Level, Sde, TimestepSpacing};
+use diffuse_math::{Grid, Knot, Level, NoiseSchedule, Sde, TimestepSpacing};
 pub use diffuse_math::{Process, grid};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// A probability-flow ODE solver.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum OdeSolver {
     Euler,
     Heun,
@@ -35,7 +37,8 @@ pub enum OdeSolver {
 }
 
 /// The predictor of a predictor–corrector sampler.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Predictor {
     EulerMaruyama,
     ReverseDiffusion,
@@ -79,8 +82,10 @@ impl std::fmt::Display for Predictor {
     }
 }
 
-/// A sampler with its own settings. The grid it walks is the [`Plan`]'s.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A sampler with its own settings. The grid it walks is the [`Plan`]'s. Serialised as
+/// `{"sampler": "ddim", "eta": 0.0}`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "sampler", rename_all = "kebab-case")]
 pub enum Method {
     /// Ancestral sampling (Ho et al.); `large_variance` uses β_t ("fixed large") instead of β̃_t.
     Ddpm { large_variance: bool },
@@ -90,6 +95,7 @@ pub enum Method {
     /// then fresh noise up to the next level.
     EulerAncestral { eta: f64 },
     /// DPM-Solver++(2M), diffusers' defaults: second order, first order at the start and into the last level.
+    #[serde(rename = "dpmpp-2m")]
     DpmSolverPP2M,
     /// A reverse-SDE predictor, optionally with `corrector_steps` Langevin steps at signal-to-noise ratio
     /// `snr` before it at each time (score_sde's PC sampler runs the corrector first, then the predictor).
@@ -206,13 +212,43 @@ impl Method {
     /// Train timesteps with `spacing`, placed as diffusers' scheduler for this sampler places them.
     pub fn timestep_grid(&self, spacing: TimestepSpacing) -> Grid {
         match self {
-            Method::DpmSolverPP2M => Grid::SolverTimesteps(spacing),
+            Method::DpmSolverPP2M => Grid::SolverTimesteps { spacing },
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::Sde { .. }
-            | Method::Ode { .. } => Grid::Timesteps(spacing),
+            | Method::Ode { .. } => Grid::Timesteps { spacing },
         }
+    }
+}
+
+/// A plan as settings: the sampler, the grid, the steps, the SDE walked (none: the model's discrete schedule)
+/// and the strength. It serialises to JSON and back, and with the schedule it was made on rebuilds the same plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    #[serde(flatten)]
+    pub method: Method,
+    pub grid: Grid,
+    pub steps: usize,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::names::as_name::opt"
+    )]
+    pub sde: Option<Sde>,
+    pub strength: f64,
+}
+
+impl Spec {
+    /// The plan on `schedule` (when the spec names no SDE), checked as [`Plan::new`] checks.
+    pub fn plan(&self, schedule: &NoiseSchedule) -> Result<Plan> {
+        let process = match self.sde {
+            Some(sde) => Process::Sde(sde),
+            None => Process::Discrete(schedule.clone()),
+        };
+        Plan::new(self.method, process, self.steps)?
+            .with_grid(self.grid)?
+            .with_strength(self.strength)
     }
 }
 
@@ -330,6 +366,20 @@ impl Plan {
         Ok(self)
     }
 
+    /// The plan's settings (RePaint's resampling aside).
+    pub fn spec(&self) -> Spec {
+        Spec {
+            method: self.method,
+            grid: self.grid,
+            steps: self.steps,
+            sde: match &self.process {
+                Process::Sde(sde) => Some(*sde),
+                Process::Discrete(_) => None,
+            },
+            strength: self.strength,
+        }
+    }
+
     /// A short description for summaries: sampler, grid or SDE, steps.
     pub fn describe(&self) -> String {
         let mut d = match (&self.process, self.method) {
@@ -344,7 +394,7 @@ impl Plan {
             (Process::Discrete(_), _) => format!("{}, {} steps", self.method.name(), self.steps),
         };
         match self.grid {
-            Grid::Timesteps(spacing) | Grid::SolverTimesteps(spacing) => d += &format!(", {spacing} spacing"),
+            Grid::Timesteps { spacing } | Grid::SolverTimesteps { spacing } => d += &format!(", {spacing} spacing"),
             Grid::UniformT => {}
             g @ (Grid::Karras { .. } | Grid::LogSnr { .. }) => d += &format!(", {g} grid"),
         }

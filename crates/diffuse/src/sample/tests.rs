@@ -307,7 +307,9 @@ fn discrete_and_sde_plans_are_checked() {
     assert!(e.contains("rk45") && e.contains("karras"), "{e}");
     let e = Plan::new(Method::Ddim { eta: 0.0 }, Process::Sde(Sde::vp()), 10)
         .unwrap()
-        .with_grid(Grid::Timesteps(TimestepSpacing::Leading))
+        .with_grid(Grid::Timesteps {
+            spacing: TimestepSpacing::Leading,
+        })
         .unwrap_err()
         .to_string();
     assert!(
@@ -398,4 +400,54 @@ fn image_i_does_not_depend_on_batch() {
     let (one, mut s_one) = start(5, 2, 1, [1, 3, 3], 1.0, &device);
     assert_eq!(values(all).split_off(2 * 9)[..9], values(one)[..]);
     assert_eq!(rng::normals(&mut s_all[2], 4), rng::normals(&mut s_one[0], 4));
+}
+
+#[test]
+fn a_plan_round_trips_through_its_json_spec() {
+    let s = schedule(BetaSchedule::Linear);
+    let edm: Sde = "ve:0.002,80".parse().unwrap();
+    let plans = [
+        discrete(
+            Method::Ddim { eta: 0.3 },
+            BetaSchedule::Linear,
+            TimestepSpacing::Leading,
+            20,
+        ),
+        discrete(
+            Method::DpmSolverPP2M,
+            BetaSchedule::Linear,
+            TimestepSpacing::Linspace,
+            15,
+        ),
+        Plan::new(Method::EulerAncestral { eta: 1.0 }, Process::Sde(edm), 30)
+            .and_then(|p| p.with_grid(Grid::KARRAS))
+            .unwrap(),
+        Plan::new(Method::from_name("pc").unwrap(), Process::Sde(Sde::vp()), 50)
+            .and_then(|p| p.with_strength(0.4))
+            .unwrap(),
+        Plan::new(Method::from_name("ode").unwrap(), Process::Sde(Sde::subvp()), 1).unwrap(),
+    ];
+    for plan in plans {
+        let json = serde_json::to_string(&plan.spec()).unwrap();
+        let back: Spec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plan.spec(), "{json}");
+        assert_eq!(back.plan(&s).unwrap().knots(), plan.knots(), "{json}");
+    }
+    let json = serde_json::to_string(
+        &discrete(
+            Method::Ddim { eta: 0.0 },
+            BetaSchedule::Linear,
+            TimestepSpacing::Trailing,
+            50,
+        )
+        .spec(),
+    )
+    .unwrap();
+    assert_eq!(
+        json,
+        r#"{"sampler":"ddim","eta":0.0,"grid":{"kind":"timesteps","spacing":"trailing"},"steps":50,"strength":1.0}"#
+    );
+    // A spec that cannot run is refused when rebuilt, as any plan is.
+    let bad = json.replace(r#""eta":0.0"#, r#""eta":2.0"#);
+    assert!(serde_json::from_str::<Spec>(&bad).unwrap().plan(&s).is_err());
 }
