@@ -75,8 +75,8 @@ impl Process {
     }
 }
 
-/// One point of a grid: the process's time (a train step for discrete schedules, −1 at the clean end; t for
-/// SDEs) and its noise level.
+/// One point of a grid: the process's time (a train step for discrete schedules, fractional on σ grids, −1 at
+/// the clean end; t for SDEs) and its noise level.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Knot {
     pub t: f64,
@@ -94,8 +94,9 @@ pub enum Grid {
     SolverTimesteps { spacing: TimestepSpacing },
     /// Uniform in SDE time, t_i = s − i(s − t_min)/K (score_sde's grid).
     UniformT,
-    /// Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(K−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ on σ/α, with the
-    /// process's own ends unless given.
+    /// Karras et al. 2022, eq. 5: σ_i = (σ_max^{1/ρ} + i/(N−1)·(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ on σ/α, with the
+    /// process's own ends unless given; N = K points and then the clean end, or N = K + 1 when σ_min is the
+    /// process's own last level (an SDE's t_min), so that every grid has K steps.
     Karras {
         rho: f64,
         sigma_min: Option<f64>,
@@ -109,7 +110,9 @@ pub enum Grid {
 }
 
 impl Grid {
-    pub const NAMES: &'static str = "timesteps, solver-timesteps, uniform-t, karras, log-snr";
+    /// The grids `--time-grid` names (the solver-timesteps placement comes with `--timestep-spacing` on
+    /// dpmpp-2m).
+    pub const NAMES: &'static str = "timesteps, uniform-t, karras, log-snr";
 
     /// Karras's grid with EDM's ρ = 7 and the process's ends.
     pub const KARRAS: Grid = Grid::Karras {
@@ -118,14 +121,16 @@ impl Grid {
         sigma_max: None,
     };
 
-    /// The K + 1 knots of a K-step walk on `process`, kept to the last ⌈s·K⌉ steps for a start part-way
-    /// (`strength` s ∈ (0, 1]; uniform-t grids instead run from t = s). Fails when the grid cannot be laid on
-    /// the process, naming both.
+    /// The K + 1 knots of a K-step walk on `process`. A start part-way (`strength` s ∈ (0, 1), SDEdit) keeps
+    /// the last ⌈s·K⌉ steps of the grid, as diffusers' img2img does, except on a uniform-t grid, which runs its
+    /// K steps from t = s. Fails when the grid cannot be laid on the process, naming both.
     pub fn knots(&self, process: &Process, steps: usize, strength: f64) -> Result<Vec<Knot>, MathError> {
         if steps == 0 {
-            return Err(MathError::Invalid(match process {
-                Process::Discrete(s) => format!("steps must be between 1 and the {} train timesteps, got 0", s.len()),
-                Process::Sde(_) => "steps must be at least 1".into(),
+            return Err(MathError::Invalid(match (self, process) {
+                (Grid::Timesteps { .. } | Grid::SolverTimesteps { .. }, Process::Discrete(s)) => {
+                    format!("steps must be between 1 and the {} train timesteps, got 0", s.len())
+                }
+                (_, Process::Discrete(_) | Process::Sde(_)) => "steps must be at least 1".into(),
             }));
         }
         let refuse = |why: &str| MathError::Invalid(format!("the {self} grid {why} ({})", process.name()));
@@ -198,17 +203,19 @@ fn steps_knots(s: &NoiseSchedule, ts: &[i64]) -> Vec<Knot> {
         .collect()
 }
 
-/// The σ/α range of a σ grid: the given ends, within the process's own.
+/// The σ/α range of a σ grid: the given ends, within the process's own. An end given within 0.1% of the
+/// process's is that end: an SDE's last level is its σ at t_min, a hair above its nominal σ_min (VE 0.01 →
+/// 0.0100009), so `--sigma-min 0.01` means the end rather than an error.
 fn ends(process: &Process, lo: Option<f64>, hi: Option<f64>) -> Result<(f64, f64), String> {
     let (p_hi, p_lo) = process.sigma_range();
-    let (lo, hi) = (lo.unwrap_or(p_lo), hi.unwrap_or(p_hi));
-    let slack = 1e-9;
-    if !(lo > 0.0 && lo < hi && lo >= p_lo * (1.0 - slack) && hi <= p_hi * (1.0 + slack)) {
+    let snap = |v: f64, end: f64| if (v / end - 1.0).abs() < 1e-3 { end } else { v };
+    let (lo, hi) = (lo.map_or(p_lo, |v| snap(v, p_lo)), hi.map_or(p_hi, |v| snap(v, p_hi)));
+    if !(lo > 0.0 && lo < hi && lo >= p_lo && hi <= p_hi) {
         return Err(format!(
-            "needs 0 < σ_min < σ_max within the process's σ/α range {p_lo:.4}..{p_hi:.4}, got {lo}..{hi}"
+            "needs 0 < σ_min < σ_max within the process's σ/α range {p_lo}..{p_hi}, got {lo}..{hi}"
         ));
     }
-    Ok((lo.max(p_lo), hi.min(p_hi)))
+    Ok((lo, hi))
 }
 
 /// The knots before the end of a K-step σ grid: `sigma(f)` for f from 0 (σ_max) to 1 (σ_min). When σ_min is the
@@ -359,6 +366,15 @@ mod tests {
             sigma_max: Some(80.0),
         };
         assert!(too_wide.knots(&ve, 10, 1.0).unwrap_err().to_string().contains("range"));
+        // The nominal ends of an SDE name its own ends (its level at t_min sits a hair above σ_min).
+        let edm = Process::Sde(Sde::Ve {
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+        });
+        assert_eq!(
+            too_wide.knots(&edm, 10, 1.0).unwrap(),
+            Grid::KARRAS.knots(&edm, 10, 1.0).unwrap()
+        );
         assert!(
             Grid::Timesteps {
                 spacing: TimestepSpacing::Leading

@@ -9,7 +9,7 @@ use crate::evaluate::{self, Report};
 use crate::fid::{self, Extractor};
 use crate::generate::{self, Request};
 use crate::nn::vae::VaeConfig;
-use crate::run::{self, CONFIG_FILE, RunConfig, Weights};
+use crate::run::{self, CHECKPOINT_FILE, RunConfig, Weights};
 use crate::sample::Method;
 use crate::train::{self, Options};
 use crate::vae::{self, LatentSpace, VaeTrainConfig};
@@ -176,11 +176,11 @@ fn progress() -> Options {
     }
 }
 
-/// The run a row needs, trained with the library's defaults unless its folder holds one already (so runs
-/// trained by hand or by the examples can be linked in).
+/// The run a row needs, trained with the library's defaults unless its folder holds a checkpoint already (so
+/// runs trained by hand or by the examples can be linked in).
 fn prepare(s: &Settings, data: &DataSpec, kind: RunKind) -> Result<PathBuf> {
     let dir = s.out.join(kind.folder());
-    if dir.join(CONFIG_FILE).is_file() {
+    if dir.join(CHECKPOINT_FILE).is_file() {
         return Ok(dir);
     }
     let train_data = data.load(Split::Train)?;

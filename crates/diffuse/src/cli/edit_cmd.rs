@@ -471,40 +471,47 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
     let (shape, model_shape) = l.shapes();
     let per = model_shape.iter().product::<usize>();
     let device = diffuse::device::device();
-    if a.images.is_some() {
-        l.check_invertible()?;
+    if a.frames < 2 {
+        bail!("--frames must be at least 2");
     }
-    begin(&a.common)?;
-    let ends: Vec<f32> = match (&a.seeds, &a.images) {
+    // The two ends: seeds' starting noises, or images to invert (read and checked here, inverted below).
+    enum Ends {
+        Seeds(u64, u64),
+        Images(Vec<f32>),
+    }
+    let ends = match (&a.seeds, &a.images) {
         (Some(s), None) => {
             let seeds: Vec<u64> = super::parse_list(s).map_err(|e| anyhow::anyhow!("--seeds: {e}"))?;
             let [s0, s1] = seeds[..] else {
                 bail!("--seeds takes two seeds, A,B")
             };
-            [s0, s1]
-                .iter()
-                .flat_map(|&s| sample::to_vec(sample::start(s, 0, 1, model_shape, l.plan.prior_std(), &device).0))
-                .collect()
+            Ends::Seeds(s0, s1)
         }
         (None, Some(paths)) => {
+            l.check_invertible()?;
             let mut images = Vec::new();
             for p in paths {
-                let b = read_inputs(
-                    &Inputs {
-                        input: Some(p.clone()),
-                        data: None,
-                        limit: Some(1),
-                    },
-                    shape,
-                )?;
-                images.extend(b.images);
+                let inputs = Inputs {
+                    input: Some(p.clone()),
+                    data: None,
+                    limit: Some(1),
+                };
+                images.extend(read_inputs(&inputs, shape)?.images);
             }
-            l.invert(&images, 2, &conditioning(&l, &a.common, 2, None)?)?
+            Ends::Images(images)
         }
         _ => bail!("give --seeds A,B or --images IMG1,IMG2"),
     };
+    let cond = conditioning(&l, &a.common, a.frames, None)?;
+    begin(&a.common)?;
+    let ends: Vec<f32> = match ends {
+        Ends::Seeds(s0, s1) => [s0, s1]
+            .iter()
+            .flat_map(|&s| sample::to_vec(sample::start(s, 0, 1, model_shape, l.plan.prior_std(), &device).0))
+            .collect(),
+        Ends::Images(images) => l.invert(&images, 2, &conditioning(&l, &a.common, 2, None)?)?,
+    };
     let k = a.frames;
-    let cond = conditioning(&l, &a.common, k, None)?;
     let out = l.interpolate(&ends[..per], &ends[per..], k, &cond)?;
     let names: Vec<String> = (0..k).map(|i| format!("{i:05}.png")).collect();
     write_all(&a.common.out_dir, &names, &out, shape)?;

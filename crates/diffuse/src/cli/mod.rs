@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
     about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU",
     long_about = "Train, sample, edit and evaluate diffusion models (DDPM, DDIM, latent, conditional, score SDEs) on the CPU or, built with --features vulkan, a GPU.\n\n\
 Quick start:\n  diffuse train --data digits --out runs/digits --seed 0\n  \
-diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir out --grid runs/out/grid.png"
+diffuse sample --run runs/digits --sampler ddim --steps 50 --n 64 --seed 1 --out-dir runs/out/ddim --grid runs/out/ddim.png"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -94,6 +94,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Refuses an output folder that already holds files, before any work: images of two draws mixed in one folder
 /// cannot be told apart afterwards.
 pub fn fresh_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("--out-dir {} exists and is not a folder", dir.display());
+    }
     if let Ok(mut entries) = std::fs::read_dir(dir)
         && entries.next().is_some()
     {

@@ -35,7 +35,7 @@ pub struct SampleArgs {
     no_clip: bool,
 }
 
-/// How images are drawn from a run: the flags `sample` and `eval` share.
+/// How images are drawn from a run: the flags `sample`, `eval` and `edit` share.
 #[derive(Args)]
 pub(super) struct DrawArgs {
     /// A run directory written by `diffuse train`.

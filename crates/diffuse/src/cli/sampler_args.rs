@@ -87,28 +87,31 @@ impl SamplerArgs {
                 corrector_steps,
                 snr,
             } => {
-                let langevin = *corrector_steps > 0;
-                if langevin {
-                    *corrector_steps = self.corrector_steps.unwrap_or(*corrector_steps).max(1);
+                // From the sampler's defaults: langevin has no predictor, pc has a corrector step, the plain
+                // predictors have none.
+                let corrected = *corrector_steps > 0;
+                if corrected {
+                    *corrector_steps = self.corrector_steps.unwrap_or(*corrector_steps);
                     *snr = self.snr.unwrap_or(*snr);
                 }
-                match (self.sampler == "pc", langevin) {
-                    (true, _) => {
+                match (*predictor, corrected) {
+                    (Predictor::None, _) => &["--corrector-steps", "--snr"],
+                    (Predictor::EulerMaruyama | Predictor::ReverseDiffusion | Predictor::Ancestral, true) => {
                         *predictor = self.predictor.unwrap_or(*predictor);
                         &["--predictor", "--corrector-steps", "--snr"]
                     }
-                    (false, true) => &["--corrector-steps", "--snr"],
-                    (false, false) => &[],
+                    (Predictor::EulerMaruyama | Predictor::ReverseDiffusion | Predictor::Ancestral, false) => &[],
                 }
             }
             Method::Ode { solver } => {
-                *solver = match self.ode_solver.as_deref().unwrap_or("rk45") {
-                    "euler" => OdeSolver::Euler,
-                    "heun" => OdeSolver::Heun,
-                    _ => OdeSolver::Rk45 {
+                *solver = match self.ode_solver.as_deref() {
+                    Some("euler") => OdeSolver::Euler,
+                    Some("heun") => OdeSolver::Heun,
+                    Some("rk45") | None => OdeSolver::Rk45 {
                         rtol: self.rtol.unwrap_or(1e-5),
                         atol: self.atol.unwrap_or(1e-5),
                     },
+                    Some(other) => bail!("unknown ODE solver '{other}' (expected euler, heun or rk45)"),
                 };
                 match solver {
                     OdeSolver::Rk45 { .. } => &["--ode-solver", "--rtol", "--atol"],
@@ -141,16 +144,13 @@ impl SamplerArgs {
             None | Some("timesteps") => {
                 for (flag, is) in [("--rho", self.rho.is_some()), ("--sigma-min/--sigma-max", sigma_flags)] {
                     if is {
-                        bail!("{flag} applies to the karras and log-snr grids, not to timesteps (give --time-grid)");
+                        bail!("{flag} applies to the karras and log-snr grids (give --time-grid karras or log-snr)");
                     }
                 }
                 let spacing: Option<TimestepSpacing> = self.timestep_spacing.as_deref().map(str::parse).transpose()?;
                 match (name, spacing) {
                     (None, None) => None,
-                    (_, spacing) => Some(method.timestep_grid(spacing.unwrap_or(match method {
-                        Method::DpmSolverPP2M => TimestepSpacing::Linspace,
-                        _ => TimestepSpacing::Trailing,
-                    }))),
+                    (_, spacing) => Some(method.timestep_grid(spacing.unwrap_or(method.default_spacing()))),
                 }
             }
             Some(other) => {
@@ -196,11 +196,8 @@ impl SamplerArgs {
         } else {
             Process::Discrete(schedule.clone())
         };
-        let plan = Plan::new(method, process, self.steps)?;
-        Ok(match self.grid(&method)? {
-            Some(grid) => plan.with_grid(grid)?,
-            None => plan,
-        })
+        let grid = self.grid(&method)?.unwrap_or(method.default_grid(&process));
+        Ok(Plan::on_grid(method, process, grid, self.steps)?)
     }
 
     /// [`SamplerArgs::plan_with`], strict.
@@ -291,5 +288,20 @@ mod tests {
         let e = plan("--sampler ode --time-grid karras").unwrap_err().to_string();
         assert!(e.contains("rk45") && e.contains("karras"), "{e}");
         assert!(plan("--sampler ode --ode-solver heun --time-grid karras").is_ok());
+        // The chosen grid is the one checked: Karras has no limit of 1000 train timesteps.
+        assert_eq!(
+            plan("--sampler ddim --time-grid karras --steps 2000").unwrap().steps,
+            2000
+        );
+        // pc without corrector steps is its predictor alone; langevin without them is refused.
+        let p = plan("--sampler pc --corrector-steps 0").unwrap();
+        assert!(matches!(p.method, Method::Sde { corrector_steps: 0, .. }));
+        assert!(
+            plan("--sampler langevin --corrector-steps 0")
+                .unwrap_err()
+                .to_string()
+                .contains("corrector")
+        );
+        assert!(plan("--sampler pc --sde ve --time-grid karras --sigma-min 0.01").is_ok());
     }
 }

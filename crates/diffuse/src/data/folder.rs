@@ -14,6 +14,19 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     if !(train.is_dir() && test.is_dir()) {
         return load_filtered(dir, |key| split.keeps(held_out_by_hash(key)));
     }
+    // Labels index the class list, so both halves must have the same class folders whichever is loaded.
+    let names = |d: &Path| -> Result<Vec<String>> {
+        Ok(class_dirs(d)?
+            .iter()
+            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .collect())
+    };
+    if names(&train)? != names(&test)? {
+        return Err(Error::Data(format!(
+            "{}: train/ and test/ hold different class folders",
+            dir.display()
+        )));
+    }
     let part = |d: &Path| load_filtered(d, |_| true);
     match split {
         Split::Train => part(&train),
@@ -36,14 +49,20 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     }
 }
 
-/// The folder's images whose key (path inside `dir`, '/'-separated) passes `keep`.
-fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
+/// The sub-folders of `dir`, sorted: its classes when it holds no PNG of its own.
+fn class_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
+    Ok(classes)
+}
+
+/// The folder's images whose key (path inside `dir`, '/'-separated) passes `keep`.
+fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
+    let classes = class_dirs(dir)?;
     let mut files: Vec<(PathBuf, Option<u32>)> =
         crate::imageio::png_files(dir)?.into_iter().map(|p| (p, None)).collect();
     let labelled = files.is_empty() && !classes.is_empty();
@@ -63,9 +82,13 @@ fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
             .collect::<Vec<_>>()
             .join("/")
     };
-    let all_files = !files.is_empty();
+    // The first file of the whole folder fixes size and colour, so that every split of it agrees.
+    let first = files
+        .first()
+        .ok_or_else(|| Error::Data(format!("{}: no PNG images found", dir.display())))?;
+    let probe = crate::imageio::read_png(&first.0, None)?;
     files.retain(|(p, _)| keep(&key(p)));
-    if all_files && files.is_empty() {
+    if files.is_empty() {
         return Ok(Dataset {
             name: dir.display().to_string(),
             channels: 1,
@@ -76,10 +99,6 @@ fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
             class_names: Vec::new(),
         });
     }
-    let first = files
-        .first()
-        .ok_or_else(|| Error::Data(format!("{}: no PNG images found", dir.display())))?;
-    let probe = crate::imageio::read_png(&first.0, None)?;
     let mut ds = Dataset {
         name: dir.display().to_string(),
         channels: probe.channels,

@@ -179,10 +179,12 @@ impl serde::Serialize for DataSpec {
     }
 }
 
+/// A stored spec that names no known kind is a bare folder (as configs written before kept `--data FOLDER`),
+/// whether or not it exists here: a run whose data moved still samples, and loading names the folder.
 impl<'de> serde::Deserialize<'de> for DataSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        Ok(s.parse().unwrap_or(DataSpec::Folder(s.into())))
     }
 }
 
@@ -221,6 +223,9 @@ mod tests {
                 "{bad}"
             );
         }
+        // In a stored config, a bare folder name reads as that folder even where it does not exist.
+        let stored: DataSpec = serde_json::from_str(r#""sprites""#).unwrap();
+        assert_eq!(stored, DataSpec::Folder("sprites".into()));
     }
 
     #[test]

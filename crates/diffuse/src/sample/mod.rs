@@ -17,7 +17,6 @@ pub mod sde;
 use crate::denoise::{Cond, Denoised, Denoiser};
 use crate::{Error, Result, rng};
 use burn::prelude::*;
-pub use diffuse_math::grid::kept;
 use diffuse_math::{Grid, Knot, Level, NoiseSchedule, Sde, TimestepSpacing};
 pub use diffuse_math::{Process, grid};
 use rand_chacha::ChaCha8Rng;
@@ -144,29 +143,6 @@ impl Method {
         })
     }
 
-    /// The short name [`Method::from_name`] takes.
-    pub fn short_name(&self) -> &'static str {
-        match self {
-            Method::Ddpm { .. } => "ddpm",
-            Method::Ddim { .. } => "ddim",
-            Method::EulerAncestral { .. } => "euler-ancestral",
-            Method::DpmSolverPP2M => "dpmpp-2m",
-            Method::Sde {
-                predictor: Predictor::None,
-                ..
-            } => "langevin",
-            Method::Sde {
-                corrector_steps: 1.., ..
-            } => "pc",
-            Method::Sde { predictor, .. } => match predictor {
-                Predictor::EulerMaruyama => "euler-maruyama",
-                Predictor::ReverseDiffusion => "reverse-diffusion",
-                Predictor::Ancestral | Predictor::None => "ancestral",
-            },
-            Method::Ode { .. } => "ode",
-        }
-    }
-
     pub fn name(&self) -> String {
         match self {
             Method::Ddpm { large_variance } => {
@@ -202,10 +178,21 @@ impl Method {
     /// The grid the sampler walks unless told otherwise: diffusers' placements of train timesteps on a
     /// discrete schedule (linspace for DPM-Solver++, trailing otherwise), uniform t on an SDE.
     pub fn default_grid(&self, process: &Process) -> Grid {
-        match (process, self) {
-            (Process::Sde(_), _) => Grid::UniformT,
-            (Process::Discrete(_), Method::DpmSolverPP2M) => self.timestep_grid(TimestepSpacing::Linspace),
-            (Process::Discrete(_), _) => self.timestep_grid(TimestepSpacing::Trailing),
+        match process {
+            Process::Sde(_) => Grid::UniformT,
+            Process::Discrete(_) => self.timestep_grid(self.default_spacing()),
+        }
+    }
+
+    /// The spacing of train timesteps unless told otherwise (diffusers' defaults for each scheduler).
+    pub fn default_spacing(&self) -> TimestepSpacing {
+        match self {
+            Method::DpmSolverPP2M => TimestepSpacing::Linspace,
+            Method::Ddpm { .. }
+            | Method::Ddim { .. }
+            | Method::EulerAncestral { .. }
+            | Method::Sde { .. }
+            | Method::Ode { .. } => TimestepSpacing::Trailing,
         }
     }
 
@@ -277,6 +264,12 @@ impl Plan {
     /// `method` on `process` over its default grid.
     pub fn new(method: Method, process: Process, steps: usize) -> Result<Plan> {
         let grid = method.default_grid(&process);
+        Plan::on_grid(method, process, grid, steps)
+    }
+
+    /// `method` on `process` over `grid`, checked once (a grid without the default's limits, such as Karras
+    /// with more steps than train timesteps, is not refused for the default's sake).
+    pub fn on_grid(method: Method, process: Process, grid: Grid, steps: usize) -> Result<Plan> {
         Plan {
             method,
             process,
@@ -308,6 +301,15 @@ impl Plan {
                 snr, corrector_steps, ..
             } if corrector_steps > 0 && !(snr > 0.0 && snr.is_finite()) => {
                 return Err(Error::Invalid(format!("snr must be positive, got {snr}")));
+            }
+            Method::Sde {
+                predictor: Predictor::None,
+                corrector_steps: 0,
+                ..
+            } => {
+                return Err(Error::Invalid(
+                    "langevin needs at least one corrector step per time".into(),
+                ));
             }
             Method::Ode {
                 solver: OdeSolver::Rk45 { rtol, atol },

@@ -22,37 +22,34 @@ pub fn run(
             x = langevin(ctx, x, sde, t, next, snr);
         }
         let level = knots[i].level;
-        let (d, score_eps) = match predictor {
+        let score_eps = -1.0 / level.sigma; // score = score_eps · ε̂
+        // Each predictor: the mean of x at the next time, the noise's standard deviation, and x̂₀.
+        let (mean, std, x0) = match predictor {
             Predictor::None => {
                 ctx.step_done(i, &x);
                 continue;
             }
-            Predictor::EulerMaruyama | Predictor::ReverseDiffusion | Predictor::Ancestral => {
-                (ctx.denoise(x.clone(), level), -1.0 / level.sigma) // score = score_eps · ε̂
-            }
-        };
-        x = match predictor {
             Predictor::EulerMaruyama => {
                 // x ← x + [a x − g² s] dt + g √|dt| z, dt < 0
+                let d = ctx.denoise(x.clone(), level);
                 let (dt, g) = (next - t, sde.diffusion(t));
-                let drift = x.clone().mul_scalar(sde.drift_coef(t)) - d.eps.clone().mul_scalar(g * g * score_eps);
-                let mean = x + drift.mul_scalar(dt);
-                mean.clone() + ctx.noise(&mean).mul_scalar(g * (-dt).sqrt())
+                let drift = x.clone().mul_scalar(sde.drift_coef(t)) - d.eps.mul_scalar(g * g * score_eps);
+                (x + drift.mul_scalar(dt), g * (-dt).sqrt(), d.x0)
             }
             Predictor::ReverseDiffusion => {
                 // Reverse of the exact forward transition x_t = a x_next + √v z: x ← x − (a − 1) x + v s + √v z.
+                let d = ctx.denoise(x.clone(), level);
                 let (a, v) = sde.transition(next, t);
-                let mean = x.mul_scalar(2.0 - a) + d.eps.clone().mul_scalar(v * score_eps);
-                mean.clone() + ctx.noise(&mean).mul_scalar(v.sqrt())
+                (x.mul_scalar(2.0 - a) + d.eps.mul_scalar(v * score_eps), v.sqrt(), d.x0)
             }
             Predictor::Ancestral => {
+                let d = ctx.denoise(x, level);
                 let c = ancestral(level, knots[i + 1].level, false);
-                let mean = d.x0.clone().mul_scalar(c.c_x0) + d.eps.clone().mul_scalar(c.c_eps);
-                mean.clone() + ctx.noise(&mean).mul_scalar(c.std)
+                (d.x0.clone().mul_scalar(c.c_x0) + d.eps.mul_scalar(c.c_eps), c.std, d.x0)
             }
-            Predictor::None => x, // handled above
         };
-        ctx.step_done(i, &d.x0);
+        x = mean.clone() + ctx.noise(&mean).mul_scalar(std);
+        ctx.step_done(i, &x0);
     }
     x
 }
