@@ -8,19 +8,11 @@ use plotters::style::{FontStyle, register_font};
 
 /// Series colours in order (matplotlib's "tab10" values, then two more), so that a sweep of every sampler
 /// needs no repeat.
+#[rustfmt::skip]
 pub const COLOURS: [[u8; 3]; 12] = [
-    [31, 119, 180],
-    [214, 39, 40],
-    [44, 160, 44],
-    [148, 103, 189],
-    [255, 127, 14],
-    [140, 86, 75],
-    [227, 119, 194],
-    [23, 190, 207],
-    [188, 189, 34],
-    [127, 127, 127],
-    [0, 0, 128],
-    [128, 0, 0],
+    [31, 119, 180], [214, 39, 40], [44, 160, 44], [148, 103, 189],
+    [255, 127, 14], [140, 86, 75], [227, 119, 194], [23, 190, 207],
+    [188, 189, 34], [127, 127, 127], [0, 0, 128], [128, 0, 0],
 ];
 
 /// A named series of (x, y) points, drawn as a line (one point: a marker) in its position's colour of

@@ -39,23 +39,8 @@ fn moments(v: &[f64]) -> (f64, f64) {
 }
 
 fn shared_fixtures() -> Option<serde_json::Value> {
-    let shared = std::env::var_os("DIFFUSE_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let path = shared.join("fixtures/diffusers.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
-        Err(_) => {
-            // Written past the test harness's capture so that the skip is seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIP: {} not found (set DIFFUSE_SHARED)",
-                path.display()
-            );
-            None
-        }
-    }
+    let path = crate::data::tests::shared("fixtures/diffusers.json")?;
+    Some(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap())
 }
 
 #[test]
