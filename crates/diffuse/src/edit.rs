@@ -223,7 +223,7 @@ impl Denoiser for Inpaint<'_> {
 /// timestep), x_next = α_next x̂₀ + σ_next ε̂ — the sampling step read backwards. Returns x at the plan's first
 /// level, which DDIM(η = 0) with the same plan maps back near x₀.
 pub fn invert(den: &dyn Denoiser, plan: &Plan, x0: Tensor<4>, cond: &Cond) -> Result<(Tensor<4>, usize)> {
-    let Process::Discrete(schedule) = &plan.process else {
+    let Process::Discrete(schedule) = plan.process() else {
         return Err(Error::Invalid("inversion walks a discrete schedule (ddim)".into()));
     };
     let knots = plan.knots();
@@ -374,7 +374,7 @@ impl Editor {
 
     /// Inversion reads the deterministic DDIM step backwards, so it needs DDIM with η = 0.
     pub fn check_invertible(&self) -> Result<()> {
-        if matches!(self.plan.method, sample::Method::Ddim { eta } if eta == 0.0) {
+        if matches!(self.plan.method(), sample::Method::Ddim { eta } if eta == 0.0) {
             Ok(())
         } else {
             Err(Error::Invalid("inversion needs --sampler ddim --eta 0".into()))
@@ -563,14 +563,14 @@ mod tests {
                     worst = worst.max((o - k).abs());
                 }
             }
-            assert!(worst < 1e-3, "{}: a known pixel moved by {worst}", plan.method.name());
+            assert!(worst < 1e-3, "{}: a known pixel moved by {worst}", plan.method().name());
             let n = free.len() as f64;
             let mean = free.iter().sum::<f64>() / n;
             let std = (free.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
             assert!(
                 (mean - 0.3).abs() < 0.05 && (std - 0.5).abs() < 0.05,
                 "{}: regenerated pixels have mean {mean}, std {std}",
-                plan.method.name()
+                plan.method().name()
             );
         }
     }

@@ -65,7 +65,7 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
     }
     let plan = &req.plan;
     let strip_at: Vec<usize> = if req.strip {
-        let k = plan.reported_steps().unwrap_or(plan.steps);
+        let k = plan.reported_steps().unwrap_or(plan.steps());
         (0..10).map(|i| i * (k - 1) / 9).collect()
     } else {
         Vec::new()

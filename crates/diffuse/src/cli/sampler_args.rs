@@ -258,11 +258,11 @@ mod tests {
     #[test]
     fn flags_map_onto_the_library_plan() {
         let p = plan("--sampler euler-ancestral --eta 0.5 --time-grid karras --rho 5 --steps 20").unwrap();
-        assert_eq!(p.method, Method::EulerAncestral { eta: 0.5 });
-        assert!(matches!(p.grid, Grid::Karras { rho: 5.0, .. }) && matches!(p.process, Process::Discrete(_)));
+        assert_eq!(p.method(), Method::EulerAncestral { eta: 0.5 });
+        assert!(matches!(p.grid(), Grid::Karras { rho: 5.0, .. }) && matches!(p.process(), Process::Discrete(_)));
         let p = plan("--sampler pc --predictor ancestral --corrector-steps 2 --sde ve:0.002,80").unwrap();
         assert_eq!(
-            p.method,
+            p.method(),
             Method::Sde {
                 predictor: Predictor::Ancestral,
                 corrector_steps: 2,
@@ -270,7 +270,7 @@ mod tests {
             }
         );
         assert_eq!(
-            p.process,
+            *p.process(),
             Process::Sde(Sde::Ve {
                 sigma_min: 0.002,
                 sigma_max: 80.0
@@ -278,24 +278,24 @@ mod tests {
         );
         let p = plan("--sampler dpmpp-2m").unwrap();
         assert_eq!(
-            p.grid,
+            p.grid(),
             Grid::SolverTimesteps {
                 spacing: TimestepSpacing::Linspace
             }
         );
         let p = plan("--sampler ddim --sde vp").unwrap();
-        assert!(matches!(p.process, Process::Sde(_)) && p.grid == Grid::UniformT);
+        assert!(matches!(p.process(), Process::Sde(_)) && p.grid() == Grid::UniformT);
         let e = plan("--sampler ode --time-grid karras").unwrap_err().to_string();
         assert!(e.contains("rk45") && e.contains("karras"), "{e}");
         assert!(plan("--sampler ode --ode-solver heun --time-grid karras").is_ok());
         // The chosen grid is the one checked: Karras has no limit of 1000 train timesteps.
         assert_eq!(
-            plan("--sampler ddim --time-grid karras --steps 2000").unwrap().steps,
+            plan("--sampler ddim --time-grid karras --steps 2000").unwrap().steps(),
             2000
         );
         // pc without corrector steps is its predictor alone; langevin without them is refused.
         let p = plan("--sampler pc --corrector-steps 0").unwrap();
-        assert!(matches!(p.method, Method::Sde { corrector_steps: 0, .. }));
+        assert!(matches!(p.method(), Method::Sde { corrector_steps: 0, .. }));
         assert!(
             plan("--sampler langevin --corrector-steps 0")
                 .unwrap_err()

@@ -239,19 +239,20 @@ impl Spec {
     }
 }
 
-/// A sampler, the process and grid it walks, and its step count, checked for consistency when built.
+/// A sampler, the process and grid it walks, and its step count, checked for consistency when built. The
+/// fields are read through methods and changed only through the checked `with_*` builders.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub method: Method,
-    pub process: Process,
-    pub grid: Grid,
-    pub steps: usize,
+    method: Method,
+    process: Process,
+    grid: Grid,
+    steps: usize,
     /// Where sampling starts, as a fraction of the process (SDEdit's strength): 1 starts from pure noise;
     /// s < 1 keeps the last ⌈s·K⌉ steps of the grid, or walks t from s on a uniform-t grid.
-    pub strength: f64,
+    strength: f64,
     /// RePaint's resampling (Lugmayr et al. 2022), one-step samplers only: after every `jump` steps down, go
     /// back up `jump` steps by the forward process and down again, `count − 1` times at each such point.
-    pub resample: Option<Resample>,
+    resample: Option<Resample>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -261,6 +262,30 @@ pub struct Resample {
 }
 
 impl Plan {
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    pub fn grid(&self) -> Grid {
+        self.grid
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    pub fn strength(&self) -> f64 {
+        self.strength
+    }
+
+    pub fn resample(&self) -> Option<Resample> {
+        self.resample
+    }
+
     /// `method` on `process` over its default grid.
     pub fn new(method: Method, process: Process, steps: usize) -> Result<Plan> {
         let grid = method.default_grid(&process);
