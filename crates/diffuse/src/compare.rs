@@ -139,9 +139,7 @@ pub fn run(s: &Settings, rows: &[Row]) -> Result<Vec<(Row, Report)>> {
         let request = Request {
             plan: loaded.plan(Method::from_name(row.sampler)?, row.steps)?,
             guidance: Guidance::scale(if row.guided { 3.0 } else { 1.0 }),
-            classes: row
-                .guided
-                .then(|| (0..classes as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect()),
+            classes: row.guided.then(|| generate::every_class(classes, n)),
             n,
             seed: s.seed + 1,
             batch_size: 64,
@@ -167,7 +165,7 @@ pub fn run(s: &Settings, rows: &[Row]) -> Result<Vec<(Row, Report)>> {
     Ok(measured)
 }
 
-fn progress() -> Options {
+fn train_options() -> Options {
     Options {
         resume: false,
         progress: true,
@@ -207,7 +205,7 @@ fn prepare(s: &Settings, data: &DataSpec, kind: RunKind) -> Result<PathBuf> {
     cfg.train.seed = s.seed;
     cfg.train.steps = s.steps.unwrap_or(cfg.train.steps);
     eprintln!("compare: training {} in {}", kind.folder(), dir.display());
-    train::train(&cfg, &items, &dir, &progress())?;
+    train::train(&cfg, &items, &dir, &train_options())?;
     Ok(dir)
 }
 

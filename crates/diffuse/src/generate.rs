@@ -29,6 +29,13 @@ pub struct Request {
     pub progress: bool,
 }
 
+/// `per_class` images of every one of `classes` classes, class by class (a grid row each).
+pub fn every_class(classes: usize, per_class: usize) -> Vec<u32> {
+    (0..classes as u32)
+        .flat_map(|c| std::iter::repeat_n(c, per_class))
+        .collect()
+}
+
 /// What was drawn.
 pub struct Samples {
     /// Decoded images, n × c × h × w in [−1, 1].

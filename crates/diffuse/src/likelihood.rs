@@ -25,13 +25,13 @@ pub struct Settings {
     pub atol: f64,
 }
 
-/// Bits per dimension of each of the first `s.n` images of `data` under `run`; `on_batch(done, nfe)` after each
-/// batch.
+/// Bits per dimension of each of the first `s.n` images of `data` under `run`; `on_batch(done, total, nfe)`
+/// after each batch.
 pub fn bits_per_dim(
     run: &LoadedRun,
     data: &Dataset,
     s: &Settings,
-    on_batch: &mut dyn FnMut(usize, usize),
+    on_batch: &mut dyn FnMut(usize, usize, usize),
 ) -> Result<Vec<f64>> {
     let cfg = &run.config;
     if (data.channels, data.height, data.width) != (cfg.channels, cfg.height, cfg.width) {
@@ -73,7 +73,7 @@ pub fn bits_per_dim(
             atol: s.atol,
         };
         let logp = ode::log_likelihood(&mut ctx, x, v, &s.sde, solver, 1);
-        on_batch(first + m, ctx.nfe);
+        on_batch(first + m, n, ctx.nfe);
         // bits/dim of the discretised data: −log₂ p(x)/D − log₂(bin).
         bpd.extend(
             logp.iter()

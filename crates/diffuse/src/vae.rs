@@ -278,7 +278,7 @@ pub fn train(
     let device = crate::device::train_device();
     let mut model = crate::device::init_seeded(cfg.seed, &device, |d| net.init(d).expect("validated"));
     let mut optim = AdamWConfig::new().init();
-    let bar = crate::train::log::progress(cfg.steps, 0, progress);
+    let bar = crate::progress::bar(cfg.steps, 0, "steps", progress);
     let mut csv = String::from("step,loss,reconstruction,kl\n");
     let [z, lh, lw] = net.latent_shape();
     let b = cfg.batch_size;

@@ -83,7 +83,7 @@ impl GuideArgs {
             return Ok((None, 1));
         };
         if spec == "all" {
-            return Ok((Some((0..k as u32).flat_map(|c| std::iter::repeat_n(c, n)).collect()), k));
+            return Ok((Some(diffuse::generate::every_class(k, n)), k));
         }
         let class = match spec.parse::<usize>() {
             Ok(i) if i < k => i,

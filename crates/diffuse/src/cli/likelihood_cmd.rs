@@ -59,9 +59,8 @@ pub fn likelihood(a: LikelihoodArgs) -> anyhow::Result<()> {
         rtol: a.rtol,
         atol: a.atol,
     };
-    let n = a.n.min(data.len());
-    let bpd = likelihood::bits_per_dim(&run, &data, &settings, &mut |done, nfe| {
-        eprintln!("{done} / {n} images, {nfe} network evaluations per batch")
+    let bpd = likelihood::bits_per_dim(&run, &data, &settings, &mut |done, total, nfe| {
+        eprintln!("{done} / {total} images, {nfe} network evaluations per batch")
     })?;
     let (mean, se) = likelihood::mean_and_se(&bpd);
     println!(

@@ -32,19 +32,9 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         Split::Train => part(&train),
         Split::Test => part(&test),
         Split::All => {
-            let (mut a, b) = (part(&train)?, part(&test)?);
-            if (a.channels, a.height, a.width, &a.class_names) != (b.channels, b.height, b.width, &b.class_names) {
-                return Err(Error::Data(format!(
-                    "{}: train/ and test/ differ in image size, colour or classes",
-                    dir.display()
-                )));
-            }
-            a.images.extend(b.images);
-            if let (Some(la), Some(lb)) = (a.labels.as_mut(), b.labels) {
-                la.extend(lb);
-            }
-            a.name = dir.display().to_string();
-            Ok(a)
+            let mut all = part(&train)?.append(part(&test)?)?;
+            all.name = dir.display().to_string();
+            Ok(all)
         }
     }
 }

@@ -162,26 +162,8 @@ pub fn load_split(name: &str, images: &Path, labels: Option<&Path>, split: Split
     match split {
         Split::Train => part(false),
         Split::Test => part(true),
-        Split::All => concat(part(false)?, part(true)?),
+        Split::All => part(false)?.append(part(true)?),
     }
-}
-
-/// `a` followed by `b` (same image size).
-fn concat(mut a: Dataset, b: Dataset) -> Result<Dataset> {
-    if (a.height, a.width) != (b.height, b.width) || a.labels.is_some() != b.labels.is_some() {
-        return Err(Error::Data(format!(
-            "{}: its train and test files differ in image size or labelling",
-            a.name
-        )));
-    }
-    a.images.extend(b.images);
-    if let (Some(la), Some(lb)) = (a.labels.as_mut(), b.labels) {
-        la.extend(lb);
-    }
-    if b.class_names.len() > a.class_names.len() {
-        a.class_names = b.class_names;
-    }
-    Ok(a)
 }
 
 /// Loads MNIST-layout files from a folder: `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
@@ -202,7 +184,7 @@ pub fn load_mnist_dir(name: &str, dir: &Path, split: Split, classes: &[&str]) ->
     match split {
         Split::Train => part("train"),
         Split::Test => part("t10k"),
-        Split::All => concat(part("train")?, part("t10k")?),
+        Split::All => part("train")?.append(part("t10k")?),
     }
 }
 

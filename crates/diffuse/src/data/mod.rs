@@ -97,6 +97,26 @@ impl Dataset {
         out
     }
 
+    /// The train part followed by the test part of one data set: both must have the same image shape and both
+    /// labels or neither; the longer class list (IDX files name classes up to their largest label) is kept.
+    pub fn append(mut self, other: Dataset) -> Result<Dataset> {
+        let shape = |d: &Dataset| (d.channels, d.height, d.width, d.labels.is_some());
+        if shape(&self) != shape(&other) {
+            return Err(Error::Data(format!(
+                "{}: its train and test parts differ in image size, colour or labelling",
+                self.name
+            )));
+        }
+        self.images.extend(other.images);
+        if let (Some(a), Some(b)) = (self.labels.as_mut(), other.labels) {
+            a.extend(b);
+        }
+        if other.class_names.len() > self.class_names.len() {
+            self.class_names = other.class_names;
+        }
+        Ok(self)
+    }
+
     /// Keeps the images at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         Dataset {

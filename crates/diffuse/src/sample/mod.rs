@@ -253,6 +253,8 @@ pub struct Plan {
     /// RePaint's resampling (Lugmayr et al. 2022), one-step samplers only: after every `jump` steps down, go
     /// back up `jump` steps by the forward process and down again, `count − 1` times at each such point.
     resample: Option<Resample>,
+    /// The K + 1 knots walked, laid once when the plan is checked.
+    knots: Vec<Knot>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -302,6 +304,7 @@ impl Plan {
             steps,
             strength: 1.0,
             resample: None,
+            knots: Vec::new(),
         }
         .checked()
     }
@@ -313,7 +316,7 @@ impl Plan {
     }
 
     /// Refuses what cannot run: a sampler on a process or grid it cannot walk, out-of-range settings.
-    fn checked(self) -> Result<Plan> {
+    fn checked(mut self) -> Result<Plan> {
         let name = self.method.name();
         if let (true, Process::Discrete(_)) = (self.method.needs_sde(), &self.process) {
             return Err(Error::Invalid(format!("{name} needs an SDE (--sde vp|subvp|ve)")));
@@ -356,7 +359,8 @@ impl Plan {
             | Method::Sde { .. }
             | Method::Ode { .. } => {}
         }
-        self.grid
+        self.knots = self
+            .grid
             .knots(&self.process, self.steps, self.strength)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
         Ok(self)
@@ -462,11 +466,9 @@ impl Plan {
         }
     }
 
-    /// The K + 1 knots the plan walks (checked when the plan was built).
-    pub fn knots(&self) -> Vec<Knot> {
-        self.grid
-            .knots(&self.process, self.steps, self.strength)
-            .expect("checked when the plan was built")
+    /// The K + 1 knots the plan walks.
+    pub fn knots(&self) -> &[Knot] {
+        &self.knots
     }
 
     /// The noise level sampling starts at (the level an SDEdit input is noised to).
@@ -474,17 +476,11 @@ impl Plan {
         self.knots()[0].level
     }
 
-    /// Standard deviation of the noise sampling starts from: 1 on variance-preserving processes, σ on VE.
+    /// Standard deviation of the noise sampling starts from: 1 on variance-preserving processes, σ of the first
+    /// level on VE (σ_max from the prior; less on a grid or an SDEdit start below it).
     pub fn prior_std(&self) -> f64 {
         match &self.process {
-            Process::Sde(sde @ Sde::Ve { .. }) => {
-                let first = self.knots()[0];
-                if first.t >= 1.0 {
-                    sde.prior_std()
-                } else {
-                    first.level.sigma
-                }
-            }
+            Process::Sde(Sde::Ve { .. }) => self.knots[0].level.sigma,
             Process::Sde(Sde::Vp { .. } | Sde::SubVp { .. }) | Process::Discrete(_) => 1.0,
         }
     }
@@ -610,15 +606,15 @@ pub fn run(
     let x = match plan.method {
         Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } => {
             let coefs = onestep::coefs(plan.method).expect("a one-step sampler");
-            onestep::run(&mut ctx, x, &knots, plan.resample, coefs)
+            onestep::run(&mut ctx, x, knots, plan.resample, coefs)
         }
-        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, &knots),
+        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, knots),
         Method::Sde {
             predictor,
             corrector_steps,
             snr,
-        } => sde::run(&mut ctx, x, plan.sde(), &knots, predictor, (corrector_steps, snr)),
-        Method::Ode { solver } => ode::sample(&mut ctx, x, plan.sde(), &knots, solver),
+        } => sde::run(&mut ctx, x, plan.sde(), knots, predictor, (corrector_steps, snr)),
+        Method::Ode { solver } => ode::sample(&mut ctx, x, plan.sde(), knots, solver),
     };
     // A grid that stops short of σ = 0 ends with one denoising call (score_sde's noise removal).
     let last = knots[knots.len() - 1].level;

@@ -5,7 +5,7 @@
 
 use super::{Ctx, OdeSolver};
 use burn::prelude::*;
-use diffuse_math::{Knot, Sde};
+use diffuse_math::{Grid, Knot, Process, Sde};
 
 /// The ODE state: images and, for likelihoods, one accumulated value per image.
 #[derive(Clone)]
@@ -170,12 +170,21 @@ pub fn sample(ctx: &mut Ctx, x: Tensor<4>, sde: &Sde, knots: &[Knot], solver: Od
     integrate(ctx, flow(sde), y, &ts, solver).x
 }
 
-/// `steps` + 1 times uniform from t_min up to 1.
-fn upwards(sde: &Sde, steps: usize) -> Vec<f64> {
-    let t_min = sde.t_min();
-    (0..=steps)
-        .map(|i| t_min + i as f64 * (1.0 - t_min) / steps as f64)
+/// The times of the SDE's uniform-t grid of `steps` steps, from 1 down to t_min (the sampling direction).
+fn downwards(sde: &Sde, steps: usize) -> Vec<f64> {
+    Grid::UniformT
+        .knots(&Process::Sde(*sde), steps.max(1), 1.0)
+        .expect("a uniform-t grid lies on every SDE")
+        .iter()
+        .map(|k| k.t)
         .collect()
+}
+
+/// The same times from t_min up to 1 (encoding and likelihood).
+fn upwards(sde: &Sde, steps: usize) -> Vec<f64> {
+    let mut ts = downwards(sde, steps);
+    ts.reverse();
+    ts
 }
 
 /// Maps x at t_min to its latent at t = 1 (the inverse of [`sample`] without its final denoising).
@@ -190,9 +199,7 @@ pub fn decode(ctx: &mut Ctx, z: Tensor<4>, sde: &Sde, solver: OdeSolver, steps: 
         acc: zeros_acc(&z),
         x: z,
     };
-    let mut ts = upwards(sde, steps);
-    ts.reverse();
-    integrate(ctx, flow(sde), y, &ts, solver).x
+    integrate(ctx, flow(sde), y, &downwards(sde, steps), solver).x
 }
 
 /// log p_{t_min}(x) per image in nats: log p_1(z) + ∫ div F dt along the ODE from t_min to 1, with a fixed

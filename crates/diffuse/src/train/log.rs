@@ -2,7 +2,6 @@
 
 use crate::plot::{Axes, Series, line_plot, smooth};
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::path::Path;
 
 pub const LOSS_FILE: &str = "loss.csv";
@@ -67,9 +66,4 @@ pub fn read(dir: &Path) -> Result<Vec<LossRow>> {
 pub fn recent_mean(rows: &[LossRow], n: usize) -> f64 {
     let tail = &rows[rows.len().saturating_sub(n)..];
     tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64
-}
-
-/// A bar over training steps with loss, steps/s and ETA on stderr; hidden when `show` is false.
-pub fn progress(total: usize, at: usize, show: bool) -> ProgressBar {
-    crate::progress::bar(total, at, "steps", show)
 }

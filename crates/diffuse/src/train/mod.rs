@@ -282,7 +282,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     };
     let resumed_from = (s.step > 0).then_some(s.step);
     let params = s.model.num_params();
-    let bar = log::progress(cfg.train.steps, s.step, opts.progress);
+    let bar = crate::progress::bar(cfg.train.steps, s.step, "steps", opts.progress);
     let started = Instant::now();
     let t = &cfg.train;
     let end = opts.stop_after.map_or(t.steps, |k| k.min(t.steps));
