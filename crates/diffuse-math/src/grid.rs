@@ -9,11 +9,24 @@ use crate::level::Level;
 use crate::{MathError, NoiseSchedule, Sde, TimestepSpacing};
 use std::fmt;
 
-/// What a sampler walks: a discrete train schedule, or a continuous SDE on t ∈ [t_min, 1].
+/// What a sampler walks: a discrete train schedule, a continuous SDE on t ∈ [t_min, 1], or the straight path
+/// of flow matching, x_t = (1 − t)·x₀ + t·ε on t ∈ [0, 1], which starts at pure noise (α = 0).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Process {
     Discrete(NoiseSchedule),
     Sde(Sde),
+    Flow,
+}
+
+/// The smallest σ/α a σ grid on the flow path goes down to unless told (EDM's σ_min) before its clean end.
+pub const FLOW_SIGMA_MIN: f64 = 0.002;
+
+/// The level of the flow path at time t.
+pub fn flow_level(t: f64) -> Level {
+    Level {
+        alpha: 1.0 - t,
+        sigma: t,
+    }
 }
 
 impl Process {
@@ -27,6 +40,7 @@ impl Process {
                 ratio(Level::vp(s.alpha_bar(0))),
             ),
             Process::Sde(sde) => (ratio(sde.marginal(1.0)), ratio(sde.marginal(sde.t_min()))),
+            Process::Flow => (f64::INFINITY, FLOW_SIGMA_MIN),
         }
     }
 
@@ -50,6 +64,13 @@ impl Process {
                     level: sde.marginal(t),
                 }
             }
+            Process::Flow => {
+                let t = r / (1.0 + r);
+                Knot {
+                    t,
+                    level: flow_level(t),
+                }
+            }
         }
     }
 
@@ -58,6 +79,10 @@ impl Process {
         match self {
             Process::Discrete(_) => Knot {
                 t: -1.0,
+                level: Level::CLEAN,
+            },
+            Process::Flow => Knot {
+                t: 0.0,
                 level: Level::CLEAN,
             },
             Process::Sde(sde) => Knot {
@@ -71,6 +96,7 @@ impl Process {
         match self {
             Process::Discrete(s) => format!("{}-step discrete schedule", s.len()),
             Process::Sde(sde) => format!("{sde} SDE"),
+            Process::Flow => "flow-matching path".into(),
         }
     }
 }
@@ -107,12 +133,15 @@ pub enum Grid {
         sigma_min: Option<f64>,
         sigma_max: Option<f64>,
     },
+    /// Uniform in flow time from t = 1 (pure noise) to 0, each t then shifted to s·t/(1 + (s − 1)·t) (SD3's
+    /// resolution shift, Esser et al. 2024, eq. 23; s > 1 spends more steps at high noise). Flow path only.
+    FlowT { shift: f64 },
 }
 
 impl Grid {
     /// The grids `--time-grid` names (the solver-timesteps placement comes with `--timestep-spacing` on
     /// dpmpp-2m).
-    pub const NAMES: &'static str = "timesteps, uniform-t, karras, log-snr";
+    pub const NAMES: &'static str = "timesteps, uniform-t, karras, log-snr, flow-t";
 
     /// Karras's grid with EDM's ρ = 7 and the process's ends.
     pub const KARRAS: Grid = Grid::Karras {
@@ -130,7 +159,7 @@ impl Grid {
                 (Grid::Timesteps { .. } | Grid::SolverTimesteps { .. }, Process::Discrete(s)) => {
                     format!("steps must be between 1 and the {} train timesteps, got 0", s.len())
                 }
-                (_, Process::Discrete(_) | Process::Sde(_)) => "steps must be at least 1".into(),
+                (_, Process::Discrete(_) | Process::Sde(_) | Process::Flow) => "steps must be at least 1".into(),
             }));
         }
         let refuse = |why: &str| MathError::Invalid(format!("the {self} grid {why} ({})", process.name()));
@@ -140,11 +169,29 @@ impl Grid {
             (Grid::SolverTimesteps { spacing }, Process::Discrete(s)) => {
                 steps_knots(s, &spacing.dpm_solver_timesteps(s.len(), steps)?)
             }
-            (Grid::Timesteps { .. } | Grid::SolverTimesteps { .. }, Process::Sde(_)) => {
+            (Grid::Timesteps { .. } | Grid::SolverTimesteps { .. }, Process::Sde(_) | Process::Flow) => {
                 return Err(refuse("places train timesteps: it needs a discrete schedule"));
             }
-            (Grid::UniformT, Process::Discrete(_)) => {
+            (Grid::UniformT, Process::Discrete(_) | Process::Flow) => {
                 return Err(refuse("is uniform in SDE time: it needs an SDE"));
+            }
+            (Grid::FlowT { .. }, Process::Discrete(_) | Process::Sde(_)) => {
+                return Err(refuse("is laid in flow time: it needs the flow-matching path"));
+            }
+            (Grid::FlowT { shift }, Process::Flow) => {
+                if !(shift > 0.0 && shift.is_finite()) {
+                    return Err(refuse(&format!("needs a shift > 0, got {shift}")));
+                }
+                (0..steps)
+                    .map(|i| {
+                        let t = 1.0 - i as f64 / steps as f64;
+                        let t = shift * t / (1.0 + (shift - 1.0) * t);
+                        Knot {
+                            t,
+                            level: flow_level(t),
+                        }
+                    })
+                    .collect()
             }
             (Grid::UniformT, Process::Sde(sde)) => {
                 let t_min = sde.t_min();
@@ -210,7 +257,10 @@ fn ends(process: &Process, lo: Option<f64>, hi: Option<f64>) -> Result<(f64, f64
     let (p_hi, p_lo) = process.sigma_range();
     let snap = |v: f64, end: f64| if (v / end - 1.0).abs() < 1e-3 { end } else { v };
     let (lo, hi) = (lo.map_or(p_lo, |v| snap(v, p_lo)), hi.map_or(p_hi, |v| snap(v, p_hi)));
-    if !(lo > 0.0 && lo < hi && lo >= p_lo && hi <= p_hi) {
+    if hi.is_infinite() {
+        return Err("needs --sigma-max: the process starts at pure noise (σ/α = ∞)".into());
+    }
+    if !(lo > 0.0 && lo < hi && (lo >= p_lo || p_hi.is_infinite()) && hi <= p_hi) {
         return Err(format!(
             "needs 0 < σ_min < σ_max within the process's σ/α range {p_lo}..{p_hi}, got {lo}..{hi}"
         ));
@@ -245,6 +295,7 @@ impl fmt::Display for Grid {
             Grid::UniformT => f.write_str("uniform-t"),
             Grid::Karras { rho, .. } => write!(f, "karras (ρ {rho})"),
             Grid::LogSnr { .. } => f.write_str("log-snr"),
+            Grid::FlowT { shift } => write!(f, "flow-t (shift {shift})"),
         }
     }
 }
@@ -346,6 +397,33 @@ mod tests {
             "{lambdas:?}"
         );
         assert!((lambdas[0] + 10f64.ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn flow_t_is_shifted_uniform_flow_time_from_pure_noise() {
+        let k = Grid::FlowT { shift: 3.0 }.knots(&Process::Flow, 4, 1.0).unwrap();
+        let want = [1.0, 0.9, 0.75, 0.5, 0.0]; // 3t/(1 + 2t) at t = 1, ¾, ½, ¼, then clean
+        assert_eq!(k.len(), 5);
+        for (k, w) in k.iter().zip(want) {
+            assert!((k.t - w).abs() < 1e-12, "{} vs {w}", k.t);
+        }
+        assert_eq!(k[0].level, Level { alpha: 0.0, sigma: 1.0 });
+        assert_eq!(k[4].level, Level::CLEAN);
+        // Shift 1 is uniform; a σ grid on the path needs its top given, and then lands on the path's levels.
+        let u = Grid::FlowT { shift: 1.0 }.knots(&Process::Flow, 4, 1.0).unwrap();
+        assert!((u[1].t - 0.75).abs() < 1e-12);
+        let e = Grid::KARRAS.knots(&Process::Flow, 4, 1.0).unwrap_err().to_string();
+        assert!(e.contains("--sigma-max"), "{e}");
+        let k = Grid::Karras {
+            rho: 7.0,
+            sigma_min: None,
+            sigma_max: Some(80.0),
+        }
+        .knots(&Process::Flow, 4, 1.0)
+        .unwrap();
+        assert!((k[0].level.sigma / k[0].level.alpha - 80.0).abs() < 1e-9 && (k[0].t - 80.0 / 81.0).abs() < 1e-12);
+        assert!((k[3].level.sigma / k[3].level.alpha - FLOW_SIGMA_MIN).abs() < 1e-12);
+        assert!(Grid::FlowT { shift: 1.0 }.knots(&linear(), 4, 1.0).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`grid`]: the levels a sampler walks on a process: timesteps, uniform t, Karras ρ, uniform log-SNR.
 //! - [`step`]: the per-step coefficients of the DDPM, DDIM, ancestral and DPM-Solver++ updates.
 //! - [`level`], [`sde`]: noise levels x = αx₀ + σε, and the VP / sub-VP / VE SDEs that produce them.
+//! - [`precond`]: how a network's input, output and target relate to (x₀, ε): ε/x₀/v, EDM, flow matching.
 //! - [`dist`]: exact targets (Gaussian, mixtures) with their CDFs, and the 1-Wasserstein distance to them.
 //! - [`metrics`]: sample-quality statistics over feature vectors (Fréchet distance, Inception-style score).
 
@@ -12,6 +13,7 @@ pub mod dist;
 pub mod grid;
 pub mod level;
 pub mod metrics;
+pub mod precond;
 pub mod prediction;
 pub mod schedule;
 pub mod sde;
@@ -20,6 +22,7 @@ pub mod step;
 
 pub use grid::{Grid, Knot, Process};
 pub use level::Level;
+pub use precond::Precond;
 pub use prediction::Prediction;
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use sde::Sde;

@@ -167,10 +167,8 @@ pub fn run(s: &Settings, rows: &[Row]) -> Result<Vec<(Row, Report)>> {
 
 fn train_options() -> Options {
     Options {
-        resume: false,
         progress: true,
-        stop_after: None,
-        gradient_checkpointing: false,
+        ..Options::default()
     }
 }
 

@@ -6,7 +6,8 @@ use crate::nn::Net;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use diffuse_math::dist::Target;
-use diffuse_math::{Level, NoiseSchedule, Prediction, Sde};
+use diffuse_math::{Level, NoiseSchedule, Precond, Sde};
+use rand::Rng;
 
 /// A denoiser's estimate of the clean image and of the noise in x.
 pub struct Denoised {
@@ -34,25 +35,34 @@ pub trait Denoiser {
     fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised;
 }
 
-/// Turns a network output at variance-preserving level ᾱ into (x̂₀, ε̂) for its parameterisation.
-pub fn from_output(x: Tensor<4>, out: Tensor<4>, alpha_bar: f64, prediction: Prediction) -> Denoised {
-    let (fx0, feps) = prediction.to_x0_eps(alpha_bar);
-    let affine =
-        |a: diffuse_math::prediction::Affine| x.clone().mul_scalar(a.x_coef) + out.clone().mul_scalar(a.out_coef);
-    Denoised {
-        x0: affine(fx0),
-        eps: affine(feps),
-    }
-}
-
-/// How a network is told the noise level, and which levels it is trained on: the train timestep of a
-/// discrete schedule (DDPM), or 999·t of a continuous SDE (score models, score_sde's DDPM++ convention).
-/// The network always sees x scaled to the variance-preserving level with the same SNR, so one UNet and one
-/// loss serve both, and any sampler's level can be put to any model.
+/// How a network is told the noise level, and which levels it is trained on:
+/// - `Discrete`: the train timestep of a discrete schedule (DDPM), drawn uniformly;
+/// - `Continuous`: 999·t of a continuous SDE (score models, score_sde's DDPM++ convention), t uniform;
+/// - `Edm`: EDM's c_noise = ¼·ln σ (σ = σ/α of the level) times 1000, so that the sinusoidal embedding built
+///   for timesteps 0–999 resolves it; ln σ ~ N(p_mean, p_std²) in training (Karras et al. 2022, Table 1);
+/// - `Flow`: 1000·t of the flow path (t = σ/(α + σ)), t uniform or logit-normal in training (Esser et al.
+///   2024, §3.1).
+///
+/// What the network sees and predicts at a level is its [`Precond`]'s; any sampler's level can be put to any
+/// model through the level of the same SNR.
 #[derive(Clone, Debug)]
 pub enum LevelInput {
     Discrete(NoiseSchedule),
     Continuous(Sde),
+    Edm { p_mean: f64, p_std: f64 },
+    Flow(FlowTimes),
+}
+
+/// How flow-matching training draws t ∈ (0, 1).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FlowTimes {
+    Uniform,
+    /// t = sigmoid(m + s·z), z ~ N(0, 1) (SD3's default: m = 0, s = 1).
+    LogitNormal {
+        mean: f64,
+        std: f64,
+    },
 }
 
 /// Smallest training time of continuous models (score_sde trains on t ∈ [1e-5, 1]).
@@ -64,19 +74,44 @@ impl LevelInput {
         match self {
             LevelInput::Discrete(s) => s.timestep_of(level.alpha_bar()),
             LevelInput::Continuous(sde) => 999.0 * sde.time_of(level),
+            LevelInput::Edm { .. } => 250.0 * (level.sigma / level.alpha).ln(),
+            LevelInput::Flow(_) => 1000.0 * level.sigma / (level.alpha + level.sigma),
         }
     }
 
-    /// A training noise level from a uniform `u` ∈ [0, 1): (VP-equivalent ᾱ, time input).
-    pub fn training_level(&self, u: f64) -> (f64, f64) {
+    /// A training noise level drawn from `r`, with its time input. Discrete and continuous models draw one
+    /// uniform number, as they always have, so that their runs repeat.
+    pub fn training_level(&self, r: &mut impl Rng) -> (Level, f64) {
+        let normal = |r: &mut dyn rand::RngCore| {
+            // Box–Muller on two uniforms in (0, 1].
+            let (u, v) = (1.0 - r.random::<f64>(), r.random::<f64>());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        };
         match self {
             LevelInput::Discrete(s) => {
+                let u = r.random::<f64>();
                 let t = ((u * s.len() as f64) as usize).min(s.len() - 1);
-                (s.alphas_cumprod[t], t as f64)
+                (Level::vp(s.alphas_cumprod[t]), t as f64)
             }
             LevelInput::Continuous(sde) => {
-                let t = TRAIN_T_MIN + u * (1.0 - TRAIN_T_MIN);
-                (sde.marginal(t).alpha_bar(), 999.0 * t)
+                let t = TRAIN_T_MIN + r.random::<f64>() * (1.0 - TRAIN_T_MIN);
+                (Level::vp(sde.marginal(t).alpha_bar()), 999.0 * t)
+            }
+            LevelInput::Edm { p_mean, p_std } => {
+                let level = Level {
+                    alpha: 1.0,
+                    sigma: (p_mean + p_std * normal(r)).exp(),
+                };
+                (level, self.time_input(level))
+            }
+            LevelInput::Flow(times) => {
+                let t = match *times {
+                    FlowTimes::Uniform => r.random::<f64>(),
+                    FlowTimes::LogitNormal { mean, std } => 1.0 / (1.0 + (-(mean + std * normal(r))).exp()),
+                };
+                // Kept off the ends, where x is all data (nothing to learn) or all noise.
+                let level = diffuse_math::grid::flow_level(t.clamp(1e-5, 1.0 - 1e-5));
+                (level, self.time_input(level))
             }
         }
     }
@@ -121,8 +156,8 @@ impl Default for Guidance {
     }
 }
 
-/// A trained network as a denoiser at any level: x is scaled to the variance-preserving level with the same
-/// SNR and the network asked at that level's time input. `clip` clamps x̂₀ to the data range [−1, 1]
+/// A trained network as a denoiser at any level: the network sees x as its [`Precond`] says and is asked at the
+/// level's time input; its output converts to (x̂₀, ε̂) by the same preconditioning. `clip` clamps x̂₀ to the data range [−1, 1]
 /// (diffusers' `clip_sample`) and recomputes ε̂ to match. Class-conditional models are guided by
 /// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
 /// plain guidance is the same rule on ε̂ for every parameterisation; rescaling (a per-image std ratio) acts on
@@ -130,7 +165,7 @@ impl Default for Guidance {
 pub struct NetDenoiser<'a> {
     pub net: &'a Net,
     pub cond: &'a LevelInput,
-    pub prediction: Prediction,
+    pub precond: Precond,
     pub clip: bool,
     pub guidance: Guidance,
 }
@@ -173,23 +208,27 @@ impl NetDenoiser<'_> {
 impl Denoiser for NetDenoiser<'_> {
     fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised {
         let b = x.dims()[0];
-        let scale = (level.alpha * level.alpha + level.sigma * level.sigma).sqrt();
-        let ab = level.alpha_bar();
-        let x_vp = if (scale - 1.0).abs() > 1e-12 {
-            x.mul_scalar(1.0 / scale)
+        let c = self.precond.coefs(level);
+        // Variance-preserving levels give the network x itself (bit for bit, as before preconditioning).
+        let input = if (c.input - 1.0).abs() > 1e-12 {
+            x.clone().mul_scalar(c.input)
         } else {
-            x
+            x.clone()
         };
-        let t = Tensor::<1>::full([b], self.cond.time_input(level) as f32, &x_vp.device());
-        let out = self.output(x_vp.clone(), t, level, cond);
-        let mut d = from_output(x_vp.clone(), out, ab, self.prediction);
+        let t = Tensor::<1>::full([b], self.cond.time_input(level) as f32, &x.device());
+        let out = self.output(input, t, level, cond);
+        let affine =
+            |a: diffuse_math::prediction::Affine| x.clone().mul_scalar(a.x_coef) + out.clone().mul_scalar(a.out_coef);
+        let mut d = Denoised {
+            x0: affine(c.x0),
+            eps: affine(c.eps),
+        };
         if self.clip {
             // ε̂ is recomputed from the clipped x̂₀ (diffusers' `use_clipped_model_output`), so that every
             // sampler sees one consistent pair. Keeping the raw ε̂ beside a clipped x̂₀ breaks guided sampling:
             // 76% of DDIM-50 digits were the asked class at w = 3, 100% with the consistent pair.
             d.x0 = d.x0.clamp(-1.0, 1.0);
-            let (a, s) = (ab.sqrt(), (1.0 - ab).sqrt());
-            d.eps = (x_vp - d.x0.clone().mul_scalar(a)).mul_scalar(1.0 / s);
+            d.eps = (x - d.x0.clone().mul_scalar(level.alpha)).mul_scalar(1.0 / level.sigma);
         }
         d
     }
@@ -289,15 +328,52 @@ mod tests {
         let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
         let d = LevelInput::Discrete(s.clone());
         assert!((d.time_input(Level::vp(s.alphas_cumprod[321])) - 321.0).abs() < 1e-6);
-        assert_eq!(d.training_level(0.9999).1, 999.0);
+        let mut r = crate::rng::stream(0, 0);
+        let (level, t) = d.training_level(&mut r);
+        assert_eq!(level, Level::vp(s.alphas_cumprod[t as usize]));
+        let edm = LevelInput::Edm {
+            p_mean: -1.2,
+            p_std: 1.2,
+        };
+        let flow = LevelInput::Flow(FlowTimes::LogitNormal { mean: 0.0, std: 1.0 });
+        for c in [
+            LevelInput::Continuous(Sde::vp()),
+            LevelInput::Continuous(Sde::subvp()),
+            LevelInput::Continuous(Sde::ve()),
+            edm.clone(),
+            flow.clone(),
+        ] {
+            for _ in 0..20 {
+                let (level, input) = c.training_level(&mut r);
+                // The same level asked back gives the same input, whatever its scaling.
+                let k = 2.5;
+                let scaled = Level {
+                    alpha: level.alpha * k,
+                    sigma: level.sigma * k,
+                };
+                assert!(
+                    (c.time_input(scaled) - input).abs() < 1e-6 * (1.0 + input.abs()),
+                    "{c:?}"
+                );
+            }
+        }
         for sde in [Sde::vp(), Sde::subvp(), Sde::ve()] {
             let c = LevelInput::Continuous(sde);
-            let (ab, input) = c.training_level(0.4);
-            assert!((input / 999.0 - (TRAIN_T_MIN + 0.4 * (1.0 - TRAIN_T_MIN))).abs() < 1e-12);
-            // The same level asked back gives the same input, whatever its scaling (VE levels included).
-            assert!((c.time_input(Level::vp(ab)) - input).abs() < 1e-6, "{sde}");
             assert!((c.time_input(sde.marginal(0.4)) - 999.0 * 0.4).abs() < 1e-6, "{sde}");
         }
+        // EDM's ln σ and flow's logit t have the asked mean and spread.
+        let mut moments = |c: &LevelInput, f: &dyn Fn(Level) -> f64| {
+            let v: Vec<f64> = (0..20_000).map(|_| f(c.training_level(&mut r).0)).collect();
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            (
+                m,
+                (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt(),
+            )
+        };
+        let (m, sd) = moments(&edm, &|l| (l.sigma / l.alpha).ln());
+        assert!((m + 1.2).abs() < 0.03 && (sd - 1.2).abs() < 0.03, "{m} {sd}");
+        let (m, sd) = moments(&flow, &|l| (l.sigma / l.alpha).ln());
+        assert!(m.abs() < 0.03 && (sd - 1.0).abs() < 0.03, "{m} {sd}");
     }
 
     #[test]
@@ -337,7 +413,7 @@ mod tests {
         let den = |w| NetDenoiser {
             net: &net,
             cond: &c,
-            prediction: Prediction::Eps,
+            precond: Precond::Vp(diffuse_math::Prediction::Eps),
             clip: false,
             guidance: Guidance::scale(w),
         };

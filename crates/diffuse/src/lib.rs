@@ -24,7 +24,7 @@
 //! let data = spec.load(Split::Train)?;
 //! let mut cfg = RunConfig::for_data(&spec, &data);
 //! (cfg.train.steps, cfg.train.batch_size) = (4, 8);
-//! let opts = Options { resume: false, progress: false, stop_after: None, gradient_checkpointing: false };
+//! let opts = Options::default();
 //! train::train(&cfg, &data, &out, &opts)?;
 //!
 //! let run = run::load(&out, Weights::Ema, &diffuse::device::device())?;
@@ -68,6 +68,7 @@ pub mod likelihood;
 mod names;
 pub mod nn;
 pub mod npz;
+pub mod objective;
 pub mod plot;
 pub mod progress;
 pub mod rng;

@@ -4,8 +4,9 @@
 use crate::data::{DataSpec, Dataset};
 use crate::denoise::{Guidance, LevelInput, NetDenoiser};
 use crate::nn::{Net, NetConfig};
+use crate::objective::Objective;
 use crate::safetensors_io;
-use crate::sample::{Method, Plan, Process};
+use crate::sample::{Method, Plan, Process, Spec, Walked};
 use crate::vae::LatentSpace;
 use crate::{Error, Result};
 use burn::prelude::Device;
@@ -65,6 +66,9 @@ pub struct TrainConfig {
     /// Class-conditional models: the probability that a label is replaced by the null class.
     #[serde(default)]
     pub label_dropout: f64,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023) for diffusion objectives; none weighs all levels alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_snr_gamma: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,12 +91,22 @@ pub struct RunConfig {
         with = "crate::names::as_name::opt"
     )]
     pub sde: Option<Sde>,
+    /// What the network is trained to do; absent in runs made before objectives (diffusion).
+    #[serde(default, skip_serializing_if = "is_diffusion")]
+    pub objective: Objective,
     pub net: NetConfig,
     pub train: TrainConfig,
+    /// The sampler `sample`, `eval` and `edit` use when none is named; absent: DDIM, 50 steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<Spec>,
     /// Latent diffusion: the network works on a VAE's scaled latents (channels/height/width above are the
     /// latent's), decoded to images at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent: Option<LatentConfig>,
+}
+
+fn is_diffusion(o: &Objective) -> bool {
+    *o == Objective::Diffusion
 }
 
 /// Where a latent run's VAE is and what it makes.
@@ -163,9 +177,36 @@ impl RunConfig {
                 checkpoint_every: 200,
                 sample_every: 400,
                 label_dropout: 0.0,
+                min_snr_gamma: None,
             },
+            objective: Objective::Diffusion,
+            sampler: None,
             latent: None,
         }
+    }
+
+    /// The run with `objective` and that objective's default sampler: EDM's Heun on its Karras grid, 18 steps
+    /// (Karras et al. 2022, §3); flow matching's Heun in flow time, 18 steps; DDIM-50 for diffusion.
+    pub fn with_objective(mut self, objective: Objective) -> RunConfig {
+        self.objective = objective;
+        let schedule = self.schedule.build().expect("a valid schedule");
+        let process = objective.process(&schedule, self.sde);
+        let spec = |name: &str| {
+            let method = Method::from_name(name).expect("a sampler name");
+            Spec {
+                method,
+                grid: method.default_grid(&process),
+                steps: 18,
+                process: Walked::of(&process),
+                strength: 1.0,
+            }
+        };
+        self.sampler = match objective {
+            Objective::Diffusion => None,
+            Objective::Edm { .. } => Some(spec("heun")),
+            Objective::Flow { .. } => Some(spec("flow-heun")),
+        };
+        self
     }
 
     /// Makes the network class-conditional on the data's labels, with label dropout `p`.
@@ -190,7 +231,7 @@ impl RunConfig {
         NetDenoiser {
             net,
             cond: input,
-            prediction: self.prediction,
+            precond: self.objective.precond(self.prediction),
             clip: !self.is_points() && self.latent.is_none(),
             guidance,
         }
@@ -225,9 +266,27 @@ impl RunConfig {
 
     /// How the network is told the noise level.
     pub fn conditioning(&self) -> Result<LevelInput> {
-        Ok(match self.sde {
-            Some(sde) => LevelInput::Continuous(sde),
-            None => LevelInput::Discrete(self.schedule.build()?),
+        Ok(self.objective.level_input(&self.schedule.build()?, self.sde))
+    }
+
+    /// The process the model's samples are drawn on unless a sampler asks for another.
+    pub fn process(&self) -> Result<Process> {
+        Ok(self.objective.process(&self.schedule.build()?, self.sde))
+    }
+
+    /// The sampler used when none is named: the run's own, else DDIM with 50 steps on its process.
+    pub fn default_sampler(&self) -> Result<Spec> {
+        if let Some(s) = &self.sampler {
+            return Ok(s.clone());
+        }
+        let process = self.process()?;
+        let method = Method::Ddim { eta: 0.0 };
+        Ok(Spec {
+            method,
+            grid: method.default_grid(&process),
+            steps: 50,
+            process: Walked::of(&process),
+            strength: 1.0,
         })
     }
 
@@ -240,6 +299,16 @@ impl RunConfig {
             )));
         }
         self.conditioning()?;
+        self.objective.validate(self.prediction)?;
+        if let Some(spec) = &self.sampler {
+            spec.plan(&self.schedule.build()?)
+                .map_err(|e| Error::Config(format!("the run's default sampler: {e}")))?;
+        }
+        if let Some(g) = self.train.min_snr_gamma
+            && !(g > 0.0 && g.is_finite())
+        {
+            return Err(Error::Config(format!("min-SNR γ must be positive, got {g}")));
+        }
         self.net.validate()?;
         let t = &self.train;
         if self.net.shape() != (self.channels, self.height, self.width) {
@@ -318,15 +387,19 @@ pub struct LoadedRun {
 }
 
 impl LoadedRun {
-    /// `method` over `steps` on the run's own process: its SDE for samplers that need one (VP for a discrete
-    /// model), its discrete schedule otherwise; the sampler's default grid.
+    /// `method` over `steps` on the run's own process, or VP for a sampler that needs an SDE where the run has
+    /// none; the sampler's default grid.
     pub fn plan(&self, method: Method, steps: usize) -> Result<Plan> {
-        let process = if method.needs_sde() {
-            Process::Sde(self.config.sde.unwrap_or(Sde::vp()))
-        } else {
-            Process::Discrete(self.schedule.clone())
+        let process = match self.config.process()? {
+            Process::Discrete(_) | Process::Flow if method.needs_sde() => Process::Sde(Sde::vp()),
+            p => p,
         };
         Plan::new(method, process, steps)
+    }
+
+    /// The run's default sampler ([`RunConfig::default_sampler`]) as a plan.
+    pub fn default_plan(&self) -> Result<Plan> {
+        self.config.default_sampler()?.plan(&self.schedule)
     }
 
     /// The run's denoiser, by its config's policy ([`RunConfig::denoiser`]).

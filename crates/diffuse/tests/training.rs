@@ -3,6 +3,7 @@
 use diffuse::data::{DataSpec, Dataset, Split};
 use diffuse::denoise::{Cond, NetDenoiser};
 use diffuse::nn::{NetConfig, UNetConfig};
+use diffuse::objective::Objective;
 use diffuse::run::{self, FORMAT, RunConfig, ScheduleConfig, TrainConfig, Weights};
 use diffuse::sample::{self, Method, Plan, Process};
 use diffuse::train::{self, Options};
@@ -44,7 +45,10 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
             checkpoint_every: 10,
             sample_every: 0,
             label_dropout: 0.0,
+            min_snr_gamma: None,
         },
+        objective: Objective::Diffusion,
+        sampler: None,
         latent: None,
     }
 }
@@ -61,7 +65,7 @@ fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, cli
     let den = NetDenoiser {
         net: &r.net,
         cond: &r.cond,
-        prediction: r.config.prediction,
+        precond: r.config.objective.precond(r.config.prediction),
         clip,
         guidance: Default::default(),
     };
@@ -72,21 +76,54 @@ fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, cli
 }
 
 fn quiet() -> Options {
-    Options {
-        resume: false,
-        progress: false,
-        stop_after: None,
-        gradient_checkpointing: false,
-    }
+    Options::default()
 }
 
 #[test]
 fn tiny_unet_overfits_one_digit_and_samples_it() {
-    let data = Dataset::load("digits", Split::Train).unwrap().subset(&[0]);
-    let out = tmp("overfit");
     let mut cfg = tiny_config(400, "eps");
     cfg.train.checkpoint_every = 0;
-    let s = train::train(&cfg, &data, &out, &quiet()).unwrap();
+    let out = tmp("overfit");
+    overfits_one_digit(&cfg, &out, &|| ddim_samples(&out, 25, 4, 9, true));
+}
+
+/// EDM and flow matching, through the same loop, run format and denoiser, each sampled by its run's default
+/// sampler (Heun on EDM's Karras grid; Heun in flow time).
+#[test]
+fn edm_and_flow_matching_overfit_one_digit_and_their_default_samplers_draw_it() {
+    for name in ["edm", "flow"] {
+        let mut cfg = tiny_config(400, "eps").with_objective(Objective::from_name(name).unwrap());
+        cfg.train.checkpoint_every = 0;
+        let out = tmp(&format!("overfit-{name}"));
+        let draw = || {
+            let device = diffuse::device::device();
+            let r = run::load(&out, Weights::Raw, &device).unwrap();
+            let plan = r.default_plan().unwrap();
+            assert!(plan.describe().contains("heun"), "{}", plan.describe());
+            let den = r.denoiser(Default::default());
+            sample::draw(
+                &den,
+                &plan,
+                9,
+                4,
+                [1, 8, 8],
+                4,
+                None,
+                &Cond::default(),
+                &[],
+                &device,
+                &mut |_| {},
+            )
+            .images
+        };
+        overfits_one_digit(&cfg, &out, &draw);
+    }
+}
+
+/// Trains `cfg` on the first training digit alone: the loss falls, and every sample `draw` makes is that digit.
+fn overfits_one_digit(cfg: &RunConfig, out: &std::path::Path, draw: &dyn Fn() -> Vec<f32>) {
+    let data = Dataset::load("digits", Split::Train).unwrap().subset(&[0]);
+    let s = train::train(cfg, &data, out, &quiet()).unwrap();
     let rows = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     let losses: Vec<f64> = rows
         .lines()
@@ -98,7 +135,7 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
 
     // With a single training image, every sample must come out as that image: close to it, and nearer to it
     // than to any other training digit.
-    let images = ddim_samples(&out, 25, 4, 9, true);
+    let images = draw();
     let all = Dataset::load("digits", Split::Train).unwrap();
     for img in images.chunks(64) {
         let to_target = mse(img, data.image(0));
@@ -106,9 +143,70 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
         let nearest = (0..all.len()).min_by(|&a, &b| mse(img, all.image(a)).total_cmp(&mse(img, all.image(b))));
         assert!(
             to_target < 0.06 && nearest == Some(0),
-            "sample is not the training image: mse {to_target}, nearest digit {nearest:?}"
+            "{:?}: sample is not the training image: mse {to_target}, nearest digit {nearest:?}",
+            cfg.objective
         );
     }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn min_snr_weighting_at_a_huge_gamma_is_the_plain_loss_and_at_five_is_not() {
+    let data = Dataset::load("digits", Split::Train).unwrap();
+    let losses = |gamma: Option<f64>| {
+        let mut cfg = tiny_config(3, "eps");
+        cfg.train.min_snr_gamma = gamma;
+        let out = tmp(&format!("min-snr-{gamma:?}"));
+        train::train(&cfg, &data, &out, &quiet()).unwrap();
+        let rows = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        rows
+    };
+    // For ε-prediction the weight is min(SNR, γ)/SNR: exactly 1 at every level when γ is above every SNR.
+    assert_eq!(losses(None), losses(Some(1e12)));
+    assert_ne!(losses(None), losses(Some(5.0)));
+}
+
+#[test]
+fn a_time_budget_ends_the_run_early_as_a_finished_run() {
+    let data = Dataset::load("digits", Split::Train).unwrap();
+    let out = tmp("budget");
+    let cfg = tiny_config(1_000_000, "eps");
+    let s = train::train(
+        &cfg,
+        &data,
+        &out,
+        &Options {
+            time_budget: Some(1.0),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(s.out_of_time && s.steps > 0 && s.steps < 1_000_000, "{s:?}");
+    // The run reads as finished at the steps it made, with its checkpoint and samples.
+    let r = run::load(&out, Weights::Ema, &diffuse::device::device()).unwrap();
+    assert_eq!((r.step, r.config.train.steps), (s.steps, s.steps));
+    assert!(out.join("samples.png").exists());
+    // Resumed with more time, it goes on from there.
+    let more = RunConfig {
+        train: TrainConfig {
+            steps: 1_000_000,
+            ..r.config.train.clone()
+        },
+        ..r.config.clone()
+    };
+    let s2 = train::train(
+        &more,
+        &data,
+        &out,
+        &Options {
+            resume: true,
+            time_budget: Some(0.5),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert!(s2.resumed_from == Some(s.steps) && s2.steps > s.steps, "{s2:?}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

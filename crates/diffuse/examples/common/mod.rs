@@ -39,10 +39,8 @@ pub fn train_or_reuse(dir: &Path, cfg: &RunConfig, data: &Dataset) -> Result<Loa
             dir.display()
         );
         let opts = Options {
-            resume: false,
             progress: true,
-            stop_after: None,
-            gradient_checkpointing: false,
+            ..Options::default()
         };
         let s = train::train(cfg, data, dir, &opts)?;
         println!("  trained in {:.0} s, final loss {:.4}", s.seconds, s.final_loss);

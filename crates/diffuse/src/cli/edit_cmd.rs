@@ -258,7 +258,7 @@ fn load(c: &Common) -> anyhow::Result<Editor> {
         bail!("editing is for image runs; {} holds points", d.run.display());
     }
     Ok(Editor {
-        plan: d.sampler.plan(&run.schedule, run.config.sde)?,
+        plan: d.sampler.plan_for(&run)?,
         guidance: d.guide.guidance()?,
         run,
         batch_size: d.batch_size,

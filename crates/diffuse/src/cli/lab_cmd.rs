@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use diffuse::denoise::ExactDenoiser;
 use diffuse::plot::{Axes, Series, line_plot};
-use diffuse::sample::{self, Plan};
+use diffuse::sample::{self, Plan, Process};
 use diffuse_math::NoiseSchedule;
 use diffuse_math::dist::{Target, quantiles};
 use serde_json::json;
@@ -256,7 +256,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
     if let Some(list) = &a.sweep {
         return sweep(&a, &target, &schedule, list);
     }
-    let plan = a.sampler.plan(&schedule, None)?;
+    let plan = a.sampler.plan(&schedule, &Process::Discrete(schedule.clone()), None)?;
     let o = measure(&target, &plan, a.samples, a.seed);
     if let Some(path) = &a.scatter {
         if target.dims() != 2 {
@@ -336,7 +336,7 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
     for name in list.split(',').map(str::trim) {
         diffuse::sample::Method::from_name(name).map_err(|e| anyhow::anyhow!("--sweep: {e}"))?;
         let mut args = a.sampler.clone();
-        args.sampler = name.to_string();
+        args.sampler = Some(name.to_string());
         let rk45 = name == "ode" && matches!(args.ode_solver.as_deref(), None | Some("rk45"));
         let settings: Vec<(String, SamplerArgs)> = if rk45 {
             [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
@@ -359,7 +359,7 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
                     (
                         k.to_string(),
                         SamplerArgs {
-                            steps: k,
+                            steps: Some(k),
                             ..args.clone()
                         },
                     )
@@ -369,7 +369,7 @@ fn sweep(a: &LabArgs, target: &LabTarget, schedule: &NoiseSchedule, list: &str) 
         let mut curve = Vec::new();
         for (label, s) in settings {
             // The sweep's flags apply to the samplers that take them.
-            let plan = match s.plan_with(schedule, None, false) {
+            let plan = match s.plan_with(schedule, &Process::Discrete(schedule.clone()), None, false) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("skipping {name} at {label}: {e}");

@@ -109,7 +109,7 @@ fn request(
     let shape = [cfg.channels, cfg.height, cfg.width];
     let total = classes.as_ref().map_or(n, |c| c.len());
     let request = generate::Request {
-        plan: a.sampler.plan(&run.schedule, cfg.sde)?,
+        plan: a.sampler.plan_for(run)?,
         guidance: a.guide.guidance()?,
         classes,
         n,

@@ -4,24 +4,40 @@
 
 use anyhow::bail;
 use clap::Args;
-use diffuse::sample::{Method, OdeSolver, Plan, Predictor, Process};
+use diffuse::run::LoadedRun;
+use diffuse::sample::{Method, OdeSolver, Plan, Predictor, Process, Spec};
 use diffuse_math::{Grid, NoiseSchedule, Sde, TimestepSpacing};
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplerArgs {
-    /// The sampler: ddpm, ddim, euler-ancestral, dpmpp-2m (any grid); euler-maruyama, reverse-diffusion,
-    /// ancestral, pc, langevin, ode (an SDE: --sde, else the model's, else vp).
-    #[arg(long, default_value = "ddim")]
-    pub sampler: String,
+    /// The sampler: ddpm, ddim, euler-ancestral, dpmpp-2m, euler, heun (EDM's), flow-euler, flow-heun (any
+    /// grid); euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode (an SDE: --sde, else the model's,
+    /// else vp). Default: the run's own (EDM and flow runs record theirs), else ddim.
+    #[arg(long)]
+    pub sampler: Option<String>,
     /// Steps: grid steps from the start level to the end (network evaluations for ddpm, ddim, euler-ancestral
     /// and dpmpp-2m on a discrete schedule). On an SDE, one evaluation more for the final denoising; pc and
-    /// langevin add one per corrector step; heun two per step; rk45 picks its own.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// langevin add one per corrector step; heun two per step (one into the clean level); rk45 picks its own.
+    /// Default: the run's default sampler's, else 50.
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// The grid the sampler walks: timesteps (train timesteps of a discrete schedule; the default there),
-    /// uniform-t (uniform SDE time; the default on an SDE), karras (ρ-spaced σ, EDM), log-snr.
+    /// uniform-t (uniform SDE time; the default on an SDE), karras (ρ-spaced σ, EDM; the default of euler
+    /// and heun), log-snr, flow-t (uniform flow time, shifted; the default on a flow model's path).
     #[arg(long)]
     pub time_grid: Option<String>,
+    /// The shift s of the flow-t grid, t ↦ s·t/(1 + (s − 1)·t) (default 1: none; SD3 uses 3).
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// EDM's churn for euler and heun (Karras et al. 2022, Algorithm 2; default 0: deterministic).
+    #[arg(long)]
+    pub s_churn: Option<f64>,
+    /// Churn only at σ/α in [S_TMIN, S_TMAX] (default: everywhere).
+    #[arg(long, num_args = 2, value_names = ["S_TMIN", "S_TMAX"])]
+    pub s_tmin_tmax: Option<Vec<f64>>,
+    /// The churn noise's scale S_noise (default 1; EDM used 1.003–1.007).
+    #[arg(long)]
+    pub s_noise: Option<f64>,
     /// Which train timesteps a timesteps grid visits: leading | trailing | linspace (diffusers' meanings).
     /// Default: linspace for dpmpp-2m (diffusers' default), trailing otherwise.
     #[arg(long)]
@@ -68,8 +84,9 @@ pub struct SamplerArgs {
 impl SamplerArgs {
     /// The sampler with its flags applied. With `strict`, a flag the sampler does not take is an error. Each
     /// arm of the exhaustive match names the flags its sampler takes, so a new sampler states its own.
-    pub fn method(&self, strict: bool) -> anyhow::Result<Method> {
-        let mut m = Method::from_name(&self.sampler)?;
+    /// `base` is --sampler's, or the run's default sampler.
+    fn method_from(&self, base: Method, strict: bool) -> anyhow::Result<Method> {
+        let mut m = base;
         let took: &[&str] = match &mut m {
             Method::Ddpm { large_variance } => {
                 if let Some(v) = &self.variance {
@@ -118,6 +135,14 @@ impl SamplerArgs {
                     OdeSolver::Euler | OdeSolver::Heun => &["--ode-solver"],
                 }
             }
+            Method::Euler { churn, .. } | Method::Heun { churn, .. } => {
+                churn.s_churn = self.s_churn.unwrap_or(churn.s_churn);
+                churn.s_noise = self.s_noise.unwrap_or(churn.s_noise);
+                if let Some(v) = &self.s_tmin_tmax {
+                    (churn.s_tmin, churn.s_tmax) = (v[0], Some(v[1]));
+                }
+                &["--s-churn", "--s-noise", "--s-tmin-tmax"]
+            }
         };
         let given = [
             ("--eta", self.eta.is_some()),
@@ -128,10 +153,14 @@ impl SamplerArgs {
             ("--ode-solver", self.ode_solver.is_some()),
             ("--rtol", self.rtol.is_some()),
             ("--atol", self.atol.is_some()),
+            ("--s-churn", self.s_churn.is_some()),
+            ("--s-noise", self.s_noise.is_some()),
+            ("--s-tmin-tmax", self.s_tmin_tmax.is_some()),
         ];
         let unused = given.iter().find(|(flag, is)| *is && !took.contains(flag));
         if strict && let Some((flag, _)) = unused {
-            bail!("{flag} does not apply to the {} sampler", self.sampler);
+            let name = self.sampler.clone().unwrap_or_else(|| base.name());
+            bail!("{flag} does not apply to the {name} sampler");
         }
         Ok(m)
     }
@@ -140,6 +169,9 @@ impl SamplerArgs {
     fn grid(&self, method: &Method) -> anyhow::Result<Option<Grid>> {
         let name = self.time_grid.as_deref();
         let sigma_flags = self.sigma_min.is_some() || self.sigma_max.is_some();
+        if self.shift.is_some() && name != Some("flow-t") {
+            bail!("--shift applies to the flow-t grid (give --time-grid flow-t)");
+        }
         let grid = match name {
             None | Some("timesteps") => {
                 for (flag, is) in [("--rho", self.rho.is_some()), ("--sigma-min/--sigma-max", sigma_flags)] {
@@ -158,6 +190,14 @@ impl SamplerArgs {
                     bail!("--timestep-spacing applies to the timesteps grid, not to {other}");
                 }
                 match other {
+                    "flow-t" => {
+                        if self.rho.is_some() || sigma_flags {
+                            bail!("--rho and --sigma-min/--sigma-max apply to the karras and log-snr grids");
+                        }
+                        Some(Grid::FlowT {
+                            shift: self.shift.unwrap_or(1.0),
+                        })
+                    }
                     "uniform-t" => {
                         if self.rho.is_some() || sigma_flags {
                             bail!("--rho and --sigma-min/--sigma-max apply to the karras and log-snr grids");
@@ -185,24 +225,66 @@ impl SamplerArgs {
         Ok(grid)
     }
 
-    /// The plan: on --sde, or `default_sde`, or VP for samplers that need an SDE; on `schedule` otherwise,
-    /// unless --sde or a uniform-t grid asks for an SDE. With `strict`, unused flags are errors.
-    pub fn plan_with(&self, schedule: &NoiseSchedule, default_sde: Option<Sde>, strict: bool) -> anyhow::Result<Plan> {
-        let method = self.method(strict)?;
-        let wants_sde = method.needs_sde() || self.sde.is_some() || self.time_grid.as_deref() == Some("uniform-t");
+    /// Whether any flag chooses the process or the grid.
+    fn places(&self) -> bool {
+        self.sde.is_some()
+            || self.time_grid.is_some()
+            || self.timestep_spacing.is_some()
+            || self.rho.is_some()
+            || self.sigma_min.is_some()
+            || self.sigma_max.is_some()
+            || self.shift.is_some()
+    }
+
+    /// The plan for a model whose own process is `native` and whose default sampler is `default`. Without
+    /// --sampler and without flags that place the steps, the default sampler on its own process and grid
+    /// (--steps and the sampler's own flags still apply). Otherwise the sampler (--sampler, else the default's,
+    /// else ddim) on --sde, or on `native` (VP for a sampler that needs an SDE where `native` is none), unless a
+    /// uniform-t grid asks for an SDE; on --time-grid or the sampler's default grid there. With `strict`,
+    /// unused flags are errors.
+    pub fn plan_with(
+        &self,
+        schedule: &NoiseSchedule,
+        native: &Process,
+        default: Option<&Spec>,
+        strict: bool,
+    ) -> anyhow::Result<Plan> {
+        let base = match (&self.sampler, default) {
+            (Some(name), _) => Method::from_name(name)?,
+            (None, Some(spec)) => spec.method,
+            (None, None) => Method::Ddim { eta: 0.0 },
+        };
+        let method = self.method_from(base, strict)?;
+        if let (None, Some(spec), false) = (&self.sampler, default, self.places()) {
+            let steps = self.steps.unwrap_or(spec.steps);
+            return Ok(Spec {
+                method,
+                steps,
+                ..spec.clone()
+            }
+            .plan(schedule)?);
+        }
         let sde: Option<Sde> = self.sde.as_deref().map(str::parse).transpose()?;
-        let process = if wants_sde {
-            Process::Sde(sde.or(default_sde).unwrap_or(Sde::vp()))
-        } else {
-            Process::Discrete(schedule.clone())
+        let wants_sde = method.needs_sde() || self.time_grid.as_deref() == Some("uniform-t");
+        let process = match (sde, native) {
+            (Some(sde), _) => Process::Sde(sde),
+            (None, Process::Discrete(_) | Process::Flow) if wants_sde => Process::Sde(Sde::vp()),
+            (None, p) => p.clone(),
         };
         let grid = self.grid(&method)?.unwrap_or(method.default_grid(&process));
-        Ok(Plan::on_grid(method, process, grid, self.steps)?)
+        let steps = self.steps.or(default.map(|s| s.steps)).unwrap_or(50);
+        Ok(Plan::on_grid(method, process, grid, steps)?)
+    }
+
+    /// The plan for a loaded run: its schedule, process and default sampler, strict.
+    pub fn plan_for(&self, run: &LoadedRun) -> anyhow::Result<Plan> {
+        let default = run.config.default_sampler()?;
+        self.plan_with(&run.schedule, &run.config.process()?, Some(&default), true)
     }
 
     /// [`SamplerArgs::plan_with`], strict.
-    pub fn plan(&self, schedule: &NoiseSchedule, default_sde: Option<Sde>) -> anyhow::Result<Plan> {
-        self.plan_with(schedule, default_sde, true)
+    pub fn plan(&self, schedule: &NoiseSchedule, native: &Process, default: Option<&Spec>) -> anyhow::Result<Plan> {
+        self.plan_with(schedule, native, default, true)
     }
 }
 
@@ -220,7 +302,7 @@ mod tests {
     fn plan(args: &str) -> anyhow::Result<Plan> {
         let cli = Cli::try_parse_from(std::iter::once("x").chain(args.split_whitespace()))?;
         let schedule = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000)?;
-        cli.s.plan(&schedule, None)
+        cli.s.plan(&schedule, &Process::Discrete(schedule.clone()), None)
     }
 
     #[test]

@@ -5,7 +5,9 @@ use burn::module::Module;
 use clap::{Args, Subcommand};
 use diffuse::classifier;
 use diffuse::data::{DataSpec, Dataset, Split};
+use diffuse::denoise::FlowTimes;
 use diffuse::nn::NetConfig;
+use diffuse::objective::Objective;
 use diffuse::run::{self, CHECKPOINT_FILE, CONFIG_FILE, RunConfig};
 use diffuse::train::{self, Options};
 use diffuse::vae::LatentSpace;
@@ -36,7 +38,13 @@ pub struct TrainArgs {
     /// 20000 otherwise).
     #[arg(long)]
     steps: Option<usize>,
-    /// Continue the run in --out from its last checkpoint (its config.json decides everything but --steps).
+    /// Train for at most this many seconds of wall-clock time (stopping after the step in progress), then
+    /// write the final checkpoint and samples; the steps made become the run's step count. Without --steps
+    /// the step count is unlimited. With --resume: this many more seconds.
+    #[arg(long)]
+    time_budget: Option<f64>,
+    /// Continue the run in --out from its last checkpoint (its config.json decides everything but --steps
+    /// and --time-budget).
     #[arg(long)]
     resume: bool,
     /// Images (or points) per step (default: 64 images, 256 points).
@@ -57,9 +65,25 @@ pub struct TrainArgs {
     /// EMA decay of the sampling weights.
     #[arg(long, default_value_t = 0.995)]
     ema_decay: f64,
-    /// What the network predicts: eps | x0 | v.
+    /// What the network is trained to do: diffusion (ε/x₀/v regression, --prediction; the default), edm
+    /// (Karras et al. 2022 preconditioning, log-normal σ), flow (flow matching, velocity target).
+    #[arg(long, default_value = "diffusion")]
+    objective: String,
+    /// What a diffusion objective's network predicts: eps | x0 | v.
     #[arg(long, default_value = "eps")]
     prediction: String,
+    /// EDM: the data's standard deviation σ_data (default 0.5).
+    #[arg(long)]
+    sigma_data: Option<f64>,
+    /// EDM: mean and standard deviation of ln σ in training (default -1.2 and 1.2; EDM2: -0.4 and 1.0).
+    #[arg(long, num_args = 2, value_names = ["P_MEAN", "P_STD"])]
+    p_mean_std: Option<Vec<f64>>,
+    /// Flow matching: training times uniform, or logit-normal with this mean and std (default 0 1, SD3's).
+    #[arg(long, num_args = 1..=2, value_names = ["uniform|MEAN", "STD"])]
+    flow_times: Option<Vec<String>>,
+    /// Diffusion objectives: weigh the loss by Min-SNR-γ (Hang et al. 2023 use γ = 5).
+    #[arg(long)]
+    min_snr_gamma: Option<f64>,
     #[command(flatten)]
     schedule: ScheduleFlags,
     /// Train a continuous-time score model on this SDE (vp, subvp, ve) instead of a discrete DDPM:
@@ -115,6 +139,9 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
+/// The step count of a run trained to a time budget without --steps.
+const UNLIMITED: usize = 100_000_000;
+
 fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
     let list = |s: &Option<String>, name: &str| -> anyhow::Result<Option<Vec<usize>>> {
         s.as_deref()
@@ -150,8 +177,65 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
     cfg.prediction = a.prediction.parse()?;
     cfg.schedule = a.schedule.config()?;
     cfg.sde = a.sde.as_deref().map(str::parse).transpose()?;
+    let mut objective = Objective::from_name(&a.objective)?;
+    match &mut objective {
+        Objective::Edm {
+            sigma_data,
+            p_mean,
+            p_std,
+            ..
+        } => {
+            *sigma_data = a.sigma_data.unwrap_or(*sigma_data);
+            if let Some(v) = &a.p_mean_std {
+                (*p_mean, *p_std) = (v[0], v[1]);
+            }
+        }
+        Objective::Flow { times } => {
+            if let Some(v) = &a.flow_times {
+                *times = match v.as_slice() {
+                    [u] if u == "uniform" => FlowTimes::Uniform,
+                    [m, s] => FlowTimes::LogitNormal {
+                        mean: m.parse().context("--flow-times MEAN")?,
+                        std: s.parse().context("--flow-times STD")?,
+                    },
+                    _ => bail!("--flow-times takes 'uniform' or MEAN STD"),
+                };
+            }
+        }
+        Objective::Diffusion => {}
+    }
+    let given = [
+        (
+            "--sigma-data",
+            a.sigma_data.is_some(),
+            matches!(objective, Objective::Edm { .. }),
+        ),
+        (
+            "--p-mean-std",
+            a.p_mean_std.is_some(),
+            matches!(objective, Objective::Edm { .. }),
+        ),
+        (
+            "--flow-times",
+            a.flow_times.is_some(),
+            matches!(objective, Objective::Flow { .. }),
+        ),
+        (
+            "--min-snr-gamma",
+            a.min_snr_gamma.is_some(),
+            objective == Objective::Diffusion,
+        ),
+        ("--sde", a.sde.is_some(), objective == Objective::Diffusion),
+    ];
+    if let Some((flag, ..)) = given.iter().find(|(_, given, applies)| *given && !applies) {
+        bail!("{flag} does not apply to the {} objective", objective.name());
+    }
+    cfg = cfg.with_objective(objective);
+    cfg.train.min_snr_gamma = a.min_snr_gamma;
     let t = &mut cfg.train;
-    t.steps = a.steps.unwrap_or(t.steps);
+    t.steps = a
+        .steps
+        .unwrap_or(if a.time_budget.is_some() { UNLIMITED } else { t.steps });
     t.batch_size = a.batch_size.unwrap_or(t.batch_size);
     t.lr = a.lr;
     t.warmup_steps = a.warmup;
@@ -171,6 +255,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         let mut cfg = RunConfig::read(&a.out).context("--resume needs an existing run in --out")?;
         if let Some(steps) = a.steps {
             cfg.train.steps = steps;
+        } else if a.time_budget.is_some() {
+            cfg.train.steps = UNLIMITED;
         }
         let data = cfg.data.load(a.split)?;
         let data = match cfg.latent_space(&a.out)? {
@@ -225,9 +311,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             progress: !a.quiet,
             stop_after: None,
             gradient_checkpointing: a.gradient_checkpointing,
+            time_budget: a.time_budget,
         },
     )?;
     let done = s.steps - s.resumed_from.unwrap_or(0);
+    if s.out_of_time {
+        println!("the time budget is spent: the run ends at step {}", s.steps);
+    }
     println!(
         "trained {} steps{} in {:.1} s ({:.2} steps/s; {:.1} s of it in optimiser steps, {:.3} s each), final loss {:.4}; run in {}",
         done,

@@ -3,6 +3,7 @@
 //! - [`onestep`]: DDPM ancestral, DDIM(η), Euler ancestral: one (x̂₀, ε̂, z) combination per pair of levels;
 //! - [`dpm_solver`]: DPM-Solver++(2M), which keeps the previous x̂₀;
 //! - [`sde`]: Euler–Maruyama, reverse-diffusion and ancestral predictors, Langevin corrector, PC;
+//! - [`heun`]: EDM's Euler and Heun samplers with churn, in the VE or the flow-matching frame;
 //! - [`ode`]: the probability-flow ODE with Euler, Heun or adaptive RK45; encoding and likelihood too.
 //!
 //! The update coefficients live in `diffuse_math::step` next to their equations and tests; this module only
@@ -10,6 +11,7 @@
 //! A grid that ends above σ = 0 (an SDE's t_min) is followed by one denoising call (noise removal).
 
 pub mod dpm_solver;
+pub mod heun;
 pub mod ode;
 pub mod onestep;
 pub mod sde;
@@ -19,6 +21,7 @@ use crate::{Error, Result, rng};
 use burn::prelude::*;
 use diffuse_math::{Grid, Knot, Level, NoiseSchedule, Sde, TimestepSpacing};
 pub use diffuse_math::{Process, grid};
+pub use heun::{Churn, Frame};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -103,14 +106,19 @@ pub enum Method {
         corrector_steps: usize,
         snr: f64,
     },
-    /// The probability-flow ODE.
+    /// The probability-flow ODE in SDE time t (score_sde's).
     Ode { solver: OdeSolver },
+    /// EDM's Euler sampler (Karras et al. 2022) in `frame`: DDIM (η = 0) when deterministic.
+    Euler { frame: Frame, churn: Churn },
+    /// EDM's Heun sampler (Karras et al. 2022, Algorithms 1 and 2) in `frame`: two network calls a step, one
+    /// into the clean level.
+    Heun { frame: Frame, churn: Churn },
 }
 
 impl Method {
     /// The samplers' short names, as `--sampler` takes them.
-    pub const NAMES: &'static str =
-        "ddpm, ddim, euler-ancestral, dpmpp-2m, euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode";
+    pub const NAMES: &'static str = "ddpm, ddim, euler-ancestral, dpmpp-2m, euler, heun, flow-euler, flow-heun, \
+                                     euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode";
 
     /// The sampler called `name`, with its default settings: small variance (ddpm), η 0 (ddim), η 1
     /// (euler-ancestral), the reverse-diffusion predictor with one Langevin step at snr 0.16 (pc), one Langevin
@@ -126,6 +134,22 @@ impl Method {
             "ddim" => Method::Ddim { eta: 0.0 },
             "euler-ancestral" => Method::EulerAncestral { eta: 1.0 },
             "dpmpp-2m" => Method::DpmSolverPP2M,
+            "euler" => Method::Euler {
+                frame: Frame::Ve,
+                churn: Churn::NONE,
+            },
+            "heun" => Method::Heun {
+                frame: Frame::Ve,
+                churn: Churn::NONE,
+            },
+            "flow-euler" => Method::Euler {
+                frame: Frame::Flow,
+                churn: Churn::NONE,
+            },
+            "flow-heun" => Method::Heun {
+                frame: Frame::Flow,
+                churn: Churn::NONE,
+            },
             "euler-maruyama" => sde(Predictor::EulerMaruyama, 0),
             "reverse-diffusion" => sde(Predictor::ReverseDiffusion, 0),
             "ancestral" => sde(Predictor::Ancestral, 0),
@@ -164,21 +188,45 @@ impl Method {
                 format!("pc ({predictor} + {corrector_steps} Langevin, snr {snr})")
             }
             Method::Ode { solver } => format!("probability-flow ODE ({solver})"),
+            Method::Euler { frame, churn } | Method::Heun { frame, churn } => {
+                let order = if matches!(self, Method::Heun { .. }) {
+                    "heun"
+                } else {
+                    "euler"
+                };
+                let prefix = match frame {
+                    Frame::Ve => "",
+                    Frame::Flow => "flow-",
+                };
+                match churn.s_churn {
+                    0.0 => format!("{prefix}{order}"),
+                    c => format!("{prefix}{order} (churn {c}, noise {})", churn.s_noise),
+                }
+            }
         }
     }
 
     /// Whether the sampler needs an SDE's drift and diffusion, not only the levels of its grid.
     pub fn needs_sde(&self) -> bool {
         match self {
-            Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } | Method::DpmSolverPP2M => false,
+            Method::Ddpm { .. }
+            | Method::Ddim { .. }
+            | Method::EulerAncestral { .. }
+            | Method::DpmSolverPP2M
+            | Method::Euler { .. }
+            | Method::Heun { .. } => false,
             Method::Sde { .. } | Method::Ode { .. } => true,
         }
     }
 
-    /// The grid the sampler walks unless told otherwise: diffusers' placements of train timesteps on a
-    /// discrete schedule (linspace for DPM-Solver++, trailing otherwise), uniform t on an SDE.
+    /// The grid the sampler walks unless told otherwise: uniform flow time on the flow path; Karras's for
+    /// EDM's samplers elsewhere; diffusers' placements of train timesteps on a discrete schedule (linspace for
+    /// DPM-Solver++, trailing otherwise); uniform t on an SDE.
     pub fn default_grid(&self, process: &Process) -> Grid {
+        let edm = matches!(self, Method::Euler { .. } | Method::Heun { .. });
         match process {
+            Process::Flow => Grid::FlowT { shift: 1.0 },
+            Process::Discrete(_) | Process::Sde(_) if edm => Grid::KARRAS,
             Process::Sde(_) => Grid::UniformT,
             Process::Discrete(_) => self.timestep_grid(self.default_spacing()),
         }
@@ -192,7 +240,9 @@ impl Method {
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::Sde { .. }
-            | Method::Ode { .. } => TimestepSpacing::Trailing,
+            | Method::Ode { .. }
+            | Method::Euler { .. }
+            | Method::Heun { .. } => TimestepSpacing::Trailing,
         }
     }
 
@@ -204,36 +254,83 @@ impl Method {
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::Sde { .. }
-            | Method::Ode { .. } => Grid::Timesteps { spacing },
+            | Method::Ode { .. }
+            | Method::Euler { .. }
+            | Method::Heun { .. } => Grid::Timesteps { spacing },
         }
     }
 }
 
-/// A plan as settings: the sampler, the grid, the steps, the SDE walked (none: the model's discrete schedule)
-/// and the strength. It serialises to JSON and back, and with the schedule it was made on rebuilds the same plan.
+/// A plan as settings: the sampler, the grid, the steps, the process walked and the strength. It serialises
+/// to JSON and back, and with the schedule it was made on rebuilds the same plan. A run records its default
+/// sampler as one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     #[serde(flatten)]
     pub method: Method,
     pub grid: Grid,
     pub steps: usize,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "crate::names::as_name::opt"
-    )]
-    pub sde: Option<Sde>,
+    #[serde(with = "crate::names::as_name")]
+    pub process: Walked,
     pub strength: f64,
 }
 
+/// A process by name: `schedule` (a model's discrete schedule), `flow`, or an SDE as `--sde` names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Walked {
+    Schedule,
+    Sde(Sde),
+    Flow,
+}
+
+impl Walked {
+    pub fn of(process: &Process) -> Walked {
+        match process {
+            Process::Discrete(_) => Walked::Schedule,
+            Process::Sde(sde) => Walked::Sde(*sde),
+            Process::Flow => Walked::Flow,
+        }
+    }
+
+    /// The process, with `schedule` for a discrete one.
+    pub fn process(&self, schedule: &NoiseSchedule) -> Process {
+        match self {
+            Walked::Schedule => Process::Discrete(schedule.clone()),
+            Walked::Sde(sde) => Process::Sde(*sde),
+            Walked::Flow => Process::Flow,
+        }
+    }
+}
+
+impl std::fmt::Display for Walked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Walked::Schedule => f.write_str("schedule"),
+            Walked::Sde(sde) => write!(f, "{sde}"),
+            Walked::Flow => f.write_str("flow"),
+        }
+    }
+}
+
+impl std::str::FromStr for Walked {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Walked> {
+        Ok(match s {
+            "schedule" => Walked::Schedule,
+            "flow" => Walked::Flow,
+            sde => {
+                Walked::Sde(sde.parse().map_err(|e| {
+                    Error::Invalid(format!("unknown process '{s}': not schedule, flow or an SDE ({e})"))
+                })?)
+            }
+        })
+    }
+}
+
 impl Spec {
-    /// The plan on `schedule` (when the spec names no SDE), checked as [`Plan::new`] checks.
+    /// The plan, on `schedule` when the spec walks a discrete schedule, checked as [`Plan::new`] checks.
     pub fn plan(&self, schedule: &NoiseSchedule) -> Result<Plan> {
-        let process = match self.sde {
-            Some(sde) => Process::Sde(sde),
-            None => Process::Discrete(schedule.clone()),
-        };
-        Plan::new(self.method, process, self.steps)?
+        Plan::new(self.method, self.process.process(schedule), self.steps)?
             .with_grid(self.grid)?
             .with_strength(self.strength)
     }
@@ -318,7 +415,7 @@ impl Plan {
     /// Refuses what cannot run: a sampler on a process or grid it cannot walk, out-of-range settings.
     fn checked(mut self) -> Result<Plan> {
         let name = self.method.name();
-        if let (true, Process::Discrete(_)) = (self.method.needs_sde(), &self.process) {
+        if let (true, Process::Discrete(_) | Process::Flow) = (self.method.needs_sde(), &self.process) {
             return Err(Error::Invalid(format!("{name} needs an SDE (--sde vp|subvp|ve)")));
         }
         match self.method {
@@ -352,6 +449,25 @@ impl Plan {
                     )));
                 }
             }
+            Method::Euler { frame, churn } | Method::Heun { frame, churn } => {
+                let Churn {
+                    s_churn,
+                    s_tmin,
+                    s_tmax,
+                    s_noise,
+                } = churn;
+                let s_tmax = s_tmax.unwrap_or(f64::INFINITY);
+                if !(s_churn >= 0.0 && s_noise > 0.0 && s_tmin >= 0.0 && s_tmin <= s_tmax) {
+                    return Err(Error::Invalid(format!(
+                        "{name}: need s_churn >= 0, s_noise > 0, 0 <= s_tmin <= s_tmax, got {s_churn}, {s_noise}, {s_tmin}, {s_tmax}"
+                    )));
+                }
+                if frame == Frame::Flow && s_churn > 0.0 {
+                    return Err(Error::Invalid(format!(
+                        "{name}: churn adds noise in EDM's VE frame (use euler or heun)"
+                    )));
+                }
+            }
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
@@ -363,6 +479,20 @@ impl Plan {
             .grid
             .knots(&self.process, self.steps, self.strength)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+        let pure_noise = self.knots[0].level.alpha == 0.0;
+        match self.method {
+            Method::Euler { frame: Frame::Ve, .. } | Method::Heun { frame: Frame::Ve, .. } if pure_noise => {
+                return Err(Error::Invalid(format!(
+                    "{name} walks σ/α, infinite at pure noise where this grid starts (use flow-{name}, or a grid with --sigma-max)"
+                )));
+            }
+            Method::DpmSolverPP2M | Method::EulerAncestral { .. } if pure_noise => {
+                return Err(Error::Invalid(format!(
+                    "{name} steps in log-SNR, infinite at pure noise where this grid starts (use a grid with --sigma-max)"
+                )));
+            }
+            _ => {}
+        }
         Ok(self)
     }
 
@@ -403,10 +533,7 @@ impl Plan {
             method: self.method,
             grid: self.grid,
             steps: self.steps,
-            sde: match &self.process {
-                Process::Sde(sde) => Some(*sde),
-                Process::Discrete(_) => None,
-            },
+            process: Walked::of(&self.process),
             strength: self.strength,
         }
     }
@@ -423,11 +550,12 @@ impl Plan {
             ) => format!("{}, {sde} SDE", self.method.name()),
             (Process::Sde(sde), _) => format!("{}, {sde} SDE, {} steps", self.method.name(), self.steps),
             (Process::Discrete(_), _) => format!("{}, {} steps", self.method.name(), self.steps),
+            (Process::Flow, _) => format!("{}, flow path, {} steps", self.method.name(), self.steps),
         };
         match self.grid {
             Grid::Timesteps { spacing } | Grid::SolverTimesteps { spacing } => d += &format!(", {spacing} spacing"),
             Grid::UniformT => {}
-            g @ (Grid::Karras { .. } | Grid::LogSnr { .. }) => d += &format!(", {g} grid"),
+            g @ (Grid::Karras { .. } | Grid::LogSnr { .. } | Grid::FlowT { .. }) => d += &format!(", {g} grid"),
         }
         if let Some(r) = self.resample {
             d += &format!(", RePaint resampling {}× per jump of {}", r.count, r.jump);
@@ -447,7 +575,9 @@ impl Plan {
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
             | Method::Sde { .. }
-            | Method::Ode { .. } => Some(self.knots().len() - 1),
+            | Method::Ode { .. }
+            | Method::Euler { .. }
+            | Method::Heun { .. } => Some(self.knots().len() - 1),
         }
     }
 
@@ -481,7 +611,7 @@ impl Plan {
     pub fn prior_std(&self) -> f64 {
         match &self.process {
             Process::Sde(Sde::Ve { .. }) => self.knots[0].level.sigma,
-            Process::Sde(Sde::Vp { .. } | Sde::SubVp { .. }) | Process::Discrete(_) => 1.0,
+            Process::Sde(Sde::Vp { .. } | Sde::SubVp { .. }) | Process::Discrete(_) | Process::Flow => 1.0,
         }
     }
 }
@@ -577,7 +707,9 @@ impl Plan {
     fn sde(&self) -> &Sde {
         match &self.process {
             Process::Sde(sde) => sde,
-            Process::Discrete(_) => unreachable!("Plan::checked refuses SDE samplers on discrete schedules"),
+            Process::Discrete(_) | Process::Flow => {
+                unreachable!("Plan::checked refuses SDE samplers on discrete schedules and the flow path")
+            }
         }
     }
 }
@@ -615,6 +747,8 @@ pub fn run(
             snr,
         } => sde::run(&mut ctx, x, plan.sde(), knots, predictor, (corrector_steps, snr)),
         Method::Ode { solver } => ode::sample(&mut ctx, x, plan.sde(), knots, solver),
+        Method::Euler { frame, churn } => heun::run(&mut ctx, x, knots, frame, false, churn),
+        Method::Heun { frame, churn } => heun::run(&mut ctx, x, knots, frame, true, churn),
     };
     // A grid that stops short of σ = 0 ends with one denoising call (score_sde's noise removal).
     let last = knots[knots.len() - 1].level;

@@ -16,7 +16,11 @@ pub fn coefs(method: Method) -> Option<Coefs> {
         Method::Ddpm { large_variance } => Some(Box::new(move |t, p| ancestral(t, p, large_variance))),
         Method::Ddim { eta } => Some(Box::new(move |t, p| ddim_levels(t, p, eta).expect("eta checked"))),
         Method::EulerAncestral { eta } => Some(Box::new(move |t, p| euler_ancestral(t, p, eta))),
-        Method::DpmSolverPP2M | Method::Sde { .. } | Method::Ode { .. } => None,
+        Method::DpmSolverPP2M
+        | Method::Sde { .. }
+        | Method::Ode { .. }
+        | Method::Euler { .. }
+        | Method::Heun { .. } => None,
     }
 }
 

@@ -310,6 +310,8 @@ fn level_methods() -> Vec<Method> {
         Method::Ddim { eta: 0.0 },
         Method::EulerAncestral { eta: 1.0 },
         Method::DpmSolverPP2M,
+        Method::from_name("euler").unwrap(),
+        Method::from_name("heun").unwrap(),
     ]
 }
 
@@ -411,6 +413,10 @@ fn a_plan_round_trips_through_its_json_spec() {
             .and_then(|p| p.with_strength(0.4))
             .unwrap(),
         Plan::new(Method::from_name("ode").unwrap(), Process::Sde(Sde::subvp()), 1).unwrap(),
+        Plan::new(churned(40.0), Process::Sde(edm), 18).unwrap(),
+        Plan::new(Method::from_name("flow-heun").unwrap(), Process::Flow, 12)
+            .and_then(|p| p.with_grid(Grid::FlowT { shift: 3.0 }))
+            .unwrap(),
     ];
     for plan in plans {
         let json = serde_json::to_string(&plan.spec()).unwrap();
@@ -430,9 +436,95 @@ fn a_plan_round_trips_through_its_json_spec() {
     .unwrap();
     assert_eq!(
         json,
-        r#"{"sampler":"ddim","eta":0.0,"grid":{"kind":"timesteps","spacing":"trailing"},"steps":50,"strength":1.0}"#
+        r#"{"sampler":"ddim","eta":0.0,"grid":{"kind":"timesteps","spacing":"trailing"},"steps":50,"process":"schedule","strength":1.0}"#
     );
     // A spec that cannot run is refused when rebuilt, as any plan is.
     let bad = json.replace(r#""eta":0.0"#, r#""eta":2.0"#);
     assert!(serde_json::from_str::<Spec>(&bad).unwrap().plan(&s).is_err());
+}
+
+/// EDM's Heun with churn S_churn (its other settings as in EDM's ImageNet table: S_noise 1.003, everywhere).
+fn churned(s_churn: f64) -> Method {
+    Method::Heun {
+        frame: Frame::Ve,
+        churn: Churn {
+            s_churn,
+            s_noise: 1.003,
+            ..Churn::NONE
+        },
+    }
+}
+
+#[test]
+fn euler_in_either_frame_is_ddim() {
+    // y = a(τ)x₀ + b(τ)ε with a, b linear in τ: an Euler step lands where DDIM (η = 0) puts x.
+    let target = Target::mixture(vec![-1.0, 1.5], vec![0.3, 0.7], 0.3).unwrap();
+    let den = ExactDenoiser::new(&target);
+    let edm: Sde = "ve:0.002,80".parse().unwrap();
+    for (name, process, grid) in [
+        ("euler", Process::Discrete(schedule(BetaSchedule::Linear)), Grid::KARRAS),
+        ("euler", Process::Sde(edm), Grid::KARRAS),
+        ("flow-euler", Process::Flow, Grid::FlowT { shift: 3.0 }),
+    ] {
+        let plan = |m| Plan::on_grid(m, process.clone(), grid, 12).unwrap();
+        let (euler, n1) = one_d(&den, &plan(Method::from_name(name).unwrap()), 500, 4);
+        let (ddim, n2) = one_d(&den, &plan(Method::Ddim { eta: 0.0 }), 500, 4);
+        assert_eq!(n1, n2);
+        let worst = euler.iter().zip(&ddim).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{name} on {}: {worst}", process.name());
+    }
+}
+
+#[test]
+fn flow_path_and_churn_samplers_land_on_the_target() {
+    let target = Target::mixture(vec![-1.0, 1.5], vec![0.3, 0.7], 0.3).unwrap();
+    let den = ExactDenoiser::new(&target);
+    // From pure noise (α = 0) on the flow path: its own samplers, DDIM and DDPM.
+    for (name, shift, nfe) in [
+        ("flow-heun", 1.0, 2 * 49 + 1),
+        ("flow-heun", 3.0, 2 * 49 + 1),
+        ("flow-euler", 1.0, 50),
+        ("ddim", 1.0, 50),
+        ("ddpm", 1.0, 50),
+    ] {
+        let plan = Plan::new(Method::from_name(name).unwrap(), Process::Flow, 50)
+            .and_then(|p| p.with_grid(Grid::FlowT { shift }))
+            .unwrap();
+        let (v, n) = one_d(&den, &plan, 10_000, 3);
+        let w1 = target.w1(&v);
+        assert!(w1 < 0.05 && n == nfe, "{name}, shift {shift}: w1 {w1}, nfe {n}");
+    }
+    // EDM's stochastic Heun on its VE range: the churn's noise is fresh, so the samples differ from the
+    // deterministic sampler's, and still land on the target.
+    let edm = Process::Sde("ve:0.002,80".parse().unwrap());
+    let (churn, _) = one_d(&den, &Plan::new(churned(40.0), edm.clone(), 40).unwrap(), 10_000, 3);
+    let (plain, _) = one_d(&den, &Plan::new(churned(0.0), edm, 40).unwrap(), 10_000, 3);
+    assert!(target.w1(&churn) < 0.05, "w1 {}", target.w1(&churn));
+    assert!(churn.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 0.01));
+}
+
+#[test]
+fn samplers_that_cannot_start_at_pure_noise_are_refused_there() {
+    for name in ["heun", "euler", "dpmpp-2m", "euler-ancestral"] {
+        let e = Plan::new(Method::from_name(name).unwrap(), Process::Flow, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pure noise"), "{name}: {e}");
+    }
+    // With a finite top they walk the flow path too.
+    let top = Grid::Karras {
+        rho: 7.0,
+        sigma_min: None,
+        sigma_max: Some(80.0),
+    };
+    assert!(Plan::on_grid(Method::from_name("heun").unwrap(), Process::Flow, top, 10).is_ok());
+    let flow_churn = Method::Heun {
+        frame: Frame::Flow,
+        churn: Churn {
+            s_churn: 1.0,
+            ..Churn::NONE
+        },
+    };
+    let e = Plan::new(flow_churn, Process::Flow, 10).unwrap_err().to_string();
+    assert!(e.contains("churn"), "{e}");
 }

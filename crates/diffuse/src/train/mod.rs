@@ -1,5 +1,7 @@
-//! Training: ε / x₀ / v regression on the forward process, AdamW with linear warm-up, global gradient-norm
-//! clipping, EMA weights, atomic checkpoints and exact resume.
+//! Training: regression on the forward process for every objective (ε / x₀ / v, EDM, flow matching: the
+//! target and the network's input come from the run's [`diffuse_math::Precond`], the levels from its
+//! [`LevelInput`]), optionally Min-SNR-γ weighted; AdamW with linear warm-up, global gradient-norm clipping,
+//! EMA weights, atomic checkpoints and exact resume; a step count or a wall-clock budget.
 //!
 //! Every random draw of step k (batch, timesteps, noise, dropout) comes from a stream seeded by
 //! (seed, k), so a run resumed from its checkpoint at step k repeats the uninterrupted run's losses.
@@ -9,17 +11,16 @@ pub(crate) mod log;
 
 use crate::data::Dataset;
 use crate::denoise::LevelInput;
-use crate::forward::{add_noise, per_item};
 use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
 use crate::safetensors_io::{self, Contents};
-use crate::sample::{self, Method, Plan, Process};
+use crate::sample;
 use crate::{Error, Result, rng};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Bytes;
-use diffuse_math::NoiseSchedule;
+use diffuse_math::{Level, NoiseSchedule};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,9 +41,12 @@ pub struct Summary {
     pub step_seconds: f64,
     pub final_loss: f64,
     pub params: usize,
+    /// Whether the time budget ended training before its step count.
+    pub out_of_time: bool,
 }
 
-/// Options that do not change the trained model.
+/// Options that do not change the trained model (a time budget changes only where it stops).
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     pub resume: bool,
     pub progress: bool,
@@ -50,6 +54,9 @@ pub struct Options {
     pub stop_after: Option<usize>,
     /// Recompute memory-bound activations in the backward pass (less memory, a little more time).
     pub gradient_checkpointing: bool,
+    /// Stop after the step during which this many seconds of this call have passed, then write the final
+    /// checkpoint and samples as at the end of the run, and record the steps made as the run's step count.
+    pub time_budget: Option<f64>,
 }
 
 struct State {
@@ -205,29 +212,47 @@ pub(crate) fn clip_grad_norm<M: Module>(model: &M, grads: &mut GradientsParams, 
     norm
 }
 
-/// One batch of step `step`: inputs x_t, timesteps and regression targets, all drawn from that step's stream.
-fn batch(
-    cfg: &RunConfig,
-    data: &Dataset,
-    cond: &LevelInput,
-    step: usize,
-    device: &Device,
-) -> Result<(Tensor<4>, Tensor<1>, Option<Tensor<1, Int>>, Tensor<4>)> {
+/// One batch of step `step`, all drawn from that step's stream.
+struct Batch {
+    input: Tensor<4>,
+    t: Tensor<1>,
+    classes: Option<Tensor<1, Int>>,
+    target: Tensor<4>,
+    /// Per-item loss weights, where the objective weighs levels unequally.
+    weight: Option<Tensor<4>>,
+}
+
+/// A [b, 1, 1, 1] column of per-item values.
+fn column(v: impl Iterator<Item = f64>, device: &Device) -> Tensor<4> {
+    let v: Vec<f32> = v.map(|x| x as f32).collect();
+    let b = v.len();
+    Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device)
+}
+
+fn batch(cfg: &RunConfig, data: &Dataset, cond: &LevelInput, step: usize, device: &Device) -> Result<Batch> {
     let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
     let b = cfg.train.batch_size;
     let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..data.len())).collect();
-    let levels: Vec<(f64, f64)> = (0..b).map(|_| cond.training_level(r.random::<f64>())).collect();
+    let levels: Vec<(Level, f64)> = (0..b).map(|_| cond.training_level(&mut r)).collect();
     let shape = [b, data.channels, data.height, data.width];
     let x0 = Tensor::<4>::from_data(TensorData::new(data.gather(&idx), shape), device);
     let eps = Tensor::<4>::from_data(
         TensorData::new(rng::normals(&mut r, b * data.image_size()), shape),
         device,
     );
-    let abar: Vec<f64> = levels.iter().map(|l| l.0).collect();
-    let prediction = cfg.prediction;
-    let (cx, ce) = per_item(&abar, device, |ab| prediction.target(ab));
-    let target = x0.clone() * cx + eps.clone() * ce;
-    let xt = add_noise(x0, eps, &abar);
+    let precond = cfg.objective.precond(cfg.prediction);
+    let coefs: Vec<_> = levels.iter().map(|(l, _)| precond.coefs(*l)).collect();
+    let col = |f: &dyn Fn(usize) -> f64| column((0..b).map(f), device);
+    let target = x0.clone() * col(&|i| coefs[i].target.0) + eps.clone() * col(&|i| coefs[i].target.1);
+    let mut input = x0 * col(&|i| levels[i].0.alpha) + eps * col(&|i| levels[i].0.sigma);
+    // Variance-preserving levels give the network x itself (bit for bit, as before preconditioning).
+    if coefs.iter().any(|c| (c.input - 1.0).abs() > 1e-12) {
+        input = input * col(&|i| coefs[i].input);
+    }
+    let weight = cfg
+        .train
+        .min_snr_gamma
+        .map(|g| col(&|i| precond.min_snr_weight(levels[i].0, g)));
     let t = Tensor::<1>::from_floats(levels.iter().map(|l| l.1 as f32).collect::<Vec<_>>().as_slice(), device);
     // Drawn last, so that unconditional runs draw exactly what they always drew.
     let classes = cfg
@@ -242,7 +267,13 @@ fn batch(
             Ok(Tensor::from_data(TensorData::new(l, [b]), device))
         })
         .transpose()?;
-    Ok((xt, t, classes, target))
+    Ok(Batch {
+        input,
+        t,
+        classes,
+        target,
+        weight,
+    })
 }
 
 /// The class labels of a batch, each replaced by the null class `k` with probability `dropout` (the
@@ -287,16 +318,26 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
     let t = &cfg.train;
     let end = opts.stop_after.map_or(t.steps, |k| k.min(t.steps));
     let mut step_seconds = 0.0;
-    while s.step < end {
+    let mut out_of_time = false;
+    while s.step < end && !out_of_time {
         let step = s.step;
         let step_started = Instant::now();
         if cfg.net.dropout() > 0.0 {
             // Dropout draws from burn's process-wide generator: reseed it per step for an exact resume.
             device.seed(rng::stream(t.seed ^ TRAIN_STREAM, step as u64).random());
         }
-        let (xt, tt, classes, target) = batch(cfg, data, &cond, step, &device)?;
-        let pred = s.model.forward(xt, tt, classes);
-        let loss = (pred - target).square().mean();
+        let Batch {
+            input,
+            t: tt,
+            classes,
+            target,
+            weight,
+        } = batch(cfg, data, &cond, step, &device)?;
+        let pred = s.model.forward(input, tt, classes);
+        let loss = match weight {
+            Some(w) => ((pred - target).square() * w).mean(),
+            None => (pred - target).square().mean(),
+        };
         let grads = loss.backward();
         let value = loss.into_scalar::<f32>();
         if !value.is_finite() {
@@ -318,7 +359,16 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
         step_seconds += step_started.elapsed().as_secs_f64();
         bar.set_position(s.step as u64);
         bar.set_message(format!("loss {:.4}", log::recent_mean(&s.losses, 50)));
-        let last = s.step == t.steps;
+        out_of_time = opts
+            .time_budget
+            .is_some_and(|b| started.elapsed().as_secs_f64() >= b && s.step < t.steps);
+        if out_of_time {
+            // The run is what it made: its step count is the steps done, so that it reads as finished.
+            let mut done = cfg.clone();
+            done.train.steps = s.step;
+            done.write(out)?;
+        }
+        let last = s.step == t.steps || out_of_time;
         if last || (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0) {
             save(cfg, out, &s)?;
         }
@@ -334,10 +384,11 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
         step_seconds,
         final_loss: log::recent_mean(&s.losses, 100),
         params,
+        out_of_time,
     })
 }
 
-/// A DDIM-50 grid of 64 EMA samples (fixed seed 0, so grids of successive steps compare).
+/// A grid of 64 EMA samples by the run's default sampler (fixed seed 0, so grids of successive steps compare).
 fn preview(
     cfg: &RunConfig,
     schedule: &NoiseSchedule,
@@ -347,9 +398,7 @@ fn preview(
     step: usize,
 ) -> Result<()> {
     let device = crate::device::device();
-    let steps = 50.min(schedule.len());
-    let process = Process::Discrete(schedule.clone());
-    let plan = Plan::new(Method::Ddim { eta: 0.0 }, process, steps)?;
+    let plan = cfg.default_sampler()?.plan(schedule)?;
     let den = cfg.denoiser(ema, cond, Default::default());
     let (c, h, w) = (cfg.channels, cfg.height, cfg.width);
     let points = cfg.is_points();
