@@ -133,6 +133,25 @@ impl NoiseSchedule {
         Self::new(kind, timesteps, a, b)
     }
 
+    /// The schedule rescaled to zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and
+    /// Sample Steps are Flawed", Algorithm 1): √ᾱ shifted so that its last value is 0 and scaled so that its
+    /// first is kept, then β recomputed; the last step is pure noise (β_T = 1). Models trained on it need
+    /// v or x₀ prediction (ε says nothing about x₀ where α = 0).
+    pub fn rescaled_to_zero_terminal_snr(self) -> Self {
+        let roots: Vec<f64> = self.alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+        let (first, last) = (roots[0], roots[roots.len() - 1]);
+        let abar: Vec<f64> = roots
+            .iter()
+            .map(|r| ((r - last) * first / (first - last)).powi(2))
+            .collect();
+        let betas = abar
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| 1.0 - a / if i == 0 { 1.0 } else { abar[i - 1] })
+            .collect();
+        Self::from_betas(self.kind, betas)
+    }
+
     fn from_betas(kind: BetaSchedule, betas: Vec<f64>) -> Self {
         let alphas_cumprod = betas
             .iter()
@@ -208,4 +227,26 @@ pub struct Posterior {
     pub variance_small: f64,
     /// β_t ("fixed large"), the upper bound of Ho et al.
     pub variance_large: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_terminal_snr_keeps_the_first_level_and_ends_at_pure_noise() {
+        let s = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
+        let z = s.clone().rescaled_to_zero_terminal_snr();
+        assert!((z.alphas_cumprod[0] - s.alphas_cumprod[0]).abs() < 1e-12);
+        assert!(z.alphas_cumprod[999].abs() < 1e-20 && (z.betas[999] - 1.0).abs() < 1e-12);
+        // √ᾱ is an affine map of the original's: the same shape, shifted down to 0 (Lin et al., Algorithm 1).
+        let (r, q) = (
+            |t: usize| s.alphas_cumprod[t].sqrt(),
+            |t: usize| z.alphas_cumprod[t].sqrt(),
+        );
+        let k = (q(0) - q(500)) / (r(0) - r(500));
+        assert!(((q(0) - q(800)) / (r(0) - r(800)) - k).abs() < 1e-9);
+        assert!(z.alphas_cumprod.windows(2).all(|w| w[1] < w[0]));
+        assert_eq!(z.timestep_of(0.0), 999.0);
+    }
 }

@@ -88,6 +88,26 @@ pub fn ddpm(alpha_bar: f64, alpha_bar_prev: f64, large_variance: bool) -> StepCo
     ancestral(Level::vp(alpha_bar), Level::vp(alpha_bar_prev), large_variance)
 }
 
+/// The SDE variant of DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", §4.2; diffusers'
+/// `sde-dpmsolver++`, midpoint): x_t = (σ_t/σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) (D₀ + (1/(2r))(D₀ − D₁))
+/// + σ_t √(1 − e^{−2h}) z. Returns (on x_s, on D₀, on D₁, noise std); into σ_t = 0 the update is x_t = D₀.
+pub fn dpm_solver_pp_sde(s: Level, t: Level, h_prev: Option<f64>) -> (f64, f64, f64, f64) {
+    if t.sigma <= 0.0 {
+        return (0.0, t.alpha, 0.0, 0.0);
+    }
+    let h = t.lambda() - s.lambda();
+    let phi = t.alpha * (1.0 - (-2.0 * h).exp());
+    let std = t.sigma * (1.0 - (-2.0 * h).exp()).max(0.0).sqrt();
+    let cx = t.sigma / s.sigma * (-h).exp();
+    match h_prev {
+        None => (cx, phi, 0.0, std),
+        Some(hp) => {
+            let d1 = 0.5 / (hp / h);
+            (cx, phi * (1.0 + d1), -phi * d1, std)
+        }
+    }
+}
+
 /// DPM-Solver++ (Lu et al. 2022) data-prediction updates from level s to level t, h = λ_t − λ_s:
 /// first order x_t = (σ_t/σ_s) x_s − α_t (e^{−h} − 1) D₀ (this is DDIM), and the 2M multistep correction
 /// D = D₀ + (1/(2r)) (D₀ − D₁) with r = h_prev/h ("midpoint" form, diffusers' default). Returns the

@@ -54,6 +54,7 @@ pub mod compare;
 pub mod data;
 pub mod denoise;
 pub mod device;
+pub mod distill;
 pub mod edit;
 pub mod error;
 pub mod evaluate;

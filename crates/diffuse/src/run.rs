@@ -26,6 +26,9 @@ pub struct ScheduleConfig {
     pub timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
+    /// Rescaled to zero terminal SNR (Lin et al. 2024): the last train step is pure noise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_terminal_snr: bool,
 }
 
 impl ScheduleConfig {
@@ -36,16 +39,17 @@ impl ScheduleConfig {
             timesteps,
             beta_start,
             beta_end,
+            zero_terminal_snr: false,
         }
     }
 
     pub fn build(&self) -> Result<NoiseSchedule> {
-        Ok(NoiseSchedule::new(
-            self.kind,
-            self.timesteps,
-            self.beta_start,
-            self.beta_end,
-        )?)
+        let s = NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end)?;
+        Ok(if self.zero_terminal_snr {
+            s.rescaled_to_zero_terminal_snr()
+        } else {
+            s
+        })
     }
 }
 
@@ -199,6 +203,7 @@ impl RunConfig {
                 steps: 18,
                 process: Walked::of(&process),
                 strength: 1.0,
+                thin: 1,
             }
         };
         self.sampler = match objective {
@@ -287,6 +292,7 @@ impl RunConfig {
             steps: 50,
             process: Walked::of(&process),
             strength: 1.0,
+            thin: 1,
         })
     }
 
@@ -300,6 +306,14 @@ impl RunConfig {
         }
         self.conditioning()?;
         self.objective.validate(self.prediction)?;
+        let discrete = self.objective == Objective::Diffusion && self.sde.is_none();
+        if self.schedule.zero_terminal_snr && !(discrete && self.prediction != Prediction::Eps) {
+            return Err(Error::Config(
+                "a zero-terminal-SNR schedule is for discrete diffusion models predicting v or x0 \
+                 (ε says nothing about x₀ at pure noise)"
+                    .into(),
+            ));
+        }
         if let Some(spec) = &self.sampler {
             spec.plan(&self.schedule.build()?)
                 .map_err(|e| Error::Config(format!("the run's default sampler: {e}")))?;
@@ -482,6 +496,13 @@ mod tests {
         let json = serde_json::to_string(&edm).unwrap();
         assert!(json.contains(r#""sde":"ve:0.002,80""#), "{json}");
         assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap(), edm);
+        // A zero-terminal-SNR schedule needs a prediction that is defined at pure noise.
+        let mut z = cfg.clone();
+        z.sde = None;
+        z.schedule.zero_terminal_snr = true;
+        z.validate().unwrap();
+        z.prediction = Prediction::Eps;
+        assert!(z.validate().unwrap_err().to_string().contains("zero-terminal-SNR"));
         // A misspelt name is an error that names it.
         let bad = text.replace(r#""prediction": "v""#, r#""prediction": "velocity""#);
         let e = serde_json::from_str::<RunConfig>(&bad).unwrap_err().to_string();

@@ -87,19 +87,27 @@ fn tiny_unet_overfits_one_digit_and_samples_it() {
     overfits_one_digit(&cfg, &out, &|| ddim_samples(&out, 25, 4, 9, true));
 }
 
-/// EDM and flow matching, through the same loop, run format and denoiser, each sampled by its run's default
-/// sampler (Heun on EDM's Karras grid; Heun in flow time).
+/// EDM, flow matching and v-prediction on a zero-terminal-SNR schedule, through the same loop, run format and
+/// denoiser, each sampled by its run's default sampler (Heun on EDM's Karras grid; Heun in flow time; DDIM from
+/// pure noise).
 #[test]
-fn edm_and_flow_matching_overfit_one_digit_and_their_default_samplers_draw_it() {
-    for name in ["edm", "flow"] {
-        let mut cfg = tiny_config(400, "eps").with_objective(Objective::from_name(name).unwrap());
+fn edm_flow_and_zero_terminal_snr_overfit_one_digit_and_their_default_samplers_draw_it() {
+    for (name, sampler) in [("edm", "heun"), ("flow", "flow-heun"), ("ztsnr", "ddim")] {
+        let mut cfg = match name {
+            "ztsnr" => {
+                let mut c = tiny_config(400, "v");
+                c.schedule.zero_terminal_snr = true;
+                c
+            }
+            _ => tiny_config(400, "eps").with_objective(Objective::from_name(name).unwrap()),
+        };
         cfg.train.checkpoint_every = 0;
         let out = tmp(&format!("overfit-{name}"));
         let draw = || {
             let device = diffuse::device::device();
             let r = run::load(&out, Weights::Raw, &device).unwrap();
             let plan = r.default_plan().unwrap();
-            assert!(plan.describe().contains("heun"), "{}", plan.describe());
+            assert!(plan.describe().starts_with(sampler), "{}", plan.describe());
             let den = r.denoiser(Default::default());
             sample::draw(
                 &den,
@@ -365,4 +373,69 @@ fn mlp_learns_points_on_a_circle() {
         "radius quantiles {q10} {q50} {q90}"
     );
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_distilled_student_in_two_steps_lands_nearer_its_teachers_eight_than_the_teacher_in_two() {
+    let data = Dataset::load("digits", Split::Train).unwrap();
+    let teacher = tmp("distill-teacher");
+    let mut cfg = tiny_config(200, "v");
+    cfg.train.checkpoint_every = 0;
+    train::train(&cfg, &data, &teacher, &quiet()).unwrap();
+    let student = tmp("distill-student");
+    let s = diffuse::distill::distill(
+        &teacher,
+        &data,
+        &student,
+        &diffuse::distill::Settings {
+            from_steps: 8,
+            to_steps: 2,
+            steps_per_round: 150,
+            batch_size: 32,
+            lr: 1e-4,
+            seed: 0,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(s.rounds.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4, 2]);
+    // The same starting noise through the teacher's 8 and 2 DDIM steps, and the student's 2 (its default).
+    let device = diffuse::device::device();
+    let draw = |dir: &std::path::Path, steps: Option<usize>| {
+        let r = run::load(dir, Weights::Ema, &device).unwrap();
+        let plan = match steps {
+            Some(k) => {
+                let spec = diffuse::sample::Spec {
+                    steps: k,
+                    thin: 8 / k,
+                    ..r.config.default_sampler().unwrap()
+                };
+                spec.plan(&r.schedule).unwrap()
+            }
+            None => r.default_plan().unwrap(),
+        };
+        let den = r.denoiser(Default::default());
+        sample::draw(
+            &den,
+            &plan,
+            4,
+            32,
+            [1, 8, 8],
+            32,
+            None,
+            &Cond::default(),
+            &[],
+            &device,
+            &mut |_| {},
+        )
+        .images
+    };
+    let (t8, t2, s2) = (draw(&teacher, Some(8)), draw(&teacher, Some(2)), draw(&student, None));
+    let (student_gap, teacher_gap) = (mse(&s2, &t8), mse(&t2, &t8));
+    assert!(
+        student_gap < 0.7 * teacher_gap,
+        "student {student_gap} vs teacher's own two steps {teacher_gap}"
+    );
+    std::fs::remove_dir_all(&teacher).unwrap();
+    std::fs::remove_dir_all(&student).unwrap();
 }

@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod compare_cmd;
+mod distill_cmd;
 mod edit_cmd;
 mod eval_cmd;
 mod fetch_cmd;
@@ -36,8 +37,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a DDPM noise predictor (or resume one) and write a run directory.
+    /// Train a diffusion model (DDPM, score SDE, EDM or flow matching), or resume one, into a run directory.
     Train(train_cmd::TrainArgs),
+    /// Distil a run into a few-step sampler (progressive distillation).
+    Distill(distill_cmd::DistillArgs),
     /// Draw images from a trained run with any sampler (DDPM, DDIM, DPM-Solver++, SDE, probability-flow ODE).
     Sample(sample_cmd::SampleArgs),
     /// Run a sampler against an exact target distribution (no training) and measure it.
@@ -74,6 +77,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train_cmd::train(a),
+        Command::Distill(a) => distill_cmd::distill(a),
         Command::Sample(a) => sample_cmd::sample(a),
         Command::Schedule(a) => schedule_cmd::schedule(a),
         Command::Lab(a) => lab_cmd::lab(a),

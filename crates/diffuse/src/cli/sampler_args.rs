@@ -98,7 +98,7 @@ impl SamplerArgs {
                 *eta = self.eta.unwrap_or(*eta);
                 &["--eta"]
             }
-            Method::DpmSolverPP2M => &[],
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => &[],
             Method::Sde {
                 predictor,
                 corrector_steps,

@@ -18,6 +18,10 @@ pub struct ScheduleFlags {
     /// Last β (default: 0.02, or 0.012 for scaled-linear; unused by cosine).
     #[arg(long)]
     pub beta_end: Option<f64>,
+    /// Rescale the schedule to zero terminal SNR (Lin et al. 2024): the last step is pure noise. For models
+    /// that predict v or x0.
+    #[arg(long)]
+    pub zero_terminal_snr: bool,
 }
 
 impl ScheduleFlags {
@@ -27,7 +31,10 @@ impl ScheduleFlags {
         let (ds, de) = kind.default_range();
         let range = (self.beta_start.is_some() || self.beta_end.is_some())
             .then(|| (self.beta_start.unwrap_or(ds), self.beta_end.unwrap_or(de)));
-        let cfg = ScheduleConfig::new(kind, self.timesteps, range);
+        let cfg = ScheduleConfig {
+            zero_terminal_snr: self.zero_terminal_snr,
+            ..ScheduleConfig::new(kind, self.timesteps, range)
+        };
         cfg.build()?;
         Ok(cfg)
     }

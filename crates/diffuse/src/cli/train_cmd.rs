@@ -292,14 +292,19 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let net_params = cfg.net.init(&diffuse::device::device())?.num_params();
     eprintln!(
-        "training {} ({} items {}×{}×{}), {} with {net_params} parameters, {} steps of batch {}",
+        "training {} ({} items {}×{}×{}), {} with {net_params} parameters, {} objective, {} of batch {}",
         cfg.data,
         data.len(),
         cfg.channels,
         cfg.height,
         cfg.width,
         cfg.net.describe(),
-        cfg.train.steps,
+        cfg.objective.name(),
+        match (a.time_budget, cfg.train.steps) {
+            (Some(b), UNLIMITED) => format!("steps for {b} s"),
+            (Some(b), k) => format!("{k} steps or {b} s, whichever ends first,"),
+            (None, k) => format!("{k} steps"),
+        },
         cfg.train.batch_size
     );
     let s = train::train(

@@ -99,6 +99,9 @@ pub enum Method {
     /// DPM-Solver++(2M), diffusers' defaults: second order, first order at the start and into the last level.
     #[serde(rename = "dpmpp-2m")]
     DpmSolverPP2M,
+    /// Its SDE variant (diffusers' `sde-dpmsolver++`): fresh noise each step, as much as the reverse SDE adds.
+    #[serde(rename = "dpmpp-2m-sde")]
+    DpmSolverPP2MSde,
     /// A reverse-SDE predictor, optionally with `corrector_steps` Langevin steps at signal-to-noise ratio
     /// `snr` before it at each time (score_sde's PC sampler runs the corrector first, then the predictor).
     Sde {
@@ -117,7 +120,7 @@ pub enum Method {
 
 impl Method {
     /// The samplers' short names, as `--sampler` takes them.
-    pub const NAMES: &'static str = "ddpm, ddim, euler-ancestral, dpmpp-2m, euler, heun, flow-euler, flow-heun, \
+    pub const NAMES: &'static str = "ddpm, ddim, euler-ancestral, dpmpp-2m, dpmpp-2m-sde, euler, heun, flow-euler, flow-heun, \
                                      euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode";
 
     /// The sampler called `name`, with its default settings: small variance (ddpm), η 0 (ddim), η 1
@@ -134,6 +137,7 @@ impl Method {
             "ddim" => Method::Ddim { eta: 0.0 },
             "euler-ancestral" => Method::EulerAncestral { eta: 1.0 },
             "dpmpp-2m" => Method::DpmSolverPP2M,
+            "dpmpp-2m-sde" => Method::DpmSolverPP2MSde,
             "euler" => Method::Euler {
                 frame: Frame::Ve,
                 churn: Churn::NONE,
@@ -175,6 +179,7 @@ impl Method {
             Method::Ddim { eta } => format!("ddim (eta {eta})"),
             Method::EulerAncestral { eta } => format!("euler-ancestral (eta {eta})"),
             Method::DpmSolverPP2M => "dpm-solver++(2M)".into(),
+            Method::DpmSolverPP2MSde => "dpm-solver++(2M) SDE".into(),
             Method::Sde {
                 predictor,
                 corrector_steps: 0,
@@ -213,6 +218,7 @@ impl Method {
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
+            | Method::DpmSolverPP2MSde
             | Method::Euler { .. }
             | Method::Heun { .. } => false,
             Method::Sde { .. } | Method::Ode { .. } => true,
@@ -235,7 +241,7 @@ impl Method {
     /// The spacing of train timesteps unless told otherwise (diffusers' defaults for each scheduler).
     pub fn default_spacing(&self) -> TimestepSpacing {
         match self {
-            Method::DpmSolverPP2M => TimestepSpacing::Linspace,
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => TimestepSpacing::Linspace,
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
@@ -249,7 +255,7 @@ impl Method {
     /// Train timesteps with `spacing`, placed as diffusers' scheduler for this sampler places them.
     pub fn timestep_grid(&self, spacing: TimestepSpacing) -> Grid {
         match self {
-            Method::DpmSolverPP2M => Grid::SolverTimesteps { spacing },
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => Grid::SolverTimesteps { spacing },
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
@@ -273,6 +279,18 @@ pub struct Spec {
     #[serde(with = "crate::names::as_name")]
     pub process: Walked,
     pub strength: f64,
+    /// Walk every `thin`-th knot of the grid laid with steps × thin steps (a distilled student's grid, nested in
+    /// its teachers'); 1 walks them all.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub thin: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// A process by name: `schedule` (a model's discrete schedule), `flow`, or an SDE as `--sde` names it.
@@ -332,6 +350,7 @@ impl Spec {
     pub fn plan(&self, schedule: &NoiseSchedule) -> Result<Plan> {
         Plan::new(self.method, self.process.process(schedule), self.steps)?
             .with_grid(self.grid)?
+            .with_thinning(self.thin)?
             .with_strength(self.strength)
     }
 }
@@ -350,6 +369,8 @@ pub struct Plan {
     /// RePaint's resampling (Lugmayr et al. 2022), one-step samplers only: after every `jump` steps down, go
     /// back up `jump` steps by the forward process and down again, `count − 1` times at each such point.
     resample: Option<Resample>,
+    /// Every `thin`-th knot, counted from the end, of the grid laid with steps × thin steps.
+    thin: usize,
     /// The K + 1 knots walked, laid once when the plan is checked.
     knots: Vec<Knot>,
 }
@@ -401,6 +422,7 @@ impl Plan {
             steps,
             strength: 1.0,
             resample: None,
+            thin: 1,
             knots: Vec::new(),
         }
         .checked()
@@ -472,13 +494,18 @@ impl Plan {
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
+            | Method::DpmSolverPP2MSde
             | Method::Sde { .. }
             | Method::Ode { .. } => {}
         }
-        self.knots = self
+        let fine = self
             .grid
-            .knots(&self.process, self.steps, self.strength)
+            .knots(&self.process, self.steps * self.thin, self.strength)
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+        // From the end, so that a part-way start keeps the same knots as the whole walk.
+        let mut knots: Vec<Knot> = fine.iter().rev().step_by(self.thin).copied().collect();
+        knots.reverse();
+        self.knots = knots;
         let pure_noise = self.knots[0].level.alpha == 0.0;
         match self.method {
             Method::Euler { frame: Frame::Ve, .. } | Method::Heun { frame: Frame::Ve, .. } if pure_noise => {
@@ -486,7 +513,7 @@ impl Plan {
                     "{name} walks σ/α, infinite at pure noise where this grid starts (use flow-{name}, or a grid with --sigma-max)"
                 )));
             }
-            Method::DpmSolverPP2M | Method::EulerAncestral { .. } if pure_noise => {
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::EulerAncestral { .. } if pure_noise => {
                 return Err(Error::Invalid(format!(
                     "{name} steps in log-SNR, infinite at pure noise where this grid starts (use a grid with --sigma-max)"
                 )));
@@ -494,6 +521,19 @@ impl Plan {
             _ => {}
         }
         Ok(self)
+    }
+
+    /// Walks every `thin`-th knot of the grid laid with steps × thin steps (1: all).
+    pub fn with_thinning(mut self, thin: usize) -> Result<Plan> {
+        if thin == 0 {
+            return Err(Error::Invalid("thinning must be at least 1".into()));
+        }
+        self.thin = thin;
+        self.checked()
+    }
+
+    pub fn thin(&self) -> usize {
+        self.thin
     }
 
     /// Starts sampling part-way, at fraction `s` ∈ (0, 1] of the process.
@@ -535,6 +575,7 @@ impl Plan {
             steps: self.steps,
             process: Walked::of(&self.process),
             strength: self.strength,
+            thin: self.thin,
         }
     }
 
@@ -557,6 +598,9 @@ impl Plan {
             Grid::UniformT => {}
             g @ (Grid::Karras { .. } | Grid::LogSnr { .. } | Grid::FlowT { .. }) => d += &format!(", {g} grid"),
         }
+        if self.thin > 1 {
+            d += &format!(" (every {}th of {})", self.thin, self.steps * self.thin);
+        }
         if let Some(r) = self.resample {
             d += &format!(", RePaint resampling {}× per jump of {}", r.count, r.jump);
         }
@@ -574,6 +618,7 @@ impl Plan {
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
+            | Method::DpmSolverPP2MSde
             | Method::Sde { .. }
             | Method::Ode { .. }
             | Method::Euler { .. }
@@ -740,7 +785,8 @@ pub fn run(
             let coefs = onestep::coefs(plan.method).expect("a one-step sampler");
             onestep::run(&mut ctx, x, knots, plan.resample, coefs)
         }
-        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, knots),
+        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, knots, false),
+        Method::DpmSolverPP2MSde => dpm_solver::run(&mut ctx, x, knots, true),
         Method::Sde {
             predictor,
             corrector_steps,

@@ -17,6 +17,7 @@ pub fn coefs(method: Method) -> Option<Coefs> {
         Method::Ddim { eta } => Some(Box::new(move |t, p| ddim_levels(t, p, eta).expect("eta checked"))),
         Method::EulerAncestral { eta } => Some(Box::new(move |t, p| euler_ancestral(t, p, eta))),
         Method::DpmSolverPP2M
+        | Method::DpmSolverPP2MSde
         | Method::Sde { .. }
         | Method::Ode { .. }
         | Method::Euler { .. }

@@ -310,6 +310,7 @@ fn level_methods() -> Vec<Method> {
         Method::Ddim { eta: 0.0 },
         Method::EulerAncestral { eta: 1.0 },
         Method::DpmSolverPP2M,
+        Method::DpmSolverPP2MSde,
         Method::from_name("euler").unwrap(),
         Method::from_name("heun").unwrap(),
     ]

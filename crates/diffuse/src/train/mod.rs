@@ -67,7 +67,8 @@ struct State {
     losses: Vec<LossRow>,
 }
 
-fn optimizer(weight_decay: f64) -> ModuleOptimizer {
+/// AdamW as every training here uses it (β 0.9, 0.999, ε 1e-8).
+pub(crate) fn optimizer(weight_decay: f64) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.999)
