@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sweep that chose the digits defaults (issue 18): each training recipe at the main job's budget, then its
+# The sweep that chose the digits defaults (issue 18): each training recipe at the main job's step count, then its
 # samples judged by FID/precision/recall against the 297 held-out digits (reference Inception, ../shared/weights)
 # and by the evaluation classifier (confident: p ≥ 0.9; real held-out digits: 95.3%).
 # Usage: scripts/sweep-digits.sh [OUT] [NAME...]   (default runs/sweep-digits, every recipe); prints a table.
@@ -18,6 +18,10 @@ recipes=(
   "edm2-p|--objective edm --p-mean-std -0.4 1.0|"
   "flow-logit|--objective flow|;--sampler flow-euler --steps 50"
   "flow-uniform|--objective flow --flow-times uniform|"
+  "eps-lr1e-3|--objective diffusion --lr 1e-3|--sampler ddim --steps 50"
+  "edm-lr1e-3|--objective edm --lr 1e-3|"
+  "edm-lr2e-3|--objective edm --lr 2e-3|"
+  "flow-lr1e-3|--objective flow --lr 1e-3|"
 )
 want=("$@")
 mkdir -p "$out"
@@ -42,7 +46,7 @@ for r in "${recipes[@]}"; do
     # shellcheck disable=SC2086
     "$bin" train --data digits --out "$run" --seed 0 --quiet $train >"$run.log" 2>&1
   fi
-  seconds=$(grep -o 'in [0-9.]* s' "$run.log" | head -1 | tr -dc '0-9.')
+  seconds=$(grep -o 'in [0-9.]* s' "$run.log" 2>/dev/null | head -1 | tr -dc '0-9.' || true)
   IFS=';' read -ra evals <<<"$samplers"
   [ ${#evals[@]} -eq 0 ] && evals=("")
   for e in "${evals[@]}"; do row "$name" "$run" "$e" "$seconds"; done

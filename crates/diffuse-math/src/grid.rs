@@ -185,7 +185,8 @@ impl Grid {
                 (0..steps)
                     .map(|i| {
                         let t = 1.0 - i as f64 / steps as f64;
-                        let t = shift * t / (1.0 + (shift - 1.0) * t);
+                        // s·t/(s·t + 1 − t): exactly 1 at t = 1 in floating point.
+                        let t = (shift * t / (shift * t + (1.0 - t))).clamp(0.0, 1.0);
                         Knot {
                             t,
                             level: flow_level(t),
@@ -260,7 +261,9 @@ fn ends(process: &Process, lo: Option<f64>, hi: Option<f64>) -> Result<(f64, f64
     if hi.is_infinite() {
         return Err("needs --sigma-max: the process starts at pure noise (σ/α = ∞)".into());
     }
-    if !(lo > 0.0 && lo < hi && (lo >= p_lo || p_hi.is_infinite()) && hi <= p_hi) {
+    // The flow path's own σ_min is only a default: it reaches every level down to clean.
+    let floor = if *process == Process::Flow { 0.0 } else { p_lo };
+    if !(lo > 0.0 && lo < hi && lo >= floor && hi <= p_hi) {
         return Err(format!(
             "needs 0 < σ_min < σ_max within the process's σ/α range {p_lo}..{p_hi}, got {lo}..{hi}"
         ));

@@ -141,7 +141,12 @@ impl SamplerArgs {
                 if let Some(v) = &self.s_tmin_tmax {
                     (churn.s_tmin, churn.s_tmax) = (v[0], Some(v[1]));
                 }
-                &["--s-churn", "--s-noise", "--s-tmin-tmax"]
+                // S_noise and the window shape the churn: without churn they would do nothing.
+                if churn.s_churn == 0.0 {
+                    &["--s-churn"]
+                } else {
+                    &["--s-churn", "--s-noise", "--s-tmin-tmax"]
+                }
             }
         };
         let given = [

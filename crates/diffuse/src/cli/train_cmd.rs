@@ -76,10 +76,10 @@ pub struct TrainArgs {
     #[arg(long)]
     sigma_data: Option<f64>,
     /// EDM: mean and standard deviation of ln σ in training (default -1.2 and 1.2; EDM2: -0.4 and 1.0).
-    #[arg(long, num_args = 2, value_names = ["P_MEAN", "P_STD"])]
+    #[arg(long, num_args = 2, value_names = ["P_MEAN", "P_STD"], allow_negative_numbers = true)]
     p_mean_std: Option<Vec<f64>>,
     /// Flow matching: training times uniform, or logit-normal with this mean and std (default 0 1, SD3's).
-    #[arg(long, num_args = 1..=2, value_names = ["uniform|MEAN", "STD"])]
+    #[arg(long, num_args = 1..=2, value_names = ["uniform|MEAN", "STD"], allow_negative_numbers = true)]
     flow_times: Option<Vec<String>>,
     /// Diffusion objectives: weigh the loss by Min-SNR-γ (Hang et al. 2023 use γ = 5).
     #[arg(long)]
@@ -232,6 +232,11 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
     }
     cfg = cfg.with_objective(objective);
     cfg.train.min_snr_gamma = a.min_snr_gamma;
+    if let Some(b) = a.time_budget
+        && !(b > 0.0 && b.is_finite())
+    {
+        bail!("--time-budget must be a positive number of seconds, got {b}");
+    }
     let t = &mut cfg.train;
     t.steps = a
         .steps

@@ -498,15 +498,23 @@ impl Plan {
             | Method::Sde { .. }
             | Method::Ode { .. } => {}
         }
-        let fine = self
-            .grid
-            .knots(&self.process, self.steps * self.thin, self.strength)
-            .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
-        // From the end, so that a part-way start keeps the same knots as the whole walk.
-        let mut knots: Vec<Knot> = fine.iter().rev().step_by(self.thin).copied().collect();
-        knots.reverse();
-        self.knots = knots;
-        let pure_noise = self.knots[0].level.alpha == 0.0;
+        let lay = |steps, strength| {
+            self.grid
+                .knots(&self.process, steps, strength)
+                .map_err(|e| Error::Invalid(format!("{name}: {e}")))
+        };
+        self.knots = if self.thin == 1 {
+            lay(self.steps, self.strength)?
+        } else {
+            // Every thin-th knot of the whole fine grid, counted from its end; a part-way start then keeps the
+            // last ⌈s·K⌉ of those, as on any grid.
+            let fine = lay(self.steps * self.thin, 1.0)?;
+            let mut knots: Vec<Knot> = fine.iter().rev().step_by(self.thin).copied().collect();
+            knots.reverse();
+            let k = knots.len() - 1;
+            knots.split_off(k - grid::kept(k, self.strength))
+        };
+        let pure_noise = self.knots[0].level.alpha <= 1e-12;
         match self.method {
             Method::Euler { frame: Frame::Ve, .. } | Method::Heun { frame: Frame::Ve, .. } if pure_noise => {
                 return Err(Error::Invalid(format!(

@@ -529,3 +529,27 @@ fn samplers_that_cannot_start_at_pure_noise_are_refused_there() {
     let e = Plan::new(flow_churn, Process::Flow, 10).unwrap_err().to_string();
     assert!(e.contains("churn"), "{e}");
 }
+
+#[test]
+fn a_thinned_grid_walks_its_teachers_knots_and_a_part_way_start_keeps_whole_steps() {
+    let s = schedule(BetaSchedule::Linear);
+    let fine = Plan::new(Method::Ddim { eta: 0.0 }, Process::Discrete(s.clone()), 64).unwrap();
+    let thin = Plan::new(Method::Ddim { eta: 0.0 }, Process::Discrete(s), 4)
+        .and_then(|p| p.with_grid(fine.grid()))
+        .and_then(|p| p.with_thinning(16))
+        .unwrap();
+    let want: Vec<Knot> = [0, 16, 32, 48, 64].iter().map(|&i| fine.knots()[i]).collect();
+    assert_eq!(thin.knots(), want.as_slice());
+    // SDEdit on the student: ⌈s·4⌉ of its own steps, never fewer than one.
+    for (strength, steps) in [(0.3, 2), (0.1, 1), (1.0, 4)] {
+        let p = thin.clone().with_strength(strength).unwrap();
+        assert_eq!(p.knots(), &want[4 - steps..], "strength {strength}");
+    }
+    // Shifted flow time starts exactly at pure noise, whatever the shift.
+    for shift in [0.1, 0.2, 0.3, 3.0] {
+        let p = Plan::new(Method::from_name("flow-euler").unwrap(), Process::Flow, 8)
+            .and_then(|p| p.with_grid(Grid::FlowT { shift }))
+            .unwrap();
+        assert_eq!(p.knots()[0].level.alpha, 0.0, "shift {shift}");
+    }
+}
