@@ -2,10 +2,11 @@
 # Inpainting measured on the 297 held-out digits: half of each digit masked, filled by the model (RePaint with
 # DDPM-100 and resampling, or DDIM-50 with known-region replacement) or naively (mean, blur); masked-region PSNR
 # and the evaluation classifier's accuracy on the completed digits. Then the README's editing pictures.
-# Usage: scripts/editing.sh [RUN_DIR]   (default runs/digits, the main command's run). Needs python3.
+# Usage: scripts/editing.sh [RUN_DIR]   (default runs/digits-ddpm, made by
+#   diffuse train --data digits --out runs/digits-ddpm --seed 0 --objective diffusion). Needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:-runs/digits}
+run=${1:-runs/digits-ddpm}
 bin=${DIFFUSE_BIN:-target/release/diffuse}
 clf=runs/quality/classifier
 [ -f "$clf/classifier.json" ] || "$bin" classifier train --data digits --out "$clf" --seed 0

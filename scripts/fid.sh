@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Reproduces the README's FID table: the default digits run and the class-conditional digits run, sampled and
+# Reproduces the README's FID table: the DDPM digits run and the class-conditional digits run, sampled and
 # measured by `diffuse eval` against the 297 held-out digits in the reference Inception's features (needs the
 # weights: ../shared/weights, $DIFFUSE_INCEPTION or `diffuse fetch inception`).
-# Usage: scripts/fid.sh [UNCOND_RUN] [COND_RUN]   (defaults runs/digits, runs/digits-cond)
+# Usage: scripts/fid.sh [UNCOND_RUN] [COND_RUN]   (defaults runs/digits-ddpm, made by
+#   diffuse train --data digits --out runs/digits-ddpm --seed 0 --objective diffusion,
+# and runs/digits-cond, made by
+#   diffuse train --data digits --out runs/digits-cond --seed 0 --conditional --objective diffusion)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:-runs/digits}
+run=${1:-runs/digits-ddpm}
 cond=${2:-runs/digits-cond}
 bin=${DIFFUSE_BIN:-target/release/diffuse}
 [ -x "$bin" ] || { cargo build --release; bin=${CARGO_TARGET_DIR:-target}/release/diffuse; }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Samplers on different time grids, on the default digits model: FID, precision and recall against the 297
+# Samplers on different time grids, on the DDPM digits model: FID, precision and recall against the 297
 # held-out digits (reference Inception, needs ../shared/weights) and the evaluation classifier's confident share.
-# Usage: scripts/grids.sh [RUN_DIR]   (default runs/digits, made by the README's main command); prints a table.
+# Usage: scripts/grids.sh [RUN_DIR]   (default runs/digits-ddpm, made by
+#   diffuse train --data digits --out runs/digits-ddpm --seed 0 --objective diffusion); prints a table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:-runs/digits}
+run=${1:-runs/digits-ddpm}
 bin=${DIFFUSE_BIN:-target/release/diffuse}
 [ -x "$bin" ] || { cargo build --release; bin=${CARGO_TARGET_DIR:-target}/release/diffuse; }
 clf=runs/quality/classifier

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The guidance curve: class accuracy, confidence, diversity, Inception-style score and classifier-feature FID of
 # DDIM-50 samples against the classifier-free guidance scale w, for a class-conditional run (default
-# runs/digits-cond, made by  diffuse train --data digits --out runs/digits-cond --seed 0 --conditional).
+# runs/digits-cond, made by
+#   diffuse train --data digits --out runs/digits-cond --seed 0 --conditional --objective diffusion).
 # Then the guidance options at large w: rescaling (φ = 0.7) and a limited interval (σ/α in [0.3, 5]).
 # Usage: scripts/guidance.sh [RUN_DIR] [N_PER_CLASS]   Needs python3 for the tables.
 set -euo pipefail

@@ -17,15 +17,16 @@ timed() { /usr/bin/time -f "  peak RSS %M KB, wall %e s" "$@"; }
   --base-channels 16 --batch-size 16 --steps 1500 --quiet
 cp runs/emoji-vae/reconstructions.png docs/emoji-vae-reconstructions.png
 [ -f runs/emoji-latent/checkpoint.safetensors ] || timed "$bin" train --data "$data" --vae runs/emoji-vae \
-  --out runs/emoji-latent --conditional --steps "$steps" --quiet
+  --out runs/emoji-latent --conditional --objective diffusion --steps "$steps" --quiet
 
 echo "--- training: 20 steps of batch 64 (optimiser-step time is printed)"
 rm -rf runs/emoji-pixel-same runs/emoji-pixel-default runs/emoji-latent-timing
-timed "$bin" train --data "$data" --vae runs/emoji-vae --out runs/emoji-latent-timing --conditional --steps 20 \
+timed "$bin" train --data "$data" --vae runs/emoji-vae --out runs/emoji-latent-timing --conditional \
+  --objective diffusion --steps 20 --sample-every 0 --quiet
+timed "$bin" train --data "$data" --out runs/emoji-pixel-same --conditional --objective diffusion --steps 20 \
+  --sample-every 0 --quiet --channel-mults 1,2 --blocks-per-level 1 --attention 16
+timed "$bin" train --data "$data" --out runs/emoji-pixel-default --conditional --objective diffusion --steps 20 \
   --sample-every 0 --quiet
-timed "$bin" train --data "$data" --out runs/emoji-pixel-same --conditional --steps 20 --sample-every 0 --quiet \
-  --channel-mults 1,2 --blocks-per-level 1 --attention 16
-timed "$bin" train --data "$data" --out runs/emoji-pixel-default --conditional --steps 20 --sample-every 0 --quiet
 
 echo "--- sampling: DDIM-50, 64 images in one batch, unconditional (one network call per step)"
 rm -rf runs/emoji-latent-samples runs/emoji-pixel-same-samples runs/emoji-pixel-default-samples runs/emoji-latent-classes

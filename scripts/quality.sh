@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Reproduces the README's quality table: trains the evaluation classifier on the real digits, samples the
-# default run with DDIM-50 (and DDPM-1000), and scores both next to the held-out real digits.
-# Usage: scripts/quality.sh [RUN_DIR]   (default runs/digits, made by the README's main command)
+# DDPM run with DDIM-50 (and DDPM-1000), and scores both next to the held-out real digits.
+# Usage: scripts/quality.sh [RUN_DIR]   (default runs/digits-ddpm, made by
+#   diffuse train --data digits --out runs/digits-ddpm --seed 0 --objective diffusion)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-run=${1:-runs/digits}
+run=${1:-runs/digits-ddpm}
 bin=${DIFFUSE_BIN:-target/release/diffuse}
 [ -x "$bin" ] || { cargo build --release; bin=${CARGO_TARGET_DIR:-target}/release/diffuse; }
 out=runs/quality

@@ -62,12 +62,17 @@ fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
 }
 
-/// A tiny trained run shared by the tests of this file.
+/// A tiny trained DDPM run shared by the tests of this file (the classic recipe, whose discrete schedule the
+/// sampler and editing tests walk).
 fn tiny_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let out = tmp("run").join("r");
-        train_tiny(&out, 30, &["--seed", "1", "--checkpoint-every", "10"]);
+        train_tiny(
+            &out,
+            30,
+            &["--seed", "1", "--checkpoint-every", "10", "--objective", "diffusion"],
+        );
         out
     })
 }
@@ -1135,6 +1140,26 @@ fn the_cli_defaults_are_the_library_defaults() {
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     let data = diffuse::data::Dataset::load("digits", diffuse::data::Split::Train).unwrap();
+    let mut lib = diffuse::run::RunConfig::recommended(&diffuse::data::DataSpec::Digits, &data);
+    lib.train.steps = 1;
+    lib.train.sample_every = 0;
+    assert_eq!(written, serde_json::to_value(&lib).unwrap());
+    // `--objective diffusion` is the library's classic recipe.
+    let classic = tmp("defaults-ddpm").join("r");
+    ok(&[
+        "train",
+        "--out",
+        s(&classic),
+        "--steps",
+        "1",
+        "--sample-every",
+        "0",
+        "--quiet",
+        "--objective",
+        "diffusion",
+    ]);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(classic.join("config.json")).unwrap()).unwrap();
     let mut lib = diffuse::run::RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data);
     lib.train.steps = 1;
     lib.train.sample_every = 0;

@@ -50,9 +50,9 @@ pub struct TrainArgs {
     /// Images (or points) per step (default: 64 images, 256 points).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = 3e-4)]
-    lr: f64,
+    /// Peak AdamW learning rate (default: 1e-3 for flow matching, 3e-4 otherwise).
+    #[arg(long)]
+    lr: Option<f64>,
     /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 100)]
     warmup: usize,
@@ -65,13 +65,15 @@ pub struct TrainArgs {
     /// EMA decay of the sampling weights.
     #[arg(long, default_value_t = 0.995)]
     ema_decay: f64,
-    /// What the network is trained to do: diffusion (ε/x₀/v regression, --prediction; the default), edm
-    /// (Karras et al. 2022 preconditioning, log-normal σ), flow (flow matching, velocity target).
-    #[arg(long, default_value = "diffusion")]
-    objective: String,
-    /// What a diffusion objective's network predicts: eps | x0 | v.
-    #[arg(long, default_value = "eps")]
-    prediction: String,
+    /// What the network is trained to do: flow (flow matching, velocity target; the default for images,
+    /// chosen by measurement, docs/guide/objectives.md), diffusion (DDPM's ε/x₀/v regression, --prediction;
+    /// the default for points, and implied by --prediction, --sde, --min-snr-gamma, --zero-terminal-snr), edm
+    /// (Karras et al. 2022 preconditioning, log-normal σ).
+    #[arg(long)]
+    objective: Option<String>,
+    /// What a diffusion objective's network predicts: eps (the default) | x0 | v.
+    #[arg(long)]
+    prediction: Option<String>,
     /// EDM: the data's standard deviation σ_data (default 0.5).
     #[arg(long)]
     sigma_data: Option<f64>,
@@ -149,7 +151,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             .transpose()
     };
     // The library's defaults for this data, then every flag given.
-    let mut cfg = RunConfig::for_data(&a.data.parse::<DataSpec>()?.absolute()?, data);
+    let mut cfg = RunConfig::recommended(&a.data.parse::<DataSpec>()?.absolute()?, data);
     match &mut cfg.net {
         NetConfig::Unet(unet) => {
             unet.base_channels = a.base_channels.unwrap_or(unet.base_channels);
@@ -174,10 +176,16 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         }
         cfg = cfg.conditional(a.label_dropout);
     }
-    cfg.prediction = a.prediction.parse()?;
+    cfg.prediction = a.prediction.as_deref().unwrap_or("eps").parse()?;
     cfg.schedule = a.schedule.config()?;
     cfg.sde = a.sde.as_deref().map(str::parse).transpose()?;
-    let mut objective = Objective::from_name(&a.objective)?;
+    let diffusion_flags =
+        a.prediction.is_some() || a.sde.is_some() || a.min_snr_gamma.is_some() || a.schedule.zero_terminal_snr;
+    let mut objective = match (&a.objective, diffusion_flags) {
+        (Some(name), _) => Objective::from_name(name)?,
+        (None, true) => Objective::Diffusion,
+        (None, false) => cfg.objective,
+    };
     match &mut objective {
         Objective::Edm {
             sigma_data,
@@ -242,7 +250,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         .steps
         .unwrap_or(if a.time_budget.is_some() { UNLIMITED } else { t.steps });
     t.batch_size = a.batch_size.unwrap_or(t.batch_size);
-    t.lr = a.lr;
+    t.lr = a.lr.unwrap_or(RunConfig::default_lr(&objective));
     t.warmup_steps = a.warmup;
     t.weight_decay = a.weight_decay;
     t.grad_clip = a.grad_clip;
