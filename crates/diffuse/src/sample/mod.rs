@@ -132,28 +132,24 @@ impl Method {
             corrector_steps,
             snr: 0.16,
         };
+        let edm = |frame, heun: bool| {
+            let churn = Churn::NONE;
+            if heun {
+                Method::Heun { frame, churn }
+            } else {
+                Method::Euler { frame, churn }
+            }
+        };
         Ok(match name {
             "ddpm" => Method::Ddpm { large_variance: false },
             "ddim" => Method::Ddim { eta: 0.0 },
             "euler-ancestral" => Method::EulerAncestral { eta: 1.0 },
             "dpmpp-2m" => Method::DpmSolverPP2M,
             "dpmpp-2m-sde" => Method::DpmSolverPP2MSde,
-            "euler" => Method::Euler {
-                frame: Frame::Ve,
-                churn: Churn::NONE,
-            },
-            "heun" => Method::Heun {
-                frame: Frame::Ve,
-                churn: Churn::NONE,
-            },
-            "flow-euler" => Method::Euler {
-                frame: Frame::Flow,
-                churn: Churn::NONE,
-            },
-            "flow-heun" => Method::Heun {
-                frame: Frame::Flow,
-                churn: Churn::NONE,
-            },
+            "euler" => edm(Frame::Ve, false),
+            "heun" => edm(Frame::Ve, true),
+            "flow-euler" => edm(Frame::Flow, false),
+            "flow-heun" => edm(Frame::Flow, true),
             "euler-maruyama" => sde(Predictor::EulerMaruyama, 0),
             "reverse-diffusion" => sde(Predictor::ReverseDiffusion, 0),
             "ancestral" => sde(Predictor::Ancestral, 0),
