@@ -7,7 +7,7 @@
 //! its teacher's. The student's target is the x̂₀ that makes its one DDIM step land where the teacher's two do
 //! (the paper's Algorithm 2), with the paper's truncated-SNR weight max(SNR, 1) on the x̂₀ error.
 
-use crate::denoise::{Cond, Denoiser};
+use crate::denoise::{Cond, Denoiser, NetDenoiser};
 use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, LoadedRun, Weights};
 use crate::safetensors_io::{self, Contents};
@@ -135,7 +135,16 @@ pub fn distill(teacher_dir: &Path, data: &crate::data::Dataset, out: &Path, s: &
             let x = x0.mul_scalar(from.level.alpha) + eps.mul_scalar(from.level.sigma);
             let target = two_step_target(&teacher, &teacher_net, x.clone(), from, mid, to);
             let weight = (from.level.alpha / from.level.sigma).powi(2).max(1.0);
-            let predicted = student_x0(&teacher, &student, x.to_device(&train_device), from.level);
+            // The run's own denoiser on the student, unclipped: clipping would stop the gradients.
+            let predicted = NetDenoiser {
+                net: &student,
+                cond: &teacher.cond,
+                precond: cfg.objective.precond(cfg.prediction),
+                clip: false,
+                guidance: Default::default(),
+            }
+            .denoise(x.to_device(&train_device), from.level, &Cond::default())
+            .x0;
             let loss = (predicted - target.to_device(&train_device))
                 .square()
                 .mean()
@@ -183,15 +192,6 @@ fn two_step_target(run: &LoadedRun, net: &Net, x: Tensor<4>, from: Knot, mid: Kn
     let (f, t) = (from.level, to.level);
     let k = t.sigma / f.sigma;
     (x_to - x.mul_scalar(k)).mul_scalar(1.0 / (t.alpha - k * f.alpha))
-}
-
-/// The student's x̂₀ at `level`, with gradients, by the run's preconditioning.
-fn student_x0(run: &LoadedRun, net: &Net, x: Tensor<4>, level: Level) -> Tensor<4> {
-    let c = run.config.objective.precond(run.config.prediction).coefs(level);
-    let b = x.dims()[0];
-    let t = Tensor::<1>::full([b], run.cond.time_input(level) as f32, &x.device());
-    let out = net.forward(x.clone().mul_scalar(c.input), t, None);
-    x.mul_scalar(c.x0.x_coef) + out.mul_scalar(c.x0.out_coef)
 }
 
 /// A run in `out` with the student's weights (as both weights and EMA), the teacher's config and `spec` as its

@@ -1,25 +1,19 @@
-//! The forward process q(x_t | x₀) = N(√ᾱ_t x₀, (1 − ᾱ_t) I), shared by training and editing.
+//! The forward process x = α·x₀ + σ·ε at one noise level per batch item, as training draws it.
 
 use burn::prelude::*;
+use diffuse_math::Level;
 
-/// x_t = √ᾱ x₀ + √(1−ᾱ) ε with one ᾱ per batch item.
-pub fn add_noise(x0: Tensor<4>, eps: Tensor<4>, alpha_bar: &[f64]) -> Tensor<4> {
-    let (a, s) = per_item(alpha_bar, &x0.device(), |ab| (ab.sqrt(), (1.0 - ab).sqrt()));
-    x0 * a + eps * s
+/// x = α x₀ + σ ε with one level per batch item.
+pub fn add_noise(x0: Tensor<4>, eps: Tensor<4>, levels: &[Level]) -> Tensor<4> {
+    let device = x0.device();
+    x0 * column(levels.iter().map(|l| l.alpha), &device) + eps * column(levels.iter().map(|l| l.sigma), &device)
 }
 
-/// Two [b, 1, 1, 1] coefficient tensors from one function of each item's ᾱ.
-pub fn per_item(alpha_bar: &[f64], device: &Device, f: impl Fn(f64) -> (f64, f64)) -> (Tensor<4>, Tensor<4>) {
-    let b = alpha_bar.len();
-    let (p, q): (Vec<f32>, Vec<f32>) = alpha_bar
-        .iter()
-        .map(|&ab| {
-            let (p, q) = f(ab);
-            (p as f32, q as f32)
-        })
-        .unzip();
-    let make = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device);
-    (make(p), make(q))
+/// A [b, 1, 1, 1] column of per-item values, to scale a batch item by item.
+pub fn column(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<4> {
+    let v: Vec<f32> = values.map(|x| x as f32).collect();
+    let b = v.len();
+    Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device)
 }
 
 #[cfg(test)]
@@ -37,7 +31,8 @@ mod tests {
         let x0 = Tensor::<4>::full([2, 1, 1, n], 0.5, &device);
         let eps = Tensor::<4>::from_data(TensorData::new(noise, [2, 1, 1, n]), &device);
         let ab = [s.alphas_cumprod[100], s.alphas_cumprod[900]];
-        let xt: Vec<f32> = add_noise(x0, eps, &ab).into_data().try_into_vec().unwrap();
+        let levels = ab.map(Level::vp);
+        let xt: Vec<f32> = add_noise(x0, eps, &levels).into_data().try_into_vec().unwrap();
         for (i, &abar) in ab.iter().enumerate() {
             let v = &xt[i * n..(i + 1) * n];
             let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;

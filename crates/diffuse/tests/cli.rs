@@ -1518,3 +1518,19 @@ fn lpips_rejects_unpaired_sets_and_missing_weights() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_budgeted_run_killed_early_resumes_only_with_a_limit() {
+    let out = tmp("budget-killed").join("r");
+    train_tiny(&out, 2, &["--objective", "diffusion", "--sample-every", "0"]);
+    // What a run killed during `--time-budget` without `--steps` leaves: the unlimited step count.
+    let path = out.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["train"]["steps"] = 100_000_000.into();
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    fails(
+        &["train", "--out", s(&out), "--resume", "--quiet"],
+        "--time-budget SECONDS or --steps N",
+    );
+    ok(&["train", "--out", s(&out), "--resume", "--steps", "3", "--quiet"]);
+}

@@ -75,6 +75,27 @@ fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, cli
     sample::draw(&den, &plan, seed, n, shape, n, None, cond, &[], &device, &mut |_| {}).images
 }
 
+/// `n` unconditional images of seed `seed` from a loaded run with its own denoiser, by `plan`, in one batch.
+fn draw(r: &run::LoadedRun, plan: &Plan, seed: u64, n: usize) -> Vec<f32> {
+    let device = diffuse::device::device();
+    let shape = [r.config.channels, r.config.height, r.config.width];
+    let den = r.denoiser(Default::default());
+    sample::draw(
+        &den,
+        plan,
+        seed,
+        n,
+        shape,
+        n,
+        None,
+        &Cond::default(),
+        &[],
+        &device,
+        &mut |_| {},
+    )
+    .images
+}
+
 fn quiet() -> Options {
     Options::default()
 }
@@ -103,28 +124,14 @@ fn edm_flow_and_zero_terminal_snr_overfit_one_digit_and_their_default_samplers_d
         };
         cfg.train.checkpoint_every = 0;
         let out = tmp(&format!("overfit-{name}"));
-        let draw = || {
+        let samples = || {
             let device = diffuse::device::device();
             let r = run::load(&out, Weights::Raw, &device).unwrap();
             let plan = r.default_plan().unwrap();
             assert!(plan.describe().starts_with(sampler), "{}", plan.describe());
-            let den = r.denoiser(Default::default());
-            sample::draw(
-                &den,
-                &plan,
-                9,
-                4,
-                [1, 8, 8],
-                4,
-                None,
-                &Cond::default(),
-                &[],
-                &device,
-                &mut |_| {},
-            )
-            .images
+            draw(&r, &plan, 9, 4)
         };
-        overfits_one_digit(&cfg, &out, &draw);
+        overfits_one_digit(&cfg, &out, &samples);
     }
 }
 
@@ -401,7 +408,7 @@ fn a_distilled_student_in_two_steps_lands_nearer_its_teachers_eight_than_the_tea
     assert_eq!(s.rounds.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4, 2]);
     // The same starting noise through the teacher's 8 and 2 DDIM steps, and the student's 2 (its default).
     let device = diffuse::device::device();
-    let draw = |dir: &std::path::Path, steps: Option<usize>| {
+    let samples = |dir: &std::path::Path, steps: Option<usize>| {
         let r = run::load(dir, Weights::Ema, &device).unwrap();
         let plan = match steps {
             Some(k) => {
@@ -414,23 +421,13 @@ fn a_distilled_student_in_two_steps_lands_nearer_its_teachers_eight_than_the_tea
             }
             None => r.default_plan().unwrap(),
         };
-        let den = r.denoiser(Default::default());
-        sample::draw(
-            &den,
-            &plan,
-            4,
-            32,
-            [1, 8, 8],
-            32,
-            None,
-            &Cond::default(),
-            &[],
-            &device,
-            &mut |_| {},
-        )
-        .images
+        draw(&r, &plan, 4, 32)
     };
-    let (t8, t2, s2) = (draw(&teacher, Some(8)), draw(&teacher, Some(2)), draw(&student, None));
+    let (t8, t2, s2) = (
+        samples(&teacher, Some(8)),
+        samples(&teacher, Some(2)),
+        samples(&student, None),
+    );
     let (student_gap, teacher_gap) = (mse(&s2, &t8), mse(&t2, &t8));
     assert!(
         student_gap < 0.7 * teacher_gap,

@@ -270,6 +270,12 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             cfg.train.steps = steps;
         } else if a.time_budget.is_some() {
             cfg.train.steps = UNLIMITED;
+        } else if cfg.train.steps == UNLIMITED {
+            // A budgeted run killed before its budget ran out: without a limit it would train for ever.
+            bail!(
+                "{} was trained to a time budget; resume it with --time-budget SECONDS or --steps N",
+                a.out.display()
+            );
         }
         let data = cfg.data.load(a.split)?;
         let data = match cfg.latent_space(&a.out)? {

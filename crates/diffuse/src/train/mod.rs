@@ -11,6 +11,7 @@ pub(crate) mod log;
 
 use crate::data::Dataset;
 use crate::denoise::LevelInput;
+use crate::forward::{add_noise, column};
 use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
 use crate::safetensors_io::{self, Contents};
@@ -223,13 +224,6 @@ struct Batch {
     weight: Option<Tensor<4>>,
 }
 
-/// A [b, 1, 1, 1] column of per-item values.
-fn column(v: impl Iterator<Item = f64>, device: &Device) -> Tensor<4> {
-    let v: Vec<f32> = v.map(|x| x as f32).collect();
-    let b = v.len();
-    Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), device)
-}
-
 fn batch(cfg: &RunConfig, data: &Dataset, cond: &LevelInput, step: usize, device: &Device) -> Result<Batch> {
     let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
     let b = cfg.train.batch_size;
@@ -245,7 +239,8 @@ fn batch(cfg: &RunConfig, data: &Dataset, cond: &LevelInput, step: usize, device
     let coefs: Vec<_> = levels.iter().map(|(l, _)| precond.coefs(*l)).collect();
     let col = |f: &dyn Fn(usize) -> f64| column((0..b).map(f), device);
     let target = x0.clone() * col(&|i| coefs[i].target.0) + eps.clone() * col(&|i| coefs[i].target.1);
-    let mut input = x0 * col(&|i| levels[i].0.alpha) + eps * col(&|i| levels[i].0.sigma);
+    let noise_levels: Vec<Level> = levels.iter().map(|l| l.0).collect();
+    let mut input = add_noise(x0, eps, &noise_levels);
     // Variance-preserving levels give the network x itself (bit for bit, as before preconditioning).
     if coefs.iter().any(|c| (c.input - 1.0).abs() > 1e-12) {
         input = input * col(&|i| coefs[i].input);
