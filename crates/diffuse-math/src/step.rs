@@ -127,3 +127,32 @@ pub fn dpm_solver_pp(s: Level, t: Level, h_prev: Option<f64>) -> (f64, f64, f64)
         }
     }
 }
+
+/// UniC, the corrector of UniPC (Zhao et al. 2023, "UniPC", §3.1, data prediction, B(h) = e^{−h} − 1 in the
+/// update below: diffusers' "bh2"), of order 1 (`prev` None) or 2. After a step from level s to level t, it
+/// revises x_t with the x̂₀ the network gave at x_t, D_t, without a further call:
+/// x_t ← (σ_t/σ_s) x_s − α_t (e^{−h} − 1) D_s − α_t B(h) (ρ₁ (D_prev − D_s)/r + ρ_t (D_t − D_s)),
+/// h = λ_t − λ_s, r = (λ_prev − λ_s)/h. Order 1 takes ρ_t = ½; order 2 solves [1 1; r 1]·(ρ₁, ρ_t) =
+/// (b₁, b₂), with b_k = k!·φ_k(−h)/B(h) from the φ recursion φ₁ = (e^{−h} − 1)/(−h) − 1,
+/// φ₂ = φ₁/(−h) − ½. Returns the coefficients (on x_s, on D_s, on D_prev, on D_t). The predictor UniP-2 with
+/// this B(h) and ρ = ½ is DPM-Solver++(2M)'s step.
+pub fn unipc_corrector(prev: Option<Level>, s: Level, t: Level) -> (f64, f64, f64, f64) {
+    let h = t.lambda() - s.lambda();
+    let hh = -h;
+    let e = hh.exp_m1(); // e^{−h} − 1, also B(h)
+    let (rho_prev, rho_t, r) = match prev {
+        None => (0.0, 0.5, 1.0),
+        Some(p) => {
+            let r = (p.lambda() - s.lambda()) / h;
+            let phi1 = e / hh - 1.0;
+            let phi2 = phi1 / hh - 0.5;
+            let (b1, b2) = (phi1 / e, 2.0 * phi2 / e);
+            let rho_prev = (b1 - b2) / (1.0 - r);
+            (rho_prev, b1 - rho_prev, r)
+        }
+    };
+    let on_prev = -t.alpha * e * rho_prev / r;
+    let on_t = -t.alpha * e * rho_t;
+    let on_s = -t.alpha * e - on_prev - on_t;
+    (t.sigma / s.sigma, on_s, on_prev, on_t)
+}

@@ -1,6 +1,6 @@
 //! Closed-form properties of schedules, spacings and steps that need no reference numbers.
 
-use diffuse_math::step::{ddim, ddpm};
+use diffuse_math::step::{ddim, ddpm, unipc_corrector};
 use diffuse_math::{BetaSchedule, Level, MathError, NoiseSchedule, TimestepSpacing};
 
 #[test]
@@ -169,4 +169,45 @@ fn euler_ancestral_is_ddim_with_the_same_eta_on_any_levels() {
     // η = 0 is the deterministic Euler step of the probability-flow ODE in σ̃: x̃_p = x̂₀ + σ̃_p ε̂.
     let c = euler_ancestral(ve(10.0), ve(4.0), 0.0);
     assert_eq!((c.c_x0, c.c_eps, c.std), (1.0, 4.0, 0.0));
+}
+
+/// The level at half-log-SNR λ (α² = 1/(1 + e^{−2λ})).
+fn at_lambda(lambda: f64) -> Level {
+    Level::vp(1.0 / (1.0 + (-2.0 * lambda).exp()))
+}
+
+#[test]
+fn unipc_corrector_of_order_two_is_exact_for_quadratic_data_predictions() {
+    // The data-prediction ODE solves exactly: x_t = (σ_t/σ_s) x_s + σ_t ∫_{λ_s}^{λ_t} e^λ D(λ) dλ. UniC-2 uses
+    // D at three levels (prev, s, t), so it integrates every D quadratic in λ exactly; order 1 only constants.
+    // Antiderivatives of e^λ (λ − λ_s)^k, k = 0, 1, 2:
+    let anti = |k: usize, l: f64, ls: f64| {
+        let u = l - ls;
+        l.exp() * [1.0, u - 1.0, u * u - 2.0 * u + 2.0][k]
+    };
+    for (lp, ls, lt) in [
+        (-1.3, -1.0, -0.6),
+        (-4.0, -3.2, -1.5),
+        (0.9, 1.0, 1.05),
+        (-1.0, -0.5, 3.0),
+    ] {
+        let (p, s, t) = (at_lambda(lp), at_lambda(ls), at_lambda(lt));
+        let x_s = 0.37;
+        for k in 0..3 {
+            let d = |l: f64| (l - ls).powi(k as i32);
+            let exact = t.sigma / s.sigma * x_s + t.sigma * (anti(k, lt, ls) - anti(k, ls, ls));
+            let (cx, cs, cp, ct) = unipc_corrector(Some(p), s, t);
+            let got = cx * x_s + cs * d(ls) + cp * d(lp) + ct * d(lt);
+            assert!(
+                (got - exact).abs() < 1e-12 * exact.abs().max(1.0),
+                "order 2, degree {k}: {got} vs {exact}"
+            );
+            if k == 0 {
+                let (cx, cs, cp, ct) = unipc_corrector(None, s, t);
+                assert_eq!(cp, 0.0);
+                let got = cx * x_s + cs + ct;
+                assert!((got - exact).abs() < 1e-12, "order 1, constant: {got} vs {exact}");
+            }
+        }
+    }
 }

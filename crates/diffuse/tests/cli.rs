@@ -168,6 +168,7 @@ fn sampling_is_deterministic_and_per_image() {
         &["--sampler", "pc", "--sde", "vp"][..],
         &["--sampler", "ode", "--ode-solver", "heun"],
         &["--sampler", "dpmpp-2m"],
+        &["--sampler", "unipc", "--time-grid", "karras"],
         &["--sampler", "euler-maruyama", "--sde", "ve"],
     ] {
         let e = tmp("se");

@@ -10,9 +10,9 @@ use diffuse_math::{Grid, NoiseSchedule, Sde, TimestepSpacing};
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplerArgs {
-    /// The sampler: ddpm, ddim, euler-ancestral, dpmpp-2m, euler, heun (EDM's), flow-euler, flow-heun (any
-    /// grid); euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode (an SDE: --sde, else the model's,
-    /// else vp). Default: the run's own (EDM and flow runs record theirs), else ddim.
+    /// The sampler: ddpm, ddim, euler-ancestral, dpmpp-2m, dpmpp-2m-sde, unipc, euler, heun (EDM's), flow-euler,
+    /// flow-heun (any grid); euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode (an SDE: --sde, else
+    /// the model's, else vp). Default: the run's own (EDM and flow runs record theirs), else ddim.
     #[arg(long)]
     pub sampler: Option<String>,
     /// Steps: grid steps from the start level to the end (network evaluations for ddpm, ddim, euler-ancestral
@@ -98,7 +98,7 @@ impl SamplerArgs {
                 *eta = self.eta.unwrap_or(*eta);
                 &["--eta"]
             }
-            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => &[],
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::UniPc => &[],
             Method::Sde {
                 predictor,
                 corrector_steps,

@@ -102,6 +102,10 @@ pub enum Method {
     /// Its SDE variant (diffusers' `sde-dpmsolver++`): fresh noise each step, as much as the reverse SDE adds.
     #[serde(rename = "dpmpp-2m-sde")]
     DpmSolverPP2MSde,
+    /// UniPC (Zhao et al. 2023) as diffusers' `UniPCMultistepScheduler` runs by default: DPM-Solver++(2M)'s
+    /// predictor, then the UniC corrector (order 2, B(h) = e^{−h} − 1) at every level reached, at no extra call.
+    #[serde(rename = "unipc")]
+    UniPc,
     /// A reverse-SDE predictor, optionally with `corrector_steps` Langevin steps at signal-to-noise ratio
     /// `snr` before it at each time (score_sde's PC sampler runs the corrector first, then the predictor).
     Sde {
@@ -120,7 +124,7 @@ pub enum Method {
 
 impl Method {
     /// The samplers' short names, as `--sampler` takes them.
-    pub const NAMES: &'static str = "ddpm, ddim, euler-ancestral, dpmpp-2m, dpmpp-2m-sde, euler, heun, flow-euler, flow-heun, \
+    pub const NAMES: &'static str = "ddpm, ddim, euler-ancestral, dpmpp-2m, dpmpp-2m-sde, unipc, euler, heun, flow-euler, flow-heun, \
                                      euler-maruyama, reverse-diffusion, ancestral, pc, langevin, ode";
 
     /// The sampler called `name`, with its default settings: small variance (ddpm), η 0 (ddim), η 1
@@ -146,6 +150,7 @@ impl Method {
             "euler-ancestral" => Method::EulerAncestral { eta: 1.0 },
             "dpmpp-2m" => Method::DpmSolverPP2M,
             "dpmpp-2m-sde" => Method::DpmSolverPP2MSde,
+            "unipc" => Method::UniPc,
             "euler" => edm(Frame::Ve, false),
             "heun" => edm(Frame::Ve, true),
             "flow-euler" => edm(Frame::Flow, false),
@@ -176,6 +181,7 @@ impl Method {
             Method::EulerAncestral { eta } => format!("euler-ancestral (eta {eta})"),
             Method::DpmSolverPP2M => "dpm-solver++(2M)".into(),
             Method::DpmSolverPP2MSde => "dpm-solver++(2M) SDE".into(),
+            Method::UniPc => "unipc (bh2)".into(),
             Method::Sde {
                 predictor,
                 corrector_steps: 0,
@@ -215,6 +221,7 @@ impl Method {
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
             | Method::DpmSolverPP2MSde
+            | Method::UniPc
             | Method::Euler { .. }
             | Method::Heun { .. } => false,
             Method::Sde { .. } | Method::Ode { .. } => true,
@@ -237,7 +244,7 @@ impl Method {
     /// The spacing of train timesteps unless told otherwise (diffusers' defaults for each scheduler).
     pub fn default_spacing(&self) -> TimestepSpacing {
         match self {
-            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => TimestepSpacing::Linspace,
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::UniPc => TimestepSpacing::Linspace,
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
@@ -251,7 +258,7 @@ impl Method {
     /// Train timesteps with `spacing`, placed as diffusers' scheduler for this sampler places them.
     pub fn timestep_grid(&self, spacing: TimestepSpacing) -> Grid {
         match self {
-            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde => Grid::SolverTimesteps { spacing },
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::UniPc => Grid::SolverTimesteps { spacing },
             Method::Ddpm { .. }
             | Method::Ddim { .. }
             | Method::EulerAncestral { .. }
@@ -491,6 +498,7 @@ impl Plan {
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
             | Method::DpmSolverPP2MSde
+            | Method::UniPc
             | Method::Sde { .. }
             | Method::Ode { .. } => {}
         }
@@ -517,7 +525,9 @@ impl Plan {
                     "{name} walks σ/α, infinite at pure noise where this grid starts (use flow-{name}, or a grid with --sigma-max)"
                 )));
             }
-            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::EulerAncestral { .. } if pure_noise => {
+            Method::DpmSolverPP2M | Method::DpmSolverPP2MSde | Method::UniPc | Method::EulerAncestral { .. }
+                if pure_noise =>
+            {
                 return Err(Error::Invalid(format!(
                     "{name} steps in log-SNR, infinite at pure noise where this grid starts (use a grid with --sigma-max)"
                 )));
@@ -623,6 +633,7 @@ impl Plan {
             | Method::EulerAncestral { .. }
             | Method::DpmSolverPP2M
             | Method::DpmSolverPP2MSde
+            | Method::UniPc
             | Method::Sde { .. }
             | Method::Ode { .. }
             | Method::Euler { .. }
@@ -789,8 +800,9 @@ pub fn run(
             let coefs = onestep::coefs(plan.method).expect("a one-step sampler");
             onestep::run(&mut ctx, x, knots, plan.resample, coefs)
         }
-        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, knots, false),
-        Method::DpmSolverPP2MSde => dpm_solver::run(&mut ctx, x, knots, true),
+        Method::DpmSolverPP2M => dpm_solver::run(&mut ctx, x, knots, dpm_solver::Variant::Ode),
+        Method::DpmSolverPP2MSde => dpm_solver::run(&mut ctx, x, knots, dpm_solver::Variant::Sde),
+        Method::UniPc => dpm_solver::run(&mut ctx, x, knots, dpm_solver::Variant::UniPc),
         Method::Sde {
             predictor,
             corrector_steps,

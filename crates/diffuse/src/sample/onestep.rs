@@ -18,6 +18,7 @@ pub fn coefs(method: Method) -> Option<Coefs> {
         Method::EulerAncestral { eta } => Some(Box::new(move |t, p| euler_ancestral(t, p, eta))),
         Method::DpmSolverPP2M
         | Method::DpmSolverPP2MSde
+        | Method::UniPc
         | Method::Sde { .. }
         | Method::Ode { .. }
         | Method::Euler { .. }

@@ -61,6 +61,8 @@ fn oracle_x0_is_returned_exactly_by_every_discrete_sampler() {
             (Method::EulerAncestral { eta: 1.0 }, 30),
             (Method::DpmSolverPP2M, 7),
             (Method::DpmSolverPP2M, 1000),
+            (Method::UniPc, 7),
+            (Method::UniPc, 1000),
         ] {
             let plan = discrete(method, BetaSchedule::Linear, spacing, steps);
             let (x, _) = start(1, 0, 2, [1, 4, 4], 1.0, &device);
@@ -121,6 +123,124 @@ fn ddim_and_dpm_solver_with_exact_gaussian_denoiser_match_diffusers() {
         }
     }
     assert_eq!(checked, 12);
+}
+
+/// The plan a case of `diffusers_schedulers.json` names, and its knots: laid by the plan's own grid, checked
+/// against diffusers' sigmas (σ/α, or flow time t; repeats, as Heun lists them, dropped), or for an "as-listed"
+/// grid taken from those sigmas.
+fn fixture_plan(case: &serde_json::Value) -> Plan {
+    let p = &case["plan"];
+    let method = Method::from_name(p["sampler"].as_str().unwrap()).unwrap();
+    let flow = case["frame"] == "flow";
+    let process = match p["process"].as_str().unwrap() {
+        "flow" => Process::Flow,
+        kind => Process::Discrete(schedule(kind.parse().unwrap())),
+    };
+    let grid = match p["grid"].as_str().unwrap() {
+        "karras" => Grid::Karras {
+            rho: 7.0,
+            sigma_min: p["sigma_min"].as_f64(),
+            sigma_max: p["sigma_max"].as_f64(),
+        },
+        "timesteps" => Grid::Timesteps {
+            spacing: TimestepSpacing::Trailing,
+        },
+        "solver-timesteps" => Grid::SolverTimesteps {
+            spacing: TimestepSpacing::Linspace,
+        },
+        "flow-t" => Grid::FlowT {
+            shift: p["shift"].as_f64().unwrap(),
+        },
+        "as-listed" => method.default_grid(&process),
+        g => panic!("unknown grid {g}"),
+    };
+    let mut plan = Plan::on_grid(method, process, grid, p["steps"].as_u64().unwrap() as usize).unwrap();
+    let mut listed: Vec<f64> = case["sigmas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    listed.dedup();
+    if p["grid"] == "as-listed" {
+        plan.knots = listed
+            .iter()
+            .map(|&t| Knot {
+                t,
+                level: diffuse_math::grid::flow_level(t),
+            })
+            .collect();
+    }
+    let ours: Vec<f64> = plan
+        .knots()
+        .iter()
+        .map(|k| if flow { k.t } else { k.level.sigma / k.level.alpha })
+        .collect();
+    assert_eq!(ours.len(), listed.len(), "{}: {ours:?} vs {listed:?}", case["name"]);
+    for (a, b) in ours.iter().zip(&listed) {
+        // diffusers computes ᾱ and σ = √((1 − ᾱ)/ᾱ) in float32: its σ_min (t = 0) is 8e-5 high, and a Karras grid
+        // between the ends inherits that
+        assert!((a - b).abs() <= 2e-4 * b.abs() + 1e-9, "{}: σ {a} vs {b}", case["name"]);
+    }
+    plan
+}
+
+#[test]
+fn every_sampler_matches_its_diffusers_scheduler_on_the_exact_gaussian() {
+    // Made by scripts/make_scheduler_fixtures.py (the file names the diffusers version). Deterministic samplers
+    // are affine maps x_T -> x_0 = gain·x_T + offset, with x_T in the frame of diffusers' sample (VE for its
+    // Euler and Heun schedulers): both match to 2e-5 relative (f32 tensors; 3e-6 at most when measured).
+    // Stochastic ones: 200,000 draws, whose mean and std must lie within 5 standard errors of the exact outcome.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers_schedulers.json");
+    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let den = ExactDenoiser::new(&Target::gaussian(0.1, 0.8).unwrap());
+    let device = crate::device::device();
+    let mut samplers = std::collections::BTreeSet::new();
+    for case in fx["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let plan = fixture_plan(case);
+        let f = |k: &str| case[k].as_f64().unwrap();
+        let (em, es) = (f("expected_mean"), f("expected_std"));
+        if case["noise_draws"] == 0 {
+            let unit = if case["frame"] == "ve" {
+                plan.knots()[0].level.alpha
+            } else {
+                1.0
+            };
+            let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, unit as f32], [2, 1, 1, 1]), &device);
+            let s = sample(&den, &plan, x, 0);
+            let out = values(s.x);
+            let (offset, gain) = (out[0], out[1] - out[0]);
+            assert!(
+                (offset - em).abs() < 2e-5 * em.abs() && (gain - f("gain")).abs() < 2e-5 * f("gain").abs(),
+                "{name}: offset {offset} gain {gain}, diffusers {em} {}",
+                f("gain")
+            );
+            assert_eq!(s.nfe as u64, case["nfe"].as_u64().unwrap(), "{name}: NFE");
+        } else {
+            let n = 200_000;
+            let (v, nfe) = one_d(&den, &plan, n, 5);
+            let (mean, std) = moments(&v);
+            let se = es / (n as f64).sqrt();
+            assert!(
+                (mean - em).abs() < 5.0 * se && (std - es).abs() < 5.0 * se / 2f64.sqrt(),
+                "{name}: mean {mean} std {std}, diffusers {em} {es}"
+            );
+            assert_eq!(nfe as u64, case["nfe"].as_u64().unwrap(), "{name}: NFE");
+        }
+        samplers.insert(case["plan"]["sampler"].as_str().unwrap().to_string());
+    }
+    let want = [
+        "euler",
+        "heun",
+        "euler-ancestral",
+        "dpmpp-2m",
+        "dpmpp-2m-sde",
+        "unipc",
+        "flow-euler",
+        "flow-heun",
+    ];
+    assert_eq!(samplers, want.iter().map(|s| s.to_string()).collect());
 }
 
 #[test]
@@ -311,6 +431,7 @@ fn level_methods() -> Vec<Method> {
         Method::EulerAncestral { eta: 1.0 },
         Method::DpmSolverPP2M,
         Method::DpmSolverPP2MSde,
+        Method::UniPc,
         Method::from_name("euler").unwrap(),
         Method::from_name("heun").unwrap(),
     ]
@@ -506,7 +627,7 @@ fn flow_path_and_churn_samplers_land_on_the_target() {
 
 #[test]
 fn samplers_that_cannot_start_at_pure_noise_are_refused_there() {
-    for name in ["heun", "euler", "dpmpp-2m", "euler-ancestral"] {
+    for name in ["heun", "euler", "dpmpp-2m", "unipc", "euler-ancestral"] {
         let e = Plan::new(Method::from_name(name).unwrap(), Process::Flow, 10)
             .unwrap_err()
             .to_string();
