@@ -9,7 +9,7 @@
 use crate::data::Dataset;
 use crate::denoise::{Cond, Denoised, Denoiser, Guidance};
 use crate::run::LoadedRun;
-use crate::sample::{self, Ctx, Plan, Process};
+use crate::sample::{self, Ctx, Plan};
 use crate::{Error, Result};
 use burn::prelude::*;
 use diffuse_math::Level;
@@ -223,12 +223,11 @@ impl Denoiser for Inpaint<'_> {
 /// timestep), x_next = α_next x̂₀ + σ_next ε̂ — the sampling step read backwards. Returns x at the plan's first
 /// level, which DDIM(η = 0) with the same plan maps back near x₀.
 pub fn invert(den: &dyn Denoiser, plan: &Plan, x0: Tensor<4>, cond: &Cond) -> Result<(Tensor<4>, usize)> {
-    let Process::Discrete(schedule) = plan.process() else {
-        return Err(Error::Invalid("inversion walks a discrete schedule (ddim)".into()));
-    };
     let knots = plan.knots();
-    // x₀ stands at the first train timestep rather than at σ = 0, where ε̂ is undefined.
-    let first = Level::vp(schedule.alpha_bar(0));
+    // x₀ stands at the process's lowest noise level rather than at σ = 0, where ε̂ is undefined: the first train
+    // timestep of a discrete schedule, an SDE's t_min, the flow path's σ_min.
+    let r = plan.process().sigma_range().1;
+    let first = Level::vp(1.0 / (1.0 + r * r));
     let level = |k: &diffuse_math::Knot| if k.level.sigma > 0.0 { k.level } else { first };
     let mut streams = Vec::new();
     let mut ctx = Ctx::new(den, &mut streams).with_cond(cond.clone());
@@ -514,7 +513,7 @@ mod tests {
     }
 
     use crate::denoise::ExactDenoiser;
-    use crate::sample::{Method, Predictor};
+    use crate::sample::{Method, Predictor, Process};
     use diffuse_math::dist::Target;
     use diffuse_math::{BetaSchedule, NoiseSchedule, Sde, TimestepSpacing};
 
@@ -576,25 +575,30 @@ mod tests {
     }
 
     #[test]
-    fn ddim_inversion_reconstructs_better_with_more_steps() {
+    fn ddim_inversion_reconstructs_better_with_more_steps_on_every_process() {
+        // A discrete schedule, the flow path (from its clean end to pure noise) and the VP SDE (down to t_min).
         let device = crate::device::device();
         let den = ExactDenoiser::new(&Target::mixture(vec![-0.6, 0.5], vec![0.4, 0.6], 0.2).unwrap());
         let x0: Vec<f32> = (0..64).map(|i| (i as f32 / 32.0) - 1.0).collect();
         let x0 = Tensor::<4>::from_data(TensorData::new(x0, [1, 1, 8, 8]), &device);
-        let err = |steps: usize| {
-            let plan = discrete(Method::Ddim { eta: 0.0 }, steps);
-            let (z, nfe) = invert(&den, &plan, x0.clone(), &Cond::default()).unwrap();
-            assert_eq!(nfe, steps, "one call per step");
-            let (_, mut streams) = sample::start(0, 0, 1, [1, 8, 8], 1.0, &device);
-            let back = sample::run(&den, &plan, z, &mut streams, Cond::default(), &[], &mut |_| {}).x;
-            let d = sample::to_vec(back - x0.clone());
-            d.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d.len() as f64
-        };
-        let (coarse, fine) = (err(10), err(200));
-        assert!(
-            fine < coarse / 4.0 && fine < 1e-3,
-            "MSE {coarse} at 10 steps, {fine} at 200"
-        );
+        let schedule = NoiseSchedule::with_defaults(BetaSchedule::Linear, 1000).unwrap();
+        for process in [Process::Discrete(schedule), Process::Flow, Process::Sde(Sde::vp())] {
+            let err = |steps: usize| {
+                let plan = Plan::new(Method::Ddim { eta: 0.0 }, process.clone(), steps).unwrap();
+                let (z, nfe) = invert(&den, &plan, x0.clone(), &Cond::default()).unwrap();
+                assert_eq!(nfe, steps, "{}: one call per step", process.name());
+                let (_, mut streams) = sample::start(0, 0, 1, [1, 8, 8], 1.0, &device);
+                let back = sample::run(&den, &plan, z, &mut streams, Cond::default(), &[], &mut |_| {}).x;
+                let d = sample::to_vec(back - x0.clone());
+                d.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d.len() as f64
+            };
+            let (coarse, fine) = (err(10), err(200));
+            assert!(
+                fine < coarse / 4.0 && fine < 1e-3,
+                "{}: MSE {coarse} at 10 steps, {fine} at 200",
+                process.name()
+            );
+        }
     }
 
     #[test]

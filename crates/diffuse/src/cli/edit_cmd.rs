@@ -117,7 +117,7 @@ pub struct SdeditArgs {
 
 #[derive(Args)]
 #[command(
-    after_help = "Example:\n  diffuse edit invert --run runs/digits --data digits --steps 100 --out-dir runs/out/invert"
+    after_help = "Example:\n  diffuse edit invert --run runs/digits --data digits --sampler ddim --steps 100 --out-dir runs/out/invert"
 )]
 pub struct InvertArgs {
     #[command(flatten)]
