@@ -1127,44 +1127,39 @@ fn edits_keep_known_pixels_invert_interpolate_and_reject_bad_input() {
 
 #[test]
 fn the_cli_defaults_are_the_library_defaults() {
-    let out = tmp("defaults").join("r");
-    ok(&[
-        "train",
-        "--out",
-        s(&out),
-        "--steps",
-        "1",
-        "--sample-every",
-        "0",
-        "--quiet",
-    ]);
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     let data = diffuse::data::Dataset::load("digits", diffuse::data::Split::Train).unwrap();
-    let mut lib = diffuse::run::RunConfig::recommended(&diffuse::data::DataSpec::Digits, &data);
-    lib.train.steps = 1;
-    lib.train.sample_every = 0;
-    assert_eq!(written, serde_json::to_value(&lib).unwrap());
+    // What one step of `train` with `extra` writes must be `lib` with that step.
+    let check = |name: &str, extra: &[&str], mut lib: diffuse::run::RunConfig| {
+        let out = tmp(name).join("r");
+        let mut args = vec![
+            "train",
+            "--out",
+            s(&out),
+            "--steps",
+            "1",
+            "--sample-every",
+            "0",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        lib.train.steps = 1;
+        lib.train.sample_every = 0;
+        assert_eq!(written, serde_json::to_value(&lib).unwrap(), "{name}");
+    };
+    check(
+        "defaults",
+        &[],
+        diffuse::run::RunConfig::recommended(&diffuse::data::DataSpec::Digits, &data),
+    );
     // `--objective diffusion` is the library's classic recipe.
-    let classic = tmp("defaults-ddpm").join("r");
-    ok(&[
-        "train",
-        "--out",
-        s(&classic),
-        "--steps",
-        "1",
-        "--sample-every",
-        "0",
-        "--quiet",
-        "--objective",
-        "diffusion",
-    ]);
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(classic.join("config.json")).unwrap()).unwrap();
-    let mut lib = diffuse::run::RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data);
-    lib.train.steps = 1;
-    lib.train.sample_every = 0;
-    assert_eq!(written, serde_json::to_value(&lib).unwrap());
+    check(
+        "defaults-ddpm",
+        &["--objective", "diffusion"],
+        diffuse::run::RunConfig::for_data(&diffuse::data::DataSpec::Digits, &data),
+    );
 }
 
 #[test]

@@ -31,11 +31,11 @@ pub fn run(ctx: &mut Ctx, mut x: Tensor<4>, knots: &[Knot], variant: Variant) ->
     for i in 0..n {
         let (from, to) = (knots[i].level, knots[i + 1].level);
         let d = ctx.denoise(x.clone(), from);
-        if let (Variant::UniPc, Some(xp)) = (variant, &x_prev) {
+        if let (Variant::UniPc, Some(xp)) = (variant, x_prev.take()) {
             // Correct the step from knot i − 1 with the same order it was taken.
             let older = second_order(i - 1).then(|| knots[i - 2].level);
             let (cx, cs, cp, ct) = unipc_corrector(older, knots[i - 1].level, from);
-            let mut c = xp.clone().mul_scalar(cx) + x0s[0].clone().mul_scalar(cs) + d.x0.clone().mul_scalar(ct);
+            let mut c = xp.mul_scalar(cx) + x0s[0].clone().mul_scalar(cs) + d.x0.clone().mul_scalar(ct);
             if older.is_some() {
                 c = c + x0s[1].clone().mul_scalar(cp);
             }
@@ -49,7 +49,13 @@ pub fn run(ctx: &mut Ctx, mut x: Tensor<4>, knots: &[Knot], variant: Variant) ->
                 (cx, c0, c1, 0.0)
             }
         };
-        let mut next = x.clone().mul_scalar(cx) + d.x0.clone().mul_scalar(c0);
+        // Only UniPC's corrector needs x after the step; the others let it be scaled in place.
+        let (scaled, kept) = if variant == Variant::UniPc {
+            (x.clone().mul_scalar(cx), Some(x))
+        } else {
+            (x.mul_scalar(cx), None)
+        };
+        let mut next = scaled + d.x0.clone().mul_scalar(c0);
         if c1 != 0.0 {
             next = next + x0s[0].clone().mul_scalar(c1);
         }
@@ -57,7 +63,7 @@ pub fn run(ctx: &mut Ctx, mut x: Tensor<4>, knots: &[Knot], variant: Variant) ->
             next = next.clone() + ctx.noise(&next).mul_scalar(std);
         }
         ctx.step_done(i, &d.x0);
-        x_prev = Some(x);
+        x_prev = kept;
         x = next;
         x0s.insert(0, d.x0);
         x0s.truncate(2);
