@@ -2,12 +2,20 @@
 //! `cargo bench -p diffuse --bench kernels`. Prints the best of 3 runs per shape, forward and backward, in
 //! GFLOP/s (one multiply-add counted as two operations; the backward does twice the forward's work).
 
+use diffuse::kernels::bf16;
 use diffuse::kernels::conv::{ConvShape, backward, forward};
+use diffuse::kernels::matmul::Precision;
 use std::time::Instant;
 
 fn main() {
-    println!("| batch | layer | size | kernel, stride | forward | backward |");
-    println!("|---|---|---|---|---|---|");
+    let precisions = if bf16::available() {
+        vec![Precision::F32, Precision::Bf16]
+    } else {
+        println!("(no AVX512-BF16 on this CPU: f32 only)");
+        vec![Precision::F32]
+    };
+    println!("| batch | layer | size | kernel, stride | precision | forward | backward |");
+    println!("|---|---|---|---|---|---|---|");
     for (batch, cin, hw, cout, k, stride) in [
         (32, 64, 32, 64, 3, 1),
         (32, 128, 32, 64, 3, 1),
@@ -38,22 +46,24 @@ fn main() {
         let bias = vec![0.0f32; cout];
         let dy = vec![0.1f32; batch * cout * oh * ow];
         let flops = 2.0 * (batch * cout * cin * k * k * oh * ow) as f64;
-        let (mut fwd, mut bwd) = (f64::MAX, f64::MAX);
-        for _ in 0..3 {
-            let t = Instant::now();
-            let y = forward(&x, &w, &bias, &s);
-            fwd = fwd.min(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let (dx, ..) = backward(&x, &w, &dy, &s, true);
-            bwd = bwd.min(t.elapsed().as_secs_f64());
-            assert!(y[0].is_finite() && dx[0].is_finite());
+        for &precision in &precisions {
+            let (mut fwd, mut bwd) = (f64::MAX, f64::MAX);
+            for _ in 0..3 {
+                let t = Instant::now();
+                let y = forward(&x, &w, &bias, &s, precision);
+                fwd = fwd.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let (dx, ..) = backward(&x, &w, &dy, &s, true, precision);
+                bwd = bwd.min(t.elapsed().as_secs_f64());
+                assert!(y[0].is_finite() && dx[0].is_finite());
+            }
+            println!(
+                "| {batch} | {cin} → {cout} | {hw}×{hw} | {k}×{k}, {stride} | {precision:?} | {:.1} ms, {:.0} GFLOP/s | {:.1} ms, {:.0} GFLOP/s |",
+                fwd * 1e3,
+                flops / fwd / 1e9,
+                bwd * 1e3,
+                2.0 * flops / bwd / 1e9
+            );
         }
-        println!(
-            "| {batch} | {cin} → {cout} | {hw}×{hw} | {k}×{k}, {stride} | {:.1} ms, {:.0} GFLOP/s | {:.1} ms, {:.0} GFLOP/s |",
-            fwd * 1e3,
-            flops / fwd / 1e9,
-            bwd * 1e3,
-            2.0 * flops / bwd / 1e9
-        );
     }
 }

@@ -9,6 +9,7 @@
 //! K = Cin·kh·kw and P = the output pixels. Images run in parallel; gradients are summed over fixed chunks of
 //! the batch in a fixed order, so results do not depend on the number of threads.
 
+use super::matmul::{Mat, Precision, matmul};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -56,87 +57,6 @@ impl ConvShape {
     /// A 1×1 kernel with stride 1 and no padding reads the image itself as its columns.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad_h == 0 && self.pad_w == 0
-    }
-}
-
-/// A row-major (or transposed) view of a matrix for [`matmul`]; `stride` is the distance between stored rows.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    stride: usize,
-    transposed: bool,
-}
-
-impl<'a> Mat<'a> {
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols)
-    }
-
-    fn strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        assert!(cols <= stride && data.len() >= rows.saturating_sub(1) * stride + cols);
-        Self {
-            data,
-            rows,
-            cols,
-            stride,
-            transposed: false,
-        }
-    }
-
-    fn t(self) -> Self {
-        Self {
-            transposed: !self.transposed,
-            ..self
-        }
-    }
-
-    fn shape(&self) -> (usize, usize) {
-        if self.transposed {
-            (self.cols, self.rows)
-        } else {
-            (self.rows, self.cols)
-        }
-    }
-
-    /// (row stride, column stride) of the logical matrix.
-    fn strides(&self) -> (isize, isize) {
-        let s = self.stride as isize;
-        if self.transposed { (1, s) } else { (s, 1) }
-    }
-}
-
-/// `dst[m, n] (+)= a[m, k] · b[k, n]` with `dst` row-major, `dst_stride` apart; adds to `dst` when `accumulate`.
-fn matmul(dst: &mut [f32], dst_stride: usize, a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
-    let ((m, k), (k2, n)) = (a.shape(), b.shape());
-    assert_eq!(k, k2);
-    assert!(n <= dst_stride && dst.len() >= m.saturating_sub(1) * dst_stride + n);
-    let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
-    // SAFETY: the asserts above (and in `Mat::strided`) keep every strided access inside the three slices, and
-    // `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            accumulate,
-            a.data.as_ptr(),
-            acs,
-            ars,
-            b.data.as_ptr(),
-            bcs,
-            brs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
     }
 }
 
@@ -278,17 +198,17 @@ fn inner_parallelism(units: usize) -> Parallelism {
 }
 
 /// Adds the convolution of one image `xb` with `w` (`[cout, K]`) onto `yb`.
-fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parallelism) {
+fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parallelism, precision: Precision) {
     let (p, k) = (s.pixels(), s.k());
     if s.pointwise() {
-        return matmul(yb, p, w, Mat::new(xb, k, p), true, par);
+        return matmul(yb, p, w, Mat::new(xb, k, p), true, par, precision);
     }
     let ow = s.out_hw().1;
     with_scratch(|cols, _| {
         for rows in row_blocks(s) {
             let (at, n) = (rows.start * ow, rows.len() * ow);
             im2col(xb, s, rows, cols);
-            matmul(&mut yb[at..], p, w, Mat::new(cols, k, n), true, par);
+            matmul(&mut yb[at..], p, w, Mat::new(cols, k, n), true, par, precision);
         }
     });
 }
@@ -323,8 +243,8 @@ fn input_gradient_as_convolution(weight: &[f32], s: &ConvShape) -> Option<(Vec<f
     Some((flipped, shape))
 }
 
-/// The convolution's output, `[batch, cout, oh, ow]`.
-pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f32> {
+/// The convolution's output, `[batch, cout, oh, ow]`, its products in `precision`.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape, precision: Precision) -> Vec<f32> {
     assert_eq!(x.len(), s.batch * s.image_in());
     assert_eq!(weight.len(), s.cout * s.k());
     assert_eq!(bias.len(), s.cout);
@@ -336,7 +256,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f3
         for (row, &b) in yb.chunks_exact_mut(p).zip(bias) {
             row.fill(b);
         }
-        convolve_image(xb, w, s, yb, par);
+        convolve_image(xb, w, s, yb, par, precision);
     };
     if matches!(par, Parallelism::None) {
         y.par_chunks_mut(s.image_out())
@@ -349,8 +269,15 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f3
 }
 
 /// Gradients `(∂L/∂x, ∂L/∂W, ∂L/∂bias)` from the output gradient `dy`; ∂L/∂x stays zero unless `need_dx`
-/// (the first layer's input, the data, needs none).
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape, need_dx: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// (the first layer's input, the data, needs none). The products run in `precision`.
+pub fn backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    s: &ConvShape,
+    need_dx: bool,
+    precision: Precision,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.batch * s.image_in());
     assert_eq!(weight.len(), s.cout * s.k());
     assert_eq!(dy.len(), s.batch * s.image_out());
@@ -374,9 +301,9 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape, need_dx: b
                 }
                 if s.pointwise() {
                     let g = Mat::new(dyb, s.cout, p);
-                    matmul(&mut dw, k, g, Mat::new(xb, k, p).t(), i > 0, par);
+                    matmul(&mut dw, k, g, Mat::new(xb, k, p).t(), i > 0, par, precision);
                     if need_dx {
-                        matmul(dxb, p, w.t(), g, false, par);
+                        matmul(dxb, p, w.t(), g, false, par, precision);
                     }
                     continue;
                 }
@@ -386,16 +313,16 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape, need_dx: b
                         let (at, n) = (rows.start * ow, rows.len() * ow);
                         let g = Mat::strided(&dyb[at..], s.cout, n, p);
                         im2col(xb, s, rows.clone(), cols);
-                        matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par);
+                        matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par, precision);
                         if need_dx && transposed.is_none() {
                             dcols.resize(k * n, 0.0);
-                            matmul(dcols, n, w.t(), g, false, par);
+                            matmul(dcols, n, w.t(), g, false, par, precision);
                             col2im(dcols, s, rows, dxb);
                         }
                     }
                 });
                 if let Some((flipped, st)) = &transposed {
-                    convolve_image(dyb, Mat::new(flipped, st.cout, st.k()), st, dxb, par);
+                    convolve_image(dyb, Mat::new(flipped, st.cout, st.k()), st, dxb, par, precision);
                 }
             }
             (dw, db)
@@ -412,6 +339,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], s: &ConvShape, need_dx: b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::bf16;
 
     /// The convolution and its gradients by direct summation, in f64.
     fn direct(x: &[f32], w: &[f32], b: &[f32], dy: &[f32], s: &ConvShape) -> [Vec<f64>; 4] {
@@ -494,14 +422,34 @@ mod tests {
             let w = crate::rng::normals(&mut rng, cout * cin * kh * kw);
             let b = crate::rng::normals(&mut rng, cout);
             let dy = crate::rng::normals(&mut rng, batch * cout * oh * ow);
-            let [y, dx, dw, db] = direct(&x, &w, &b, &dy, &s);
-            close(&forward(&x, &w, &b, &s), &y, "y");
-            let (gx, gw, gb) = backward(&x, &w, &dy, &s, true);
-            close(&gx, &dx, "dx");
-            close(&gw, &dw, "dw");
-            close(&gb, &db, "db");
-            let (no_dx, same_dw, same_db) = backward(&x, &w, &dy, &s, false);
-            assert!(no_dx.iter().all(|&v| v == 0.0) && same_dw == gw && same_db == gb);
+            let db = direct(&x, &w, &b, &dy, &s)[3].clone();
+            for precision in precisions() {
+                // In bf16 every product's operands are rounded to bf16 and summed in f32: the direct f64 sums of
+                // the rounded operands are what it must give, to f32's tolerance.
+                let q = |v: &[f32]| match precision {
+                    Precision::F32 => v.to_vec(),
+                    Precision::Bf16 => v.iter().map(|&v| bf16::widen(bf16::round(v))).collect(),
+                };
+                let [y, dx, dw, _] = direct(&q(&x), &q(&w), &b, &q(&dy), &s);
+                let what = |name: &str| format!("{name} in {precision:?} of {s:?}");
+                close(&forward(&x, &w, &b, &s, precision), &y, &what("y"));
+                let (gx, gw, gb) = backward(&x, &w, &dy, &s, true, precision);
+                close(&gx, &dx, &what("dx"));
+                close(&gw, &dw, &what("dw"));
+                close(&gb, &db, &what("db"));
+                let (no_dx, same_dw, same_db) = backward(&x, &w, &dy, &s, false, precision);
+                assert!(no_dx.iter().all(|&v| v == 0.0) && same_dw == gw && same_db == gb);
+            }
+        }
+    }
+
+    /// f32, and bf16 where this CPU has it.
+    fn precisions() -> Vec<Precision> {
+        if bf16::available() {
+            vec![Precision::F32, Precision::Bf16]
+        } else {
+            eprintln!("bf16 not checked: this CPU has no AVX512-BF16");
+            vec![Precision::F32]
         }
     }
 
@@ -523,14 +471,19 @@ mod tests {
         let x = crate::rng::normals(&mut rng, 12 * 8 * 81);
         let w = crate::rng::normals(&mut rng, 6 * 8 * 9);
         let dy = crate::rng::normals(&mut rng, 12 * 6 * 81);
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| backward(&x, &w, &dy, &s, true))
-        };
-        let a = run(1);
-        for threads in [3, 8] {
-            let b = run(threads);
-            assert!(a.0 == b.0 && a.1 == b.1 && a.2 == b.2, "{threads} threads");
+        for precision in precisions() {
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| backward(&x, &w, &dy, &s, true, precision))
+            };
+            let a = run(1);
+            for threads in [3, 8] {
+                let b = run(threads);
+                assert!(
+                    a.0 == b.0 && a.1 == b.1 && a.2 == b.2,
+                    "{threads} threads in {precision:?}"
+                );
+            }
         }
     }
 }

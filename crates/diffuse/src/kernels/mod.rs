@@ -6,8 +6,10 @@
 //! modules (the same parameters, so checkpoints do not change) and fall back to burn's composition on every
 //! other device (the GPU), dtype or layer configuration.
 
+pub mod bf16;
 pub mod conv;
 pub mod group_norm;
+pub mod matmul;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,6 +29,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::ConvOptions;
 use conv::ConvShape;
 use group_norm::GroupShape;
+use matmul::Precision;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Kernels: Backend {
@@ -41,7 +44,7 @@ pub trait Kernels: Backend {
     ) -> FloatTensor<Self>;
 
     /// Convolution of `[b, cin, h, w]` with `[cout, cin, kh, kw]` and a bias, the same stride on both axes, each
-    /// axis padded evenly.
+    /// axis padded evenly; its products (and its backward pass's) with bf16 operands when `bf16`.
     fn conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -49,6 +52,7 @@ pub trait Kernels: Backend {
         stride: usize,
         pad_h: usize,
         pad_w: usize,
+        bf16: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -99,7 +103,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// burn's functional `conv2d` with a bias, on the project's kernels on the CPU when the strides are equal, each
-/// axis is padded evenly, and there is one group and no dilation.
+/// axis is padded evenly, and there is one group and no dilation; in this thread's [`matmul::precision`].
 pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: ConvOptions<2>) -> Tensor<4> {
     let [sh, sw] = options.stride;
     let [(pt, pb), (pl, pr)] = options.padding;
@@ -114,6 +118,7 @@ pub fn conv2d_with(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, options: Co
         sh,
         pt,
         pl,
+        matmul::precision() == Precision::Bf16,
     );
     Tensor::from_dispatch(out)
 }
@@ -199,14 +204,19 @@ impl Kernels for Flex {
         stride: usize,
         pad_h: usize,
         pad_w: usize,
+        bf16: bool,
     ) -> FlexTensor {
         let ((x, xd), (w, wd)) = (contents(x), contents(weight));
         let bias = bias.to_contiguous();
         let s = conv_shape(&xd, &wd, stride, (pad_h, pad_w));
         let (oh, ow) = s.out_hw();
-        let y = conv::forward(slice(&x), slice(&w), slice(&bias), &s);
+        let y = conv::forward(slice(&x), slice(&w), slice(&bias), &s, precision_of(bf16));
         tensor(y, vec![s.batch, s.cout, oh, ow])
     }
+}
+
+fn precision_of(bf16: bool) -> Precision {
+    if bf16 { Precision::Bf16 } else { Precision::F32 }
 }
 
 /// Hands each input that takes part in the graph its gradient.
@@ -284,16 +294,23 @@ impl RetroForward for RetroGroupNorm {
 struct ConvBackward;
 
 impl Backward<Flex, 3> for ConvBackward {
-    type State = (NodeId, FlexTensor, usize, (usize, usize));
+    type State = (NodeId, FlexTensor, usize, (usize, usize), bool);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
-        let (x_id, weight, stride, pad) = ops.state;
+        let (x_id, weight, stride, pad, bf16) = ops.state;
         let (dy, _) = contents(grads.consume::<Flex>(&ops.node));
         let (x, xd) = contents(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
         let (w, wd) = contents(weight);
         let s = conv_shape(&xd, &wd, stride, pad);
-        let (dx, dw, db) = conv::backward(slice(&x), slice(&w), slice(&dy), &s, node_x.is_some());
+        let (dx, dw, db) = conv::backward(
+            slice(&x),
+            slice(&w),
+            slice(&dy),
+            &s,
+            node_x.is_some(),
+            precision_of(bf16),
+        );
         let grads_of = [tensor(dx, xd), tensor(dw, wd), tensor(db, vec![s.cout])];
         register(grads, [node_x, node_w, node_b].map(|n| n.map(|n| n.id)), grads_of);
     }
@@ -340,6 +357,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         stride: usize,
         pad_h: usize,
         pad_w: usize,
+        bf16: bool,
     ) -> FloatTensor<Self> {
         let w = weight.primitive().clone();
         let y = Flex::conv2d(
@@ -349,6 +367,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             stride,
             pad_h,
             pad_w,
+            bf16,
         );
         match ConvBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
@@ -357,7 +376,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
-                prep.finish((x_id, w, stride, (pad_h, pad_w)), y)
+                prep.finish((x_id, w, stride, (pad_h, pad_w), bf16), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         }

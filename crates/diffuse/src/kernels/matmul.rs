@@ -1,0 +1,131 @@
+//! Matrix products over `f32` slices, in f32 (the `gemm` crate) or with bf16 operands ([`bf16`]), and the
+//! precision a thread's products run in.
+
+use super::bf16;
+use gemm::Parallelism;
+use std::cell::Cell;
+
+/// The operand precision of the kernels' matrix products. Sums, weights, optimiser state and normalisation
+/// statistics stay f32 in both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// bfloat16 operands, f32 sums (mixed precision), where the CPU has AVX512-BF16; f32 elsewhere.
+    Bf16,
+}
+
+thread_local! {
+    static PRECISION: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// The precision this thread's convolutions run in: set by [`with_precision`], f32 otherwise.
+pub fn precision() -> Precision {
+    PRECISION.with(Cell::get)
+}
+
+/// Runs `f` with this thread's products in `precision` (as an autocast scope), restoring the previous setting
+/// afterwards, also when `f` panics. The backward pass of an operation uses the precision of its forward pass.
+pub fn with_precision<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRECISION.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PRECISION.with(|p| p.replace(precision)));
+    f()
+}
+
+/// A row-major (or transposed) view of a matrix for [`matmul`]; `stride` is the distance between stored rows.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    transposed: bool,
+}
+
+impl<'a> Mat<'a> {
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
+        assert!(cols <= stride && data.len() >= rows.saturating_sub(1) * stride + cols);
+        Self {
+            data,
+            rows,
+            cols,
+            stride,
+            transposed: false,
+        }
+    }
+
+    pub fn t(self) -> Self {
+        Self {
+            transposed: !self.transposed,
+            ..self
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// (row stride, column stride) of the logical matrix.
+    pub fn strides(&self) -> (isize, isize) {
+        let s = self.stride as isize;
+        if self.transposed { (1, s) } else { (s, 1) }
+    }
+}
+
+/// `dst[m, n] (+)= a[m, k] · b[k, n]` with `dst` row-major, `dst_stride` apart; adds to `dst` when `accumulate`.
+/// In bf16 where `precision` says so and the CPU has the instructions ([`bf16::available`]), else in f32.
+pub fn matmul(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    par: Parallelism,
+    precision: Precision,
+) {
+    if precision == Precision::Bf16 && bf16::available() {
+        return bf16::matmul(dst, dst_stride, a, b, accumulate, !matches!(par, Parallelism::None));
+    }
+    let ((m, k), (k2, n)) = (a.shape(), b.shape());
+    assert_eq!(k, k2);
+    assert!(n <= dst_stride && dst.len() >= m.saturating_sub(1) * dst_stride + n);
+    let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
+    // SAFETY: the asserts above (and in `Mat::strided`) keep every strided access inside the three slices, and
+    // `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            accumulate,
+            a.data.as_ptr(),
+            acs,
+            ars,
+            b.data.as_ptr(),
+            bcs,
+            brs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
