@@ -1,9 +1,11 @@
 //! `diffuse bench`: training-step and inference timings of the reference UNet and the default models,
 //! optionally interleaved with the PyTorch reference script and reported as ratios.
 
+use super::precision_args::PrecisionArg;
 use anyhow::bail;
 use clap::Args;
 use diffuse::bench::{self, BenchConfig, Timing};
+use diffuse::kernels::matmul::{Precision, with_precision};
 use diffuse::nn::{NetConfig, UNetConfig};
 use diffuse::run::RunConfig;
 use serde_json::json;
@@ -49,6 +51,8 @@ pub struct BenchArgs {
     /// Train with burn's gradient checkpointing (memory-bound activations recomputed in the backward pass).
     #[arg(long)]
     gradient_checkpointing: bool,
+    #[command(flatten)]
+    precision: PrecisionArg,
     /// Print JSON: one object for --reference-unet, else an array.
     #[arg(long)]
     json: bool,
@@ -92,6 +96,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if a.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
+    let precision = a.precision.resolve();
+    with_precision(precision, || bench_in(a, precision))
+}
+
+fn bench_in(a: BenchArgs, precision: Precision) -> anyhow::Result<()> {
     let cfg = BenchConfig {
         train_batch: a.batch,
         warmup: a.warmup,
@@ -132,6 +141,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             "peak_rss_mb": ours.peak_rss_mb,
             "rounds": a.rounds,
             "gradient_checkpointing": a.gradient_checkpointing,
+            "precision": format!("{precision:?}").to_lowercase(),
         });
         if !theirs.is_empty() {
             let theirs = bench::median(&theirs);
@@ -159,7 +169,11 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
 fn print_table(rows: &[serde_json::Value]) {
     let ms = |v: &serde_json::Value| v.as_f64().map_or("–".into(), |x| format!("{x:.1}"));
     let mb = |v: &serde_json::Value| v.as_f64().map_or("–".into(), |x| format!("{x:.0}"));
-    println!("device: {}", rows[0]["device"].as_str().unwrap_or("?"));
+    println!(
+        "device: {}, precision {}",
+        rows[0]["device"].as_str().unwrap_or("?"),
+        rows[0]["precision"].as_str().unwrap_or("?")
+    );
     println!(
         "| model | params | train step (ms, batch {}) | inference (ms, batch 64) | peak RSS (MB) |",
         rows[0]["train_batch"]

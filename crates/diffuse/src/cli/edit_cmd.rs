@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use diffuse::data::{Dataset, Split};
 use diffuse::denoise::Cond;
 use diffuse::edit::{self, Editor, Mask, Naive};
+use diffuse::kernels::matmul::with_precision;
 use diffuse::sample;
 use diffuse::{imageio, safetensors_io};
 use std::path::{Path, PathBuf};
@@ -311,13 +312,20 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
 }
 
 pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
-    match cmd {
+    let common = match &cmd {
+        EditCommand::Inpaint(a) => &a.common,
+        EditCommand::Outpaint(a) => &a.common,
+        EditCommand::Sdedit(a) => &a.common,
+        EditCommand::Invert(a) => &a.common,
+        EditCommand::Interpolate(a) => &a.common,
+    };
+    with_precision(common.draw.precision.resolve(), || match cmd {
         EditCommand::Inpaint(a) => inpaint(a),
         EditCommand::Outpaint(a) => outpaint(a),
         EditCommand::Sdedit(a) => sdedit(a),
         EditCommand::Invert(a) => invert(a),
         EditCommand::Interpolate(a) => interpolate(a),
-    }
+    })
 }
 
 fn inpaint(a: InpaintArgs) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ mod lab_cmd;
 mod likelihood_cmd;
 mod lpips_cmd;
 mod plot_cmd;
+mod precision_args;
 mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;

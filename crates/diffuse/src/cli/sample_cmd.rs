@@ -1,8 +1,10 @@
 use super::guide_args::GuideArgs;
+use super::precision_args::PrecisionArg;
 use super::sampler_args::SamplerArgs;
 use anyhow::{Context, bail};
 use clap::Args;
 use diffuse::generate;
+use diffuse::kernels::matmul::with_precision;
 use diffuse::run::{self, Weights};
 use diffuse::{imageio, safetensors_io};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ pub(super) struct DrawArgs {
     /// Sample with the EMA weights or the raw ones.
     #[arg(long, default_value = "ema", value_parser = super::one_of::<Weights>(Weights::NAMES))]
     pub weights: Weights,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 impl DrawArgs {
@@ -126,7 +130,7 @@ fn request(
 /// Draws `n` images (or `n` per class) of a loaded run as the flags say.
 pub(super) fn draw_samples(run: &run::LoadedRun, a: &DrawArgs, n: usize) -> anyhow::Result<generate::Samples> {
     let (request, _) = request(run, a, n, false, None, false)?;
-    Ok(generate::draw(run, &request)?)
+    Ok(with_precision(a.precision.resolve(), || generate::draw(run, &request))?)
 }
 
 pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
@@ -141,7 +145,7 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         a.strip.is_some(),
     )?;
     super::fresh_out_dir(&a.out_dir)?;
-    let drawn = generate::draw(&run, &request)?;
+    let drawn = with_precision(a.draw.precision.resolve(), || generate::draw(&run, &request))?;
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let (images, strip, n) = (&drawn.images, &drawn.strip, drawn.n);
     let (secs, decode_secs) = (drawn.secs, drawn.decode_secs);

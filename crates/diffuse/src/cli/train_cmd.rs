@@ -1,4 +1,5 @@
 use super::parse_list;
+use super::precision_args::PrecisionArg;
 use super::schedule_flags::ScheduleFlags;
 use anyhow::{Context, bail};
 use burn::module::Module;
@@ -136,6 +137,8 @@ pub struct TrainArgs {
     /// peak memory for a few percent more time (same losses).
     #[arg(long)]
     gradient_checkpointing: bool,
+    #[command(flatten)]
+    precision: PrecisionArg,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -335,6 +338,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             progress: !a.quiet,
             stop_after: None,
             gradient_checkpointing: a.gradient_checkpointing,
+            precision: a.precision.resolve(),
             time_budget: a.time_budget,
         },
     )?;

@@ -97,22 +97,29 @@ fn pack(
 ) {
     let pairs = (k1 - k0).div_ceil(2);
     let panels = lines.len().div_ceil(lanes);
-    out.clear();
+    // Every lane of a line inside the matrix is written below: only a last, partial panel needs zeros.
     out.resize(panels * pairs * lanes, 0);
     let at = |line: usize, k: usize| (line as isize * line_step + k as isize * k_step) as usize;
-    let mut line_pairs = vec![0u32; if k_step == 1 { pairs } else { 0 }];
     for (panel, dst) in out.chunks_exact_mut(pairs * lanes).enumerate() {
         let first = lines.start + panel * lanes;
         let count = lanes.min(lines.end - first);
+        if count < lanes {
+            dst.chunks_exact_mut(lanes).for_each(|p| p[count..].fill(0));
+        }
         if k_step == 1 {
-            // k contiguous (A row-major, or B transposed): a line's pairs are converted at once, then spread.
-            for l in 0..count {
-                convert_pairs(&data[at(first + l, k0)..][..k1 - k0], &mut line_pairs);
-                dst.iter_mut()
-                    .skip(l)
-                    .step_by(lanes)
-                    .zip(&line_pairs)
-                    .for_each(|(d, &v)| *d = v);
+            // k contiguous (A row-major, or B transposed): 16 pairs of each line are converted at once, then
+            // spread over the lanes, a block small enough for L1 at a time.
+            let mut block = [[0u32; 16]; NR];
+            for p0 in (0..pairs).step_by(16) {
+                let (from, to) = (k0 + 2 * p0, (k0 + 2 * p0 + 32).min(k1));
+                let np = (to - from).div_ceil(2);
+                for (l, b) in block.iter_mut().enumerate().take(count) {
+                    convert_pairs(&data[at(first + l, from)..][..to - from], &mut b[..np]);
+                }
+                for t in 0..np {
+                    let row = &mut dst[(p0 + t) * lanes..][..count];
+                    row.iter_mut().zip(&block).for_each(|(d, b)| *d = b[t]);
+                }
             }
         } else if line_step == 1 {
             // Lines contiguous: two k rows side by side, interleaved.
@@ -186,16 +193,28 @@ mod simd {
     }
 }
 
-/// The product of one packed A panel and one packed B panel over `pairs` k pairs, into `tile` (row-major
-/// `MR × NR`).
+/// Where a micro-kernel's tile goes: `rows` rows from `row` and `cols` (≤ [`NR`]) columns from `col` of the
+/// output, added to what is there when `add`.
+#[derive(Clone, Copy)]
+struct Tile {
+    row: usize,
+    rows: usize,
+    col: usize,
+    cols: usize,
+    add: bool,
+}
+
+/// The product of one packed A panel and one packed B panel over `pairs` k pairs, stored (or added) into `out`
+/// at `tile`; masked loads and stores keep to the tile's columns.
 ///
 /// # Safety
-/// The CPU must have AVX512-BF16 ([`available`]); `a` holds `pairs · MR` and `b` `pairs · NR` lanes.
+/// The CPU must have AVX512-BF16 ([`available`]); `a` holds `pairs · MR` and `b` `pairs · NR` lanes; the tile
+/// lies inside the output and no other thread writes it meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn micro_kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR * NR]) {
+unsafe fn micro_kernel(pairs: usize, a: &[u32], b: &[u32], out: Out, tile: Tile) {
     use std::arch::x86_64::*;
-    debug_assert!(a.len() >= pairs * MR && b.len() >= pairs * NR);
+    debug_assert!(a.len() >= pairs * MR && b.len() >= pairs * NR && tile.rows <= MR && tile.cols <= NR);
     let mut c = [[_mm512_setzero_ps(); 2]; MR];
     let (a, b) = (a.as_ptr(), b.as_ptr());
     for p in 0..pairs {
@@ -210,17 +229,27 @@ unsafe fn micro_kernel(pairs: usize, a: &[u32], b: &[u32], tile: &mut [f32; MR *
             }
         }
     }
-    for (i, ci) in c.iter().enumerate() {
-        // SAFETY: `tile` has MR rows of NR = 32 floats.
+    let all = (1u64 << tile.cols) - 1;
+    let masks = [all as u16, (all >> 16) as u16];
+    for (i, ci) in c.iter().enumerate().take(tile.rows) {
+        // SAFETY: the row and the masked columns lie inside the output (the caller's contract).
         unsafe {
-            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), ci[0]);
-            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), ci[1]);
+            let row = out.ptr.add((tile.row + i) * out.stride + tile.col);
+            for (h, (&mask, &v)) in masks.iter().zip(ci).enumerate() {
+                let at = row.add(16 * h);
+                let v = if tile.add {
+                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at))
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_ps(at, mask, v);
+            }
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn micro_kernel(_: usize, _: &[u32], _: &[u32], _: &mut [f32; MR * NR]) {
+unsafe fn micro_kernel(_: usize, _: &[u32], _: &[u32], _: Out, _: Tile) {
     unreachable!("the bf16 kernels are only chosen where `available()`")
 }
 
@@ -233,16 +262,6 @@ struct Out {
 // SAFETY: every thread writes its own columns (B panels are split between threads, never shared).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
-
-impl Out {
-    /// # Safety
-    /// The row and columns lie inside the output, and no other thread writes them meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, row: usize, cols: std::ops::Range<usize>) -> &mut [f32] {
-        // SAFETY: by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(row * self.stride + cols.start), cols.len()) }
-    }
-}
 
 thread_local! {
     /// Packed panels kept per thread between calls, so that they are not allocated and faulted in per product.
@@ -274,29 +293,28 @@ pub fn matmul(dst: &mut [f32], dst_stride: usize, a: Mat, b: Mat, accumulate: bo
     };
     let ((ars, acs), (brs, bcs)) = (a.strides(), b.strides());
     let mut packed_a = Vec::new();
-    for k0 in (0..k).step_by(KC) {
-        let k1 = (k0 + KC).min(k);
+    // Blocks of equal size (even, so that pairs never straddle two), at most KC.
+    let kc = k.div_ceil(k.div_ceil(KC)).next_multiple_of(2);
+    for k0 in (0..k).step_by(kc) {
+        let k1 = (k0 + kc).min(k);
         let pairs = (k1 - k0).div_ceil(2);
         pack(a.data, ars, acs, 0..m, k0, k1, MR, &mut packed_a);
         let add = accumulate || k0 > 0;
         let panel = |j0: usize, packed_b: &mut Vec<u32>| {
             let cols = NR.min(n - j0);
             pack(b.data, bcs, brs, j0..j0 + cols, k0, k1, NR, packed_b);
-            let mut tile = [0f32; MR * NR];
             for (ip, ap) in packed_a.chunks_exact(pairs * MR).enumerate() {
-                // SAFETY: `available()` was asserted; the panels hold `pairs` pairs of MR and NR lanes.
-                unsafe { micro_kernel(pairs, ap, packed_b, &mut tile) };
-                let rows = MR.min(m - ip * MR);
-                for (r, t) in tile.chunks_exact(NR).take(rows).enumerate() {
-                    // SAFETY: row ip·MR + r < m and columns j0..j0 + cols ≤ n lie inside `dst` (asserted above);
-                    // this thread alone writes these columns.
-                    let d = unsafe { out.row(ip * MR + r, j0..j0 + cols) };
-                    if add {
-                        d.iter_mut().zip(t).for_each(|(d, &t)| *d += t);
-                    } else {
-                        d.copy_from_slice(&t[..cols]);
-                    }
-                }
+                let tile = Tile {
+                    row: ip * MR,
+                    rows: MR.min(m - ip * MR),
+                    col: j0,
+                    cols,
+                    add,
+                };
+                // SAFETY: `available()` was asserted; the panels hold `pairs` pairs of MR and NR lanes; the tile's
+                // rows (< m) and columns (j0..j0 + cols ≤ n) lie inside `dst` (asserted above), and this thread
+                // alone writes these columns.
+                unsafe { micro_kernel(pairs, ap, packed_b, out, tile) };
             }
         };
         let starts = (0..n).step_by(NR);

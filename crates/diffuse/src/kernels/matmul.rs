@@ -7,7 +7,7 @@ use std::cell::Cell;
 
 /// The operand precision of the kernels' matrix products. Sums, weights, optimiser state and normalisation
 /// statistics stay f32 in both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     #[default]
     F32,

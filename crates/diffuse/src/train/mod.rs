@@ -55,6 +55,8 @@ pub struct Options {
     pub stop_after: Option<usize>,
     /// Recompute memory-bound activations in the backward pass (less memory, a little more time).
     pub gradient_checkpointing: bool,
+    /// The convolutions' operand precision (bf16: mixed precision; weights and AdamW's state stay f32).
+    pub precision: crate::kernels::matmul::Precision,
     /// Stop after the step during which this many seconds of this call have passed, then write the final
     /// checkpoint and samples as at the end of the run, and record the steps made as the run's step count.
     pub time_budget: Option<f64>,
@@ -288,6 +290,10 @@ pub fn draw_labels(idx: &[usize], labels: &[u32], k: usize, dropout: f64, r: &mu
 
 /// Trains (or resumes) the run in `out` on `data`.
 pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Result<Summary> {
+    crate::kernels::matmul::with_precision(opts.precision, || train_in_precision(cfg, data, out, opts))
+}
+
+fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Result<Summary> {
     cfg.validate()?;
     if (data.channels, data.height, data.width) != (cfg.channels, cfg.height, cfg.width) {
         return Err(Error::Data(format!(
