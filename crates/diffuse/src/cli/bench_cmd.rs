@@ -16,7 +16,7 @@ use std::path::PathBuf;
 diffuse bench\n  \
 diffuse bench --reference-unet --json\n  \
 diffuse bench --reference-unet --torch /work/venv/bin/python --rounds 3\n  \
-diffuse bench --run runs/digits\n\n\
+diffuse bench --run runs/digits\n  diffuse bench --image 1x64x64 --batch 128 --warmup 1 --repeats 3\n\n\
 The PyTorch side is `PYTHON SCRIPT BATCH [--torch-arg …]`; SCRIPT defaults to reference/ref_unet.py in the \
 shared folder ($DIFFUSE_SHARED, else ../shared). burn uses every core (RAYON_NUM_THREADS limits it); the \
 reference script uses two threads.")]
@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Only the network of this run directory.
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Only the default network for images of this shape, CxHxW (e.g. 1x64x64): one process per shape gives
+    /// each its own peak memory.
+    #[arg(long, value_name = "CxHxW", conflicts_with_all = ["run", "reference_unet"], value_parser = parse_image)]
+    image: Option<[usize; 3]>,
     /// Training batch size (inference uses 64, as the reference script does).
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -58,6 +62,19 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// `CxHxW`, each at least 1.
+fn parse_image(text: &str) -> Result<[usize; 3], String> {
+    let dims: Vec<usize> = text
+        .split(['x', '×'])
+        .map(|d| d.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{text}` is not CxHxW"))?;
+    match dims[..] {
+        [c, h, w] if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        _ => Err(format!("`{text}` is not CxHxW with three positive sizes")),
+    }
+}
+
 fn reference_script() -> PathBuf {
     diffuse::fetch::shared_dir().join("reference/ref_unet.py")
 }
@@ -72,6 +89,9 @@ fn models(a: &BenchArgs) -> anyhow::Result<Vec<(String, UNetConfig)>> {
                 other.describe()
             ),
         };
+    }
+    if let Some([c, h, w]) = a.image {
+        return Ok(vec![(format!("default, {c}×{h}×{w}"), UNetConfig::for_image(c, h, w))]);
     }
     let mut list = vec![("reference UNet (ref_unet.py)".to_string(), UNetConfig::reference())];
     if !a.reference_unet {

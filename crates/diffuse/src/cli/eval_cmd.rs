@@ -56,7 +56,9 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(c) = &r.classifier {
         let accuracy = c.accuracy.map_or("–".into(), |v| format!("{:.1}%", v * 100.0));
         println!(
-            "classifier: accuracy {accuracy}, Inception-style score {:.2}, {}/{} classes present, classifier FID {:.1}",
+            "classifier: accuracy {accuracy}, {:.1}% confident (p ≥ {}), Inception-style score {:.2}, {}/{} classes present, classifier FID {:.1}",
+            c.confident_share * 100.0,
+            c.threshold,
             c.inception_score,
             c.classes_present,
             c.num_classes,

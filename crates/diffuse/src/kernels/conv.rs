@@ -9,7 +9,8 @@
 //! K = Cin·kh·kw and P = the output pixels. Images run in parallel; gradients are summed over fixed chunks of
 //! the batch in a fixed order, so results do not depend on the number of threads.
 
-use super::matmul::{Mat, Precision, matmul};
+use super::matmul::{Mat, Precision, Weights, matmul, packed_lanes};
+use super::packed::{self, Lanes, Packed};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -198,19 +199,114 @@ fn inner_parallelism(units: usize) -> Parallelism {
 }
 
 /// Adds the convolution of one image `xb` with `w` (`[cout, K]`) onto `yb`.
-fn convolve_image(xb: &[f32], w: Mat, s: &ConvShape, yb: &mut [f32], par: Parallelism, precision: Precision) {
+fn convolve_image(xb: &[f32], w: &Weights, s: &ConvShape, yb: &mut [f32], par: Parallelism) {
     let (p, k) = (s.pixels(), s.k());
     if s.pointwise() {
-        return matmul(yb, p, w, Mat::new(xb, k, p), true, par, precision);
+        return w.matmul(yb, p, Mat::new(xb, k, p), true, par);
     }
     let ow = s.out_hw().1;
+    if let (Some(packed), Some(win)) = (w.packed(), Windows::of(s)) {
+        return convolve_windows(xb, packed, &win, yb, par);
+    }
     with_scratch(|cols, _| {
         for rows in row_blocks(s) {
             let (at, n) = (rows.start * ow, rows.len() * ow);
             im2col(xb, s, rows, cols);
-            matmul(&mut yb[at..], p, w, Mat::new(cols, k, n), true, par, precision);
+            w.matmul(&mut yb[at..], p, Mat::new(cols, k, n), true, par);
         }
     });
+}
+
+/// For stride 1 with the output as wide as the input, an im2col row (input channel ci, kernel tap (ky, kx)) is a
+/// window of the plane ci shifted by (ky − p)·w + kx − p, with the pixels whose source lies outside the image
+/// masked off. Per tap: the shift, and the output rows and columns that read inside the image.
+struct Windows {
+    taps: Vec<(isize, Range<usize>, Range<usize>)>,
+    ow: usize,
+    plane: usize,
+}
+
+impl Windows {
+    fn of(s: &ConvShape) -> Option<Self> {
+        let (oh, ow) = s.out_hw();
+        if s.stride != 1 || ow != s.width {
+            return None;
+        }
+        let taps = (0..s.kh)
+            .flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| {
+                let (y0, y1) = inside(oh, s.height, ky, 1, s.pad_h);
+                let (x0, x1) = inside(ow, s.width, kx, 1, s.pad_w);
+                let shift = (ky * ow + kx) as isize - (s.pad_h * ow + s.pad_w) as isize;
+                (shift, y0..y1, x0..x1)
+            })
+            .collect();
+        Some(Self {
+            taps,
+            ow,
+            plane: s.height * s.width,
+        })
+    }
+
+    /// Bit `t` set where output pixel `pixels.start + t` reads inside the image at `tap`.
+    fn mask(&self, tap: usize, pixels: Range<usize>) -> u64 {
+        let (_, ys, xs) = &self.taps[tap];
+        let inside = |j: usize| ys.contains(&(j / self.ow)) && xs.contains(&(j % self.ow));
+        pixels
+            .enumerate()
+            .filter(|&(_, j)| inside(j))
+            .fold(0, |m, (t, _)| m | 1 << t)
+    }
+
+    /// Where im2col row `r` starts in the image: pixel j of the row reads `x[start + j]`.
+    fn start(&self, r: usize) -> isize {
+        let taps = self.taps.len();
+        (r / taps * self.plane) as isize + self.taps[r % taps].0
+    }
+}
+
+/// [`convolve_image`] on the packed kernels where [`Windows`] apply: B's panels are packed straight from the
+/// image, so the columns are never written out.
+fn convolve_windows(xb: &[f32], packed: &Packed, win: &Windows, yb: &mut [f32], par: Parallelism) {
+    let p = yb.len() / packed.rows();
+    let pack_b = |cols: Range<usize>, k0, k1, out: &mut Vec<u32>| {
+        let masks: Vec<u32> = (0..win.taps.len())
+            .map(|tap| win.mask(tap, cols.clone()) as u32)
+            .collect();
+        let row = |r: usize| (win.start(r) + cols.start as isize, masks[r % win.taps.len()]);
+        packed::pack_windows(packed.lanes(), xb, row, k0, k1, out);
+    };
+    packed::matmul_with(yb, p, packed, p, pack_b, true, !matches!(par, Parallelism::None));
+}
+
+/// The weight gradient of one image where [`Windows`] apply, on the packed kernels: `dw (+)= dY_b · im2col(x_b)ᵀ`
+/// with im2col's rows built a panel at a time.
+#[allow(clippy::too_many_arguments)]
+fn weight_gradient_windows(
+    xb: &[f32],
+    dyb: &[f32],
+    s: &ConvShape,
+    win: &Windows,
+    lanes: Lanes,
+    dw: &mut [f32],
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let (p, k) = (s.pixels(), s.k());
+    let words = p.div_ceil(32);
+    let masks: Vec<Vec<u32>> = (0..win.taps.len())
+        .map(|tap| {
+            (0..words)
+                .map(|w| win.mask(tap, 32 * w..(32 * w + 32).min(p)) as u32)
+                .collect()
+        })
+        .collect();
+    let a = Packed::new(Mat::new(dyb, s.cout, p), lanes);
+    let pack_b = |lines: Range<usize>, k0, k1, out: &mut Vec<u32>| {
+        let line = |r: usize| (win.start(r), &masks[r % win.taps.len()][..]);
+        packed::pack_window_lines(lanes, xb, line, lines, k0, k1, out);
+    };
+    packed::matmul_with(dw, k, &a, k, pack_b, accumulate, !matches!(par, Parallelism::None));
 }
 
 /// For stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped in space and its
@@ -250,13 +346,13 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape, precision
     assert_eq!(bias.len(), s.cout);
     let (p, k) = (s.pixels(), s.k());
     let par = inner_parallelism(s.batch);
-    let w = Mat::new(weight, s.cout, k);
+    let w = Weights::new(Mat::new(weight, s.cout, k), precision);
     let mut y = vec![0f32; s.batch * s.image_out()];
     let image = |(yb, xb): (&mut [f32], &[f32])| {
         for (row, &b) in yb.chunks_exact_mut(p).zip(bias) {
             row.fill(b);
         }
-        convolve_image(xb, w, s, yb, par, precision);
+        convolve_image(xb, &w, s, yb, par);
     };
     if matches!(par, Parallelism::None) {
         y.par_chunks_mut(s.image_out())
@@ -287,6 +383,14 @@ pub fn backward(
     let par = inner_parallelism(s.batch.div_ceil(chunk));
     let w = Mat::new(weight, s.cout, k);
     let transposed = input_gradient_as_convolution(weight, s).filter(|_| need_dx);
+    let flipped = transposed
+        .as_ref()
+        .map(|(f, st)| Weights::new(Mat::new(f, st.cout, st.k()), precision));
+    // On the packed kernels, the weight gradient builds its im2col rows a panel at a time, where the input
+    // gradient needs no col2im from the same loop.
+    let windowed = Windows::of(s)
+        .filter(|_| !s.pointwise() && (transposed.is_some() || !need_dx))
+        .zip(packed_lanes(precision));
     let mut dx = vec![0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk * s.image_in())
@@ -307,22 +411,26 @@ pub fn backward(
                     }
                     continue;
                 }
-                let ow = s.out_hw().1;
-                with_scratch(|cols, dcols| {
-                    for (j, rows) in row_blocks(s).enumerate() {
-                        let (at, n) = (rows.start * ow, rows.len() * ow);
-                        let g = Mat::strided(&dyb[at..], s.cout, n, p);
-                        im2col(xb, s, rows.clone(), cols);
-                        matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par, precision);
-                        if need_dx && transposed.is_none() {
-                            dcols.resize(k * n, 0.0);
-                            matmul(dcols, n, w.t(), g, false, par, precision);
-                            col2im(dcols, s, rows, dxb);
+                if let Some((win, lanes)) = &windowed {
+                    weight_gradient_windows(xb, dyb, s, win, *lanes, &mut dw, i > 0, par);
+                } else {
+                    let ow = s.out_hw().1;
+                    with_scratch(|cols, dcols| {
+                        for (j, rows) in row_blocks(s).enumerate() {
+                            let (at, n) = (rows.start * ow, rows.len() * ow);
+                            let g = Mat::strided(&dyb[at..], s.cout, n, p);
+                            im2col(xb, s, rows.clone(), cols);
+                            matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par, precision);
+                            if need_dx && transposed.is_none() {
+                                dcols.resize(k * n, 0.0);
+                                matmul(dcols, n, w.t(), g, false, par, precision);
+                                col2im(dcols, s, rows, dxb);
+                            }
                         }
-                    }
-                });
-                if let Some((flipped, st)) = &transposed {
-                    convolve_image(dyb, Mat::new(flipped, st.cout, st.k()), st, dxb, par, precision);
+                    });
+                }
+                if let (Some((_, st)), Some(flipped)) = (&transposed, &flipped) {
+                    convolve_image(dyb, flipped, st, dxb, par);
                 }
             }
             (dw, db)

@@ -1,7 +1,8 @@
-//! Matrix products over `f32` slices, in f32 (the `gemm` crate) or with bf16 operands ([`bf16`]), and the
-//! precision a thread's products run in.
+//! Matrix products over `f32` slices, in f32 or with bf16 operands, and the precision a thread's products run
+//! in. On AVX-512 CPUs both run on the project's packed kernels ([`packed`]); elsewhere f32 runs on the `gemm`
+//! crate and bf16 falls back to it.
 
-use super::bf16;
+use super::packed::{self, Lanes, Packed};
 use gemm::Parallelism;
 use std::cell::Cell;
 
@@ -96,8 +97,8 @@ pub fn matmul(
     par: Parallelism,
     precision: Precision,
 ) {
-    if precision == Precision::Bf16 && bf16::available() {
-        return bf16::matmul(dst, dst_stride, a, b, accumulate, !matches!(par, Parallelism::None));
+    if let Some(lanes) = packed_lanes(precision) {
+        return packed::matmul(dst, dst_stride, &Packed::new(a, lanes), b, accumulate, parallel(par));
     }
     let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2);
@@ -127,5 +128,45 @@ pub fn matmul(
             false,
             par,
         )
+    }
+}
+
+/// The packed format of products in `precision` on this CPU, if it has one.
+pub fn packed_lanes(precision: Precision) -> Option<Lanes> {
+    match precision {
+        Precision::Bf16 if Lanes::Bf16.available() => Some(Lanes::Bf16),
+        _ if Lanes::F32.available() => Some(Lanes::F32),
+        _ => None,
+    }
+}
+
+fn parallel(par: Parallelism) -> bool {
+    !matches!(par, Parallelism::None)
+}
+
+/// A layer's weights as the left operand of many products (one per image): in bf16 they are rounded and packed
+/// once per call rather than per image.
+pub struct Weights<'a> {
+    pub mat: Mat<'a>,
+    packed: Option<Packed>,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(mat: Mat<'a>, precision: Precision) -> Self {
+        let packed = packed_lanes(precision).map(|lanes| Packed::new(mat, lanes));
+        Self { mat, packed }
+    }
+
+    /// The packing, where the project's kernels run on this CPU.
+    pub fn packed(&self) -> Option<&Packed> {
+        self.packed.as_ref()
+    }
+
+    /// `dst (+)= W · b`, as [`matmul`] in the weights' precision.
+    pub fn matmul(&self, dst: &mut [f32], dst_stride: usize, b: Mat, accumulate: bool, par: Parallelism) {
+        match &self.packed {
+            Some(p) => packed::matmul(dst, dst_stride, p, b, accumulate, parallel(par)),
+            None => matmul(dst, dst_stride, self.mat, b, accumulate, par, Precision::F32),
+        }
     }
 }
