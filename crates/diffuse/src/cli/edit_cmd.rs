@@ -251,7 +251,8 @@ fn write_grid(path: &Option<PathBuf>, top: &[f32], bottom: &[f32], n: usize, sha
 
 fn load(c: &Common) -> anyhow::Result<Editor> {
     let d = &c.draw;
-    if d.batch_size == 0 {
+    let batch_size = d.batch_size.unwrap_or(64);
+    if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let run = d.load()?;
@@ -262,7 +263,7 @@ fn load(c: &Common) -> anyhow::Result<Editor> {
         plan: d.sampler.plan_for(&run)?,
         guidance: d.guide.guidance()?,
         run,
-        batch_size: d.batch_size,
+        batch_size,
         seed: d.seed,
         progress: true,
     })

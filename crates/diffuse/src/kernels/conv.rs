@@ -198,16 +198,16 @@ fn inner_parallelism(units: usize) -> Parallelism {
     }
 }
 
-/// Adds the convolution of one image `xb` with `w` (`[cout, K]`) onto `yb`.
-fn convolve_image(xb: &[f32], w: &Weights, s: &ConvShape, yb: &mut [f32], par: Parallelism) {
+/// Adds the convolution of one image `xb` with `w` (`[cout, K]`) onto `yb`; `win` is [`Windows::of`] the shape.
+fn convolve_image(xb: &[f32], w: &Weights, s: &ConvShape, win: Option<&Windows>, yb: &mut [f32], par: Parallelism) {
     let (p, k) = (s.pixels(), s.k());
     if s.pointwise() {
         return w.matmul(yb, p, Mat::new(xb, k, p), true, par);
     }
-    let ow = s.out_hw().1;
-    if let (Some(packed), Some(win)) = (w.packed(), Windows::of(s)) {
-        return convolve_windows(xb, packed, &win, yb, par);
+    if let (Some(packed), Some(win)) = (w.packed(), win) {
+        return convolve_windows(xb, packed, win, yb, par);
     }
+    let ow = s.out_hw().1;
     with_scratch(|cols, _| {
         for rows in row_blocks(s) {
             let (at, n) = (rows.start * ow, rows.len() * ow);
@@ -219,49 +219,42 @@ fn convolve_image(xb: &[f32], w: &Weights, s: &ConvShape, yb: &mut [f32], par: P
 
 /// For stride 1 with the output as wide as the input, an im2col row (input channel ci, kernel tap (ky, kx)) is a
 /// window of the plane ci shifted by (ky − p)·w + kx − p, with the pixels whose source lies outside the image
-/// masked off. Per tap: the shift, and the output rows and columns that read inside the image.
+/// masked off. Per tap: the shift, and a bit per output pixel, set where it reads inside the image.
 struct Windows {
-    taps: Vec<(isize, Range<usize>, Range<usize>)>,
-    ow: usize,
+    shifts: Vec<isize>,
+    masks: Vec<Vec<u32>>,
     plane: usize,
 }
 
 impl Windows {
     fn of(s: &ConvShape) -> Option<Self> {
         let (oh, ow) = s.out_hw();
-        if s.stride != 1 || ow != s.width {
+        if s.stride != 1 || ow != s.width || s.pointwise() {
             return None;
         }
-        let taps = (0..s.kh)
-            .flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx)))
+        let taps = (0..s.kh).flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx)));
+        let (shifts, masks) = taps
             .map(|(ky, kx)| {
                 let (y0, y1) = inside(oh, s.height, ky, 1, s.pad_h);
                 let (x0, x1) = inside(ow, s.width, kx, 1, s.pad_w);
-                let shift = (ky * ow + kx) as isize - (s.pad_h * ow + s.pad_w) as isize;
-                (shift, y0..y1, x0..x1)
+                let mut mask = vec![0u32; (oh * ow).div_ceil(32)];
+                for j in (y0 * ow..y1 * ow).filter(|j| (x0..x1).contains(&(j % ow))) {
+                    mask[j / 32] |= 1 << (j % 32);
+                }
+                ((ky * ow + kx) as isize - (s.pad_h * ow + s.pad_w) as isize, mask)
             })
-            .collect();
+            .unzip();
         Some(Self {
-            taps,
-            ow,
+            shifts,
+            masks,
             plane: s.height * s.width,
         })
     }
 
-    /// Bit `t` set where output pixel `pixels.start + t` reads inside the image at `tap`.
-    fn mask(&self, tap: usize, pixels: Range<usize>) -> u64 {
-        let (_, ys, xs) = &self.taps[tap];
-        let inside = |j: usize| ys.contains(&(j / self.ow)) && xs.contains(&(j % self.ow));
-        pixels
-            .enumerate()
-            .filter(|&(_, j)| inside(j))
-            .fold(0, |m, (t, _)| m | 1 << t)
-    }
-
-    /// Where im2col row `r` starts in the image: pixel j of the row reads `x[start + j]`.
-    fn start(&self, r: usize) -> isize {
-        let taps = self.taps.len();
-        (r / taps * self.plane) as isize + self.taps[r % taps].0
+    /// Where im2col row `r` starts in the image (pixel j of the row reads `x[start + j]`), and its tap's mask.
+    fn row(&self, r: usize) -> (isize, &[u32]) {
+        let (taps, tap) = (self.shifts.len(), r % self.shifts.len());
+        ((r / taps * self.plane) as isize + self.shifts[tap], &self.masks[tap])
     }
 }
 
@@ -270,10 +263,12 @@ impl Windows {
 fn convolve_windows(xb: &[f32], packed: &Packed, win: &Windows, yb: &mut [f32], par: Parallelism) {
     let p = yb.len() / packed.rows();
     let pack_b = |cols: Range<usize>, k0, k1, out: &mut Vec<u32>| {
-        let masks: Vec<u32> = (0..win.taps.len())
-            .map(|tap| win.mask(tap, cols.clone()) as u32)
-            .collect();
-        let row = |r: usize| (win.start(r) + cols.start as isize, masks[r % win.taps.len()]);
+        // Panels start at multiples of 32 pixels: one mask word each.
+        debug_assert!(cols.start % 32 == 0 && cols.len() <= 32);
+        let row = |r: usize| {
+            let (start, mask) = win.row(r);
+            (start + cols.start as isize, mask[cols.start / 32])
+        };
         packed::pack_windows(packed.lanes(), xb, row, k0, k1, out);
     };
     packed::matmul_with(yb, p, packed, p, pack_b, true, !matches!(par, Parallelism::None));
@@ -293,18 +288,9 @@ fn weight_gradient_windows(
     par: Parallelism,
 ) {
     let (p, k) = (s.pixels(), s.k());
-    let words = p.div_ceil(32);
-    let masks: Vec<Vec<u32>> = (0..win.taps.len())
-        .map(|tap| {
-            (0..words)
-                .map(|w| win.mask(tap, 32 * w..(32 * w + 32).min(p)) as u32)
-                .collect()
-        })
-        .collect();
     let a = Packed::new(Mat::new(dyb, s.cout, p), lanes);
     let pack_b = |lines: Range<usize>, k0, k1, out: &mut Vec<u32>| {
-        let line = |r: usize| (win.start(r), &masks[r % win.taps.len()][..]);
-        packed::pack_window_lines(lanes, xb, line, lines, k0, k1, out);
+        packed::pack_window_lines(lanes, xb, |r| win.row(r), lines, k0, k1, out);
     };
     packed::matmul_with(dw, k, &a, k, pack_b, accumulate, !matches!(par, Parallelism::None));
 }
@@ -347,12 +333,13 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape, precision
     let (p, k) = (s.pixels(), s.k());
     let par = inner_parallelism(s.batch);
     let w = Weights::new(Mat::new(weight, s.cout, k), precision);
+    let win = Windows::of(s);
     let mut y = vec![0f32; s.batch * s.image_out()];
     let image = |(yb, xb): (&mut [f32], &[f32])| {
         for (row, &b) in yb.chunks_exact_mut(p).zip(bias) {
             row.fill(b);
         }
-        convolve_image(xb, &w, s, yb, par);
+        convolve_image(xb, &w, s, win.as_ref(), yb, par);
     };
     if matches!(par, Parallelism::None) {
         y.par_chunks_mut(s.image_out())
@@ -389,8 +376,9 @@ pub fn backward(
     // On the packed kernels, the weight gradient builds its im2col rows a panel at a time, where the input
     // gradient needs no col2im from the same loop.
     let windowed = Windows::of(s)
-        .filter(|_| !s.pointwise() && (transposed.is_some() || !need_dx))
+        .filter(|_| transposed.is_some() || !need_dx)
         .zip(packed_lanes(precision));
+    let flipped_win = transposed.as_ref().and_then(|(_, st)| Windows::of(st));
     let mut dx = vec![0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk * s.image_in())
@@ -430,7 +418,7 @@ pub fn backward(
                     });
                 }
                 if let (Some((_, st)), Some(flipped)) = (&transposed, &flipped) {
-                    convolve_image(dyb, flipped, st, dxb, par);
+                    convolve_image(dyb, flipped, st, flipped_win.as_ref(), dxb, par);
                 }
             }
             (dw, db)
