@@ -264,7 +264,7 @@ fn convolve_windows(xb: &[f32], packed: &Packed, win: &Windows, yb: &mut [f32], 
     let p = yb.len() / packed.rows();
     let pack_b = |cols: Range<usize>, k0, k1, out: &mut Vec<u32>| {
         // Panels start at multiples of 32 pixels: one mask word each.
-        debug_assert!(cols.start % 32 == 0 && cols.len() <= 32);
+        debug_assert!(cols.start.is_multiple_of(32) && cols.len() <= 32);
         let row = |r: usize| {
             let (start, mask) = win.row(r);
             (start + cols.start as isize, mask[cols.start / 32])
