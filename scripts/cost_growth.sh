@@ -12,7 +12,7 @@ images=(1x8x8 1x16x16 1x28x28 3x32x32 3x64x64)
 batches=(8 32 128 256)
 cell() { # IMAGE BATCH -> "ms / MB"
   "$bin" bench --image "$1" --batch "$2" --warmup 1 --repeats 3 --json "${extra[@]}" 2>/dev/null |
-    python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; print(f"{r[\"train_step_ms\"]:.0f} / {r[\"peak_rss_mb\"]:.0f}", r["params"])'
+    python3 -c 'import json,sys; r=json.load(sys.stdin)[0]; print("%.0f / %.0f %d" % (r["train_step_ms"], r["peak_rss_mb"], r["params"]))'
 }
 echo "| image (params) | $(printf 'batch %s | ' "${batches[@]}")"
 echo "|---|$(printf -- '---|%.0s' "${batches[@]}")"

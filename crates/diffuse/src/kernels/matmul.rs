@@ -87,7 +87,8 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst[m, n] (+)= a[m, k] · b[k, n]` with `dst` row-major, `dst_stride` apart; adds to `dst` when `accumulate`.
-/// In bf16 where `precision` says so and the CPU has the instructions ([`bf16::available`]), else in f32.
+/// On the packed kernels where this CPU has them ([`packed_lanes`]: bf16 where `precision` asks for it and
+/// AVX512-BF16 is there), else in f32 on the `gemm` crate.
 pub fn matmul(
     dst: &mut [f32],
     dst_stride: usize,
@@ -97,9 +98,14 @@ pub fn matmul(
     par: Parallelism,
     precision: Precision,
 ) {
-    if let Some(lanes) = packed_lanes(precision) {
-        return packed::matmul(dst, dst_stride, &Packed::new(a, lanes), b, accumulate, parallel(par));
+    match packed_lanes(precision) {
+        Some(lanes) => packed::matmul(dst, dst_stride, &Packed::new(a, lanes), b, accumulate, parallel(par)),
+        None => crate_matmul(dst, dst_stride, a, b, accumulate, par),
     }
+}
+
+/// [`matmul`] in f32 on the `gemm` crate, for CPUs without AVX-512.
+fn crate_matmul(dst: &mut [f32], dst_stride: usize, a: Mat, b: Mat, accumulate: bool, par: Parallelism) {
     let ((m, k), (k2, n)) = (a.shape(), b.shape());
     assert_eq!(k, k2);
     assert!(n <= dst_stride && dst.len() >= m.saturating_sub(1) * dst_stride + n);
@@ -166,7 +172,34 @@ impl<'a> Weights<'a> {
     pub fn matmul(&self, dst: &mut [f32], dst_stride: usize, b: Mat, accumulate: bool, par: Parallelism) {
         match &self.packed {
             Some(p) => packed::matmul(dst, dst_stride, p, b, accumulate, parallel(par)),
-            None => matmul(dst, dst_stride, self.mat, b, accumulate, par, Precision::F32),
+            None => crate_matmul(dst, dst_stride, self.mat, b, accumulate, par),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback of CPUs without AVX-512 is not what this machine runs: it is checked here directly, against
+    /// the packed f32 product (and so against the direct sums the packed one is tested with).
+    #[test]
+    fn the_gemm_crate_fallback_gives_the_packed_products() {
+        let mut rng = crate::rng::stream(17, 0);
+        for (m, k, n) in [(5, 9, 7), (64, 576, 100), (3, 1, 40)] {
+            let av = crate::rng::normals(&mut rng, m * k);
+            let bv = crate::rng::normals(&mut rng, k * n);
+            let (a, b) = (Mat::new(&av, m, k), Mat::new(&bv, n, k).t());
+            let mut fallback = vec![1f32; m * n];
+            crate_matmul(&mut fallback, n, a, b, true, Parallelism::None);
+            let mut reference = vec![1f32; m * n];
+            match Lanes::F32.available() {
+                true => packed::matmul(&mut reference, n, &Packed::new(a, Lanes::F32), b, true, false),
+                false => return eprintln!("skipped: no AVX-512 here, so the fallback is what every test runs"),
+            }
+            for (x, y) in fallback.iter().zip(&reference) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}×{k}×{n}: {x} vs {y}");
+            }
         }
     }
 }
