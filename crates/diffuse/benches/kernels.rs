@@ -1,4 +1,4 @@
-//! Throughput of the project's CPU convolution kernel on the reference UNet's layer shapes:
+//! Throughput of the project's CPU convolution kernel on the reference UNet's layer shapes (and the digits network's):
 //! `cargo bench -p diffuse --bench kernels`. Prints the best of 3 runs per shape, forward and backward, in
 //! GFLOP/s (one multiply-add counted as two operations; the backward does twice the forward's work).
 
@@ -27,7 +27,16 @@ fn main() {
         (32, 64, 32, 64, 3, 2),
         (64, 64, 32, 64, 3, 1),
         (64, 128, 8, 128, 3, 1),
+        // The default digits network's layers (training batch 64): as many multiply-adds at 4×4 as at 8×8.
+        (64, 32, 8, 32, 3, 1),
+        (64, 64, 4, 64, 3, 1),
     ] {
+        // `cargo bench -p diffuse --bench kernels -- BATCH` times only the layers of that batch size.
+        if let Some(only) = std::env::args().nth(1).and_then(|a| a.parse::<usize>().ok())
+            && only != batch
+        {
+            continue;
+        }
         let s = ConvShape {
             batch,
             cin,

@@ -5,7 +5,7 @@
 //! multiply-adds: `vfmadd231ps` on one f32 per lane, or `vdpbf16ps` on a pair of bf16 values per lane (two
 //! consecutive k), which does twice the products at the same instruction throughput (3.5 G instructions/s per
 //! core for both on the development machine, measured). k is cut into blocks, so that a B panel (32 KB) stays
-//! in L1 while every A panel passes it.
+//! near L1 while every A panel passes it.
 //!
 //! B is given by a packer, so that a convolution can pack its im2col columns straight from the image
 //! ([`pack_windows`]) rather than write them out first.
@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 const MR: usize = 8;
 /// Columns of B per micro-kernel call: two 16-lane registers.
 pub const NR: usize = 32;
-/// The most lanes of k per block: a B panel of 256 × 32 lanes takes 32 KB of the 48 KB L1.
+/// The most lanes of k per block: a B panel of 256 × 32 lanes takes 32 KB, about L1. Blocks of 128 lanes measured
+/// no faster (kernel bench, 2026-11-30).
 const KC_LANES: usize = 256;
 
 /// How operands sit in a 32-bit lane.
