@@ -1530,3 +1530,83 @@ fn a_budgeted_run_killed_early_resumes_only_with_a_limit() {
     );
     ok(&["train", "--out", s(&out), "--resume", "--steps", "3", "--quiet"]);
 }
+
+#[test]
+fn mixed_precision_trains_and_samples_close_to_f32() {
+    let bf16 = diffuse::kernels::bf16::available();
+    let (f, b) = (tmp("prec-f32").join("r"), tmp("prec-bf16").join("r"));
+    train_tiny(&f, 4, &["--seed", "2"]);
+    train_tiny(&b, 4, &["--seed", "2", "--precision", "bf16"]);
+    // The same batches from the same initial weights: the output layer starts at zero, so the first loss is
+    // exactly the same, and by the last of four steps bf16's gradients have moved it by far less than a percent,
+    // and moved it at all where the CPU has them.
+    let losses = |run: &Path| -> Vec<f64> {
+        let csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (lf, lb) = (losses(&f), losses(&b));
+    assert_eq!((lf.len(), lf[0]), (lb.len(), lb[0]), "{lf:?} against {lb:?}");
+    let (last_f, last_b) = (lf[3], lb[3]);
+    assert!(
+        (last_f - last_b).abs() <= 0.01 * last_f,
+        "last loss {last_f} (f32) against {last_b} (bf16)"
+    );
+    assert_eq!(
+        last_f == last_b,
+        !bf16,
+        "bf16 must change the sums where the CPU has it, and only there"
+    );
+    // The same run sampled in both precisions: the same images to within a few grey levels.
+    let draw = |precision: &str| {
+        let out = tmp(&format!("prec-sample-{precision}"));
+        let said = ok(&[
+            "sample",
+            "--run",
+            s(&f),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "10",
+            "--n",
+            "4",
+            "--seed",
+            "3",
+            "--precision",
+            precision,
+            "--out-dir",
+            s(&out),
+        ]);
+        assert!(said.contains("batches of 4"), "{said}");
+        (0..4)
+            .flat_map(|i| pixels(&out.join(format!("{i:05}.png"))))
+            .collect::<Vec<u8>>()
+    };
+    let (pf, pb) = (draw("f32"), draw("bf16"));
+    let mean_diff = pf
+        .iter()
+        .zip(&pb)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .sum::<f64>()
+        / pf.len() as f64;
+    assert!(
+        mean_diff <= 3.0,
+        "bf16 samples are {mean_diff} grey levels from f32's on average"
+    );
+    let bad = diffuse(&[
+        "sample",
+        "--run",
+        s(&f),
+        "--precision",
+        "fp8",
+        "--out-dir",
+        s(&tmp("prec-bad")),
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("fp8") && err.contains("bf16"),
+        "{err}"
+    );
+}
