@@ -1,7 +1,7 @@
 """DDIM-50 sampling throughput of a diffusers UNet2DModel under PyTorch on the CPU, for diffuse's comparison
 (BENCHMARKS.md, "Sampling throughput"): a `DDIMPipeline`-style loop (the UNet's noise prediction, then
-`DDIMScheduler.step`) without gradients, on a random-weight network of about the size of diffuse's default
-network for the data (the time does not depend on the weights).
+`DDIMScheduler.step`) without gradients, on a random-weight network of about the size of diffuse's network
+for the data (the time does not depend on the weights).
 
     venv/bin/python scripts/diffusers_ddim_throughput.py --arch digits --n 256 --batch 64 --threads 2
 
@@ -27,8 +27,8 @@ ARCHS = {
         norm_num_groups=8,
         attention_head_dim=16,
     ),
-    # diffuse's 28×28 default (base 32, mults 1, 2, 2, two blocks per level, attention at 7×7): 1,623,169
-    # parameters in diffuse; the same shape as scripts/diffusers_peer.py's "default".
+    # diffuse's base-32 network for 28×28 (`UNetConfig::for_image`: mults 1, 2, 2, two blocks per level,
+    # attention at 7×7; issue 18's run): 1,623,169 parameters in diffuse; scripts/diffusers_peer.py's "default".
     "mnist": dict(
         sample_size=28,
         block_out_channels=(32, 64, 64),

@@ -3,7 +3,7 @@
 
 use crate::data::{DataSpec, Dataset};
 use crate::denoise::{Guidance, LevelInput, NetDenoiser};
-use crate::nn::{Net, NetConfig};
+use crate::nn::{Net, NetConfig, UNetConfig};
 use crate::objective::Objective;
 use crate::safetensors_io;
 use crate::sample::{Method, Plan, Process, Spec, Walked};
@@ -218,19 +218,15 @@ impl RunConfig {
 
     /// What `diffuse train --data SPEC` trains without flags: [`RunConfig::for_data`], and for images flow
     /// matching (logit-normal times) at its learning rate, with Heun in flow time as the default sampler. The
-    /// sweep that chose it is `scripts/sweep-digits.sh` (docs/guide/objectives.md). Greyscale images above
-    /// 16×16 (MNIST, Fashion-MNIST) get the small UNet that won at 15 minutes on MNIST (280,177 parameters
-    /// against 1,623,169: FID 40.4 against 53.7). Points keep DDPM.
+    /// sweep that chose it is `scripts/sweep-digits.sh` (docs/guide/objectives.md). The network is
+    /// [`UNetConfig::recommended`] (small for greyscale images above 16×16). Points keep DDPM.
     pub fn recommended(spec: &DataSpec, data: &Dataset) -> RunConfig {
         let mut cfg = Self::for_data(spec, data);
         if cfg.is_points() {
             return cfg;
         }
-        if let NetConfig::Unet(u) = &mut cfg.net
-            && cfg.channels == 1
-            && cfg.height.max(cfg.width) > 16
-        {
-            (u.base_channels, u.blocks_per_level, u.heads) = (16, 1, 2);
+        if let NetConfig::Unet(u) = &mut cfg.net {
+            *u = UNetConfig::recommended(cfg.channels, cfg.height, cfg.width);
         }
         let flow = Objective::from_name("flow").expect("a known objective");
         let mut cfg = cfg.with_objective(flow);

@@ -27,8 +27,8 @@ pub struct BenchArgs {
     /// Only the network of this run directory.
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Only the default network for images of this shape, CxHxW (e.g. 1x64x64): one process per shape gives
-    /// each its own peak memory.
+    /// Only the default network (`diffuse train`'s) for images of this shape, CxHxW (e.g. 1x64x64): one process
+    /// per shape gives each its own peak memory.
     #[arg(long, value_name = "CxHxW", conflicts_with_all = ["run", "reference_unet"], value_parser = parse_image)]
     image: Option<[usize; 3]>,
     /// Training batch size (inference uses 64, as the reference script does).
@@ -91,14 +91,20 @@ fn models(a: &BenchArgs) -> anyhow::Result<Vec<(String, UNetConfig)>> {
         };
     }
     if let Some([c, h, w]) = a.image {
-        return Ok(vec![(format!("default, {c}×{h}×{w}"), UNetConfig::for_image(c, h, w))]);
+        return Ok(vec![(
+            format!("default, {c}×{h}×{w}"),
+            UNetConfig::recommended(c, h, w),
+        )]);
     }
     let mut list = vec![("reference UNet (ref_unet.py)".to_string(), UNetConfig::reference())];
     if !a.reference_unet {
-        for (name, c, h) in [("default, digits 1×8×8", 1, 8), ("default, MNIST 1×28×28", 1, 28)] {
-            list.push((name.to_string(), UNetConfig::for_image(c, h, h)));
+        for (name, c, h) in [
+            ("default, digits 1×8×8", 1, 8),
+            ("default, MNIST 1×28×28", 1, 28),
+            ("default, emoji 3×32×32", 3, 32),
+        ] {
+            list.push((name.to_string(), UNetConfig::recommended(c, h, h)));
         }
-        list.push(("default, emoji 3×32×32".to_string(), UNetConfig::for_image(3, 32, 32)));
     }
     Ok(list)
 }

@@ -69,6 +69,22 @@ impl UNetConfig {
         }
     }
 
+    /// The network `diffuse train` gives images of this shape unless told: [`UNetConfig::for_image`], except that
+    /// greyscale images above 16×16 (MNIST, Fashion-MNIST) get the small UNet that won at 15 minutes on MNIST
+    /// (base 16, one block per level, two heads: 280,177 parameters against 1,623,169; FID 40.4 against 53.7).
+    pub fn recommended(channels: usize, height: usize, width: usize) -> Self {
+        let net = Self::for_image(channels, height, width);
+        if channels == 1 && height.max(width) > 16 {
+            return Self {
+                base_channels: 16,
+                blocks_per_level: 1,
+                heads: 2,
+                ..net
+            };
+        }
+        net
+    }
+
     /// The layers of the PyTorch reference UNet of the benchmarks (`reference/ref_unet.py` in the shared
     /// folder, 6,339,587 parameters): 3×32×32, channels 64 → (64, 128, 128), two ResBlocks per level,
     /// GroupNorm(32), one attention head at 8×8 in the middle and the up path only.
