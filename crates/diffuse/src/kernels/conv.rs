@@ -8,6 +8,10 @@
 //!
 //! K = Cin·kh·kw and P = the output pixels. Images run in parallel; gradients are summed over fixed chunks of
 //! the batch in a fixed order, so results do not depend on the number of threads.
+//!
+//! On the packed kernels ([`super::packed`], AVX-512), stride-1 layers whose output is as wide as the input
+//! never write `cols` out: its rows are shifted, masked windows of the image (`Windows`), packed straight into
+//! the product's panels. The products run in f32 or, with [`Precision::Bf16`], with bf16 operands.
 
 use super::matmul::{Mat, Precision, Weights, matmul, packed_lanes};
 use super::packed::{self, Lanes, Packed};

@@ -2,7 +2,8 @@
 //! (docs/perf-profile.md): GroupNorm fused with SiLU, and convolution with a well-shaped weight gradient.
 //!
 //! They are a burn backend extension ([`Kernels`]) implemented for `Flex` and, with hand-written backward
-//! passes, for `Autodiff<Flex>`. [`group_norm`] and [`conv2d`] take burn's own `GroupNorm` and `Conv2d`
+//! passes, for `Autodiff<Flex>`. The convolutions' matrix products are the project's own packed GEMM on AVX-512
+//! CPUs ([`packed`]), in f32 or bf16 mixed precision ([`matmul::with_precision`]). [`group_norm`] and [`conv2d`] take burn's own `GroupNorm` and `Conv2d`
 //! modules (the same parameters, so checkpoints do not change) and fall back to burn's composition on every
 //! other device (the GPU), dtype or layer configuration.
 

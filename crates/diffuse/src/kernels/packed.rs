@@ -1,7 +1,7 @@
 //! The project's packed matrix product on AVX-512, with f32 operands or bf16 ones (f32 sums in both).
 //!
-//! The layout is the usual packed GEMM: A is packed in panels of [`MR`] rows and B in panels of [`NR`] columns,
-//! as 32-bit lanes along k, so that one 32-bit broadcast of A and two 512-bit loads of B feed 2·MR
+//! The layout is the usual packed GEMM: A is packed in panels of `MR` (8) rows and B in panels of [`NR`] (32)
+//! columns, as 32-bit lanes along k, so that one 32-bit broadcast of A and two 512-bit loads of B feed 2·MR
 //! multiply-adds: `vfmadd231ps` on one f32 per lane, or `vdpbf16ps` on a pair of bf16 values per lane (two
 //! consecutive k), which does twice the products at the same instruction throughput (3.5 G instructions/s per
 //! core for both on the development machine, measured). k is cut into blocks, so that a B panel (32 KB) stays
