@@ -3,13 +3,16 @@
 
 use std::sync::OnceLock;
 
-/// Whether this CPU runs the bf16 kernels (AVX512-BF16, checked once).
+/// Whether this CPU runs the bf16 kernels (AVX512-BF16 with AVX512-F and -BW, checked once).
 pub fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+            // AVX512-BW too: the packing interleaves pairs with `vpermw`.
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512bf16")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

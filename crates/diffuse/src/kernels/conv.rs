@@ -13,7 +13,7 @@
 //! never write `cols` out: its rows are shifted, masked windows of the image (`Windows`), packed straight into
 //! the product's panels. The products run in f32 or, with [`Precision::Bf16`], with bf16 operands.
 
-use super::matmul::{Mat, Precision, Weights, matmul, packed_lanes};
+use super::matmul::{Mat, Precision, Weights, matmul, packed_lanes, parallel};
 use super::packed::{self, Lanes, Packed};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -275,7 +275,7 @@ fn convolve_windows(xb: &[f32], packed: &Packed, win: &Windows, yb: &mut [f32], 
         };
         packed::pack_windows(packed.lanes(), xb, row, k0, k1, out);
     };
-    packed::matmul_with(yb, p, packed, p, pack_b, true, !matches!(par, Parallelism::None));
+    packed::matmul_with(yb, p, packed, p, pack_b, true, parallel(par));
 }
 
 /// The weight gradient of one image where [`Windows`] apply, on the packed kernels: `dw (+)= dY_b · im2col(x_b)ᵀ`
@@ -296,7 +296,7 @@ fn weight_gradient_windows(
     let pack_b = |lines: Range<usize>, k0, k1, out: &mut Vec<u32>| {
         packed::pack_window_lines(lanes, xb, |r| win.row(r), lines, k0, k1, out);
     };
-    packed::matmul_with(dw, k, &a, k, pack_b, accumulate, !matches!(par, Parallelism::None));
+    packed::matmul_with(dw, k, &a, k, pack_b, accumulate, parallel(par));
 }
 
 /// For stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped in space and its
@@ -374,15 +374,19 @@ pub fn backward(
     let par = inner_parallelism(s.batch.div_ceil(chunk));
     let w = Mat::new(weight, s.cout, k);
     let transposed = input_gradient_as_convolution(weight, s).filter(|_| need_dx);
-    let flipped = transposed
-        .as_ref()
-        .map(|(f, st)| Weights::new(Mat::new(f, st.cout, st.k()), precision));
+    // The input gradient as a convolution: its weights (packed once) and shape.
+    let input_conv = transposed.as_ref().map(|(f, st)| {
+        (
+            Weights::new(Mat::new(f, st.cout, st.k()), precision),
+            st,
+            Windows::of(st),
+        )
+    });
     // On the packed kernels, the weight gradient builds its im2col rows a panel at a time, where the input
     // gradient needs no col2im from the same loop.
     let windowed = Windows::of(s)
-        .filter(|_| transposed.is_some() || !need_dx)
+        .filter(|_| input_conv.is_some() || !need_dx)
         .zip(packed_lanes(precision));
-    let flipped_win = transposed.as_ref().and_then(|(_, st)| Windows::of(st));
     let mut dx = vec![0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk * s.image_in())
@@ -413,7 +417,7 @@ pub fn backward(
                             let g = Mat::strided(&dyb[at..], s.cout, n, p);
                             im2col(xb, s, rows.clone(), cols);
                             matmul(&mut dw, k, g, Mat::new(cols, k, n).t(), i > 0 || j > 0, par, precision);
-                            if need_dx && transposed.is_none() {
+                            if need_dx && input_conv.is_none() {
                                 dcols.resize(k * n, 0.0);
                                 matmul(dcols, n, w.t(), g, false, par, precision);
                                 col2im(dcols, s, rows, dxb);
@@ -421,8 +425,8 @@ pub fn backward(
                         }
                     });
                 }
-                if let (Some((_, st)), Some(flipped)) = (&transposed, &flipped) {
-                    convolve_image(dyb, flipped, st, flipped_win.as_ref(), dxb, par);
+                if let Some((flipped, st, win)) = &input_conv {
+                    convolve_image(dyb, flipped, st, win.as_ref(), dxb, par);
                 }
             }
             (dw, db)

@@ -146,14 +146,15 @@ pub fn packed_lanes(precision: Precision) -> Option<Lanes> {
     }
 }
 
-fn parallel(par: Parallelism) -> bool {
+/// Whether a product splits its own work over the threads (the packed kernels' form of `par`).
+pub fn parallel(par: Parallelism) -> bool {
     !matches!(par, Parallelism::None)
 }
 
-/// A layer's weights as the left operand of many products (one per image): in bf16 they are rounded and packed
-/// once per call rather than per image.
+/// A layer's weights as the left operand of many products (one per image): on the packed kernels they are
+/// packed (and in bf16 rounded) once per call rather than per image.
 pub struct Weights<'a> {
-    pub mat: Mat<'a>,
+    mat: Mat<'a>,
     packed: Option<Packed>,
 }
 

@@ -904,13 +904,11 @@ pub fn fastest_batch(den: &dyn Denoiser, n: usize, shape: [usize; 3], classes: O
         started.elapsed().as_secs_f64() / b as f64
     };
     let largest = n.clamp(1, 256);
-    let candidates: Vec<usize> =
-        std::iter::successors(Some(8.min(largest)), |&b| (b < largest).then(|| (2 * b).min(largest))).collect();
+    let candidates = std::iter::successors(Some(8.min(largest)), |&b| (b < largest).then(|| (2 * b).min(largest)));
     call(largest);
-    let per_image = |&b: &usize| call(b).min(call(b));
-    let timed: Vec<(usize, f64)> = candidates.iter().map(|b| (*b, per_image(b))).collect();
-    timed
+    candidates
         .into_iter()
+        .map(|b| (b, call(b).min(call(b))))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map_or(largest, |(b, _)| b)
 }

@@ -674,3 +674,16 @@ fn a_thinned_grid_walks_its_teachers_knots_and_a_part_way_start_keeps_whole_step
         assert_eq!(p.knots()[0].level.alpha, 0.0, "shift {shift}");
     }
 }
+
+#[test]
+fn the_fastest_batch_is_a_doubling_of_eight_within_n_and_256() {
+    let device = crate::device::device();
+    let den = ExactDenoiser::new(&Target::gaussian(0.1, 0.8).unwrap());
+    for n in [1, 3, 8, 20, 100, 1000] {
+        let b = fastest_batch(&den, n, [1, 1, 1], None, &device);
+        // The candidates: 8, 16, … up to min(n, 256), the last one cut to that limit.
+        let largest = n.min(256);
+        let doubling = b >= 8 && b.is_power_of_two();
+        assert!(b <= largest && (doubling || b == largest), "n = {n}: batch {b}");
+    }
+}
