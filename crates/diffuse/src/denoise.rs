@@ -157,8 +157,8 @@ impl Default for Guidance {
 }
 
 /// A trained network as a denoiser at any level: the network sees x as its [`Precond`] says and is asked at the
-/// level's time input; its output converts to (x̂₀, ε̂) by the same preconditioning. `clip` clamps x̂₀ to the data range [−1, 1]
-/// (diffusers' `clip_sample`) and recomputes ε̂ to match. Class-conditional models are guided by
+/// level's time input; its output converts to (x̂₀, ε̂) by the same preconditioning. `clip` clamps x̂₀ to a range, the data's [−1, 1]
+/// for pixel runs (diffusers' `clip_sample`), and recomputes ε̂ to match. Class-conditional models are guided by
 /// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
 /// plain guidance is the same rule on ε̂ for every parameterisation; rescaling (a per-image std ratio) acts on
 /// the network's output, as diffusers' `guidance_rescale` does, and so depends on what it predicts.
@@ -166,7 +166,8 @@ pub struct NetDenoiser<'a> {
     pub net: &'a Net,
     pub cond: &'a LevelInput,
     pub precond: Precond,
-    pub clip: bool,
+    /// x̂₀ clamped to [−r, r] (and ε̂ recomputed to match), if set.
+    pub clip: Option<f64>,
     pub guidance: Guidance,
 }
 
@@ -223,11 +224,11 @@ impl Denoiser for NetDenoiser<'_> {
             x0: affine(c.x0),
             eps: affine(c.eps),
         };
-        if self.clip {
+        if let Some(r) = self.clip {
             // ε̂ is recomputed from the clipped x̂₀ (diffusers' `use_clipped_model_output`), so that every
             // sampler sees one consistent pair. Keeping the raw ε̂ beside a clipped x̂₀ breaks guided sampling:
             // 76% of DDIM-50 digits were the asked class at w = 3, 100% with the consistent pair.
-            d.x0 = d.x0.clamp(-1.0, 1.0);
+            d.x0 = d.x0.clamp(-r, r);
             d.eps = (x - d.x0.clone().mul_scalar(level.alpha)).mul_scalar(1.0 / level.sigma);
         }
         d
@@ -414,7 +415,7 @@ mod tests {
             net: &net,
             cond: &c,
             precond: Precond::Vp(diffuse_math::Prediction::Eps),
-            clip: false,
+            clip: None,
             guidance: Guidance::scale(w),
         };
         let x = Tensor::<4>::from_data(

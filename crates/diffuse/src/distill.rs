@@ -140,7 +140,7 @@ pub fn distill(teacher_dir: &Path, data: &crate::data::Dataset, out: &Path, s: &
                 net: &student,
                 cond: &teacher.cond,
                 precond: cfg.objective.precond(cfg.prediction),
-                clip: false,
+                clip: None,
                 guidance: Default::default(),
             }
             .denoise(x.to_device(&train_device), from.level, &Cond::default())

@@ -78,7 +78,9 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
         Vec::new()
     };
     let mut den = run.denoiser(req.guidance);
-    den.clip &= !req.no_clip;
+    if req.no_clip {
+        den.clip = None;
+    }
     let cond = Cond {
         classes: req.classes.clone(),
     };

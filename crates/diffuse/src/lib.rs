@@ -47,13 +47,13 @@
 pub(crate) const MAX_INFLATE_RATIO: u64 = 1100;
 
 pub mod atomic;
-pub mod autoencoder_kl;
 pub mod bench;
 pub mod classifier;
 pub mod compare;
 pub mod data;
 pub mod denoise;
 pub mod device;
+pub mod diffusers;
 pub mod distill;
 pub mod edit;
 pub mod error;

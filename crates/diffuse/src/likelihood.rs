@@ -45,7 +45,7 @@ pub fn bits_per_dim(
     }
     let device = crate::device::device();
     let mut den = run.denoiser(Default::default());
-    den.clip = false; // a likelihood is of the model's own density
+    den.clip = None; // a likelihood is of the model's own density
     let n = s.n.min(data.len());
     let per = data.image_size();
     let bin = 2.0 / (s.levels - 1) as f64; // spacing of pixel values in [-1, 1]

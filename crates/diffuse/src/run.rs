@@ -107,6 +107,10 @@ pub struct RunConfig {
     /// latent's), decoded to images at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent: Option<LatentConfig>,
+    /// x̂₀ is clamped to [−r, r] while sampling (diffusers' `clip_sample_range`); 0 turns clipping off. Absent:
+    /// 1 for pixel runs (the data range), off for points and latents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_sample: Option<f64>,
 }
 
 fn is_diffusion(o: &Objective) -> bool {
@@ -186,6 +190,7 @@ impl RunConfig {
             objective: Objective::Diffusion,
             sampler: None,
             latent: None,
+            clip_sample: None,
         }
     }
 
@@ -267,8 +272,16 @@ impl RunConfig {
             net,
             cond: input,
             precond: self.objective.precond(self.prediction),
-            clip: !self.is_points() && self.latent.is_none(),
+            clip: self.clip_range(),
             guidance,
+        }
+    }
+
+    /// The range x̂₀ is clipped to while sampling, if it is: the run's `clip_sample`, else 1 for pixel runs.
+    pub fn clip_range(&self) -> Option<f64> {
+        match self.clip_sample {
+            Some(r) => (r > 0.0).then_some(r),
+            None => (!self.is_points() && self.latent.is_none()).then_some(1.0),
         }
     }
 
@@ -351,6 +364,13 @@ impl RunConfig {
         if let Some(spec) = &self.sampler {
             spec.plan(&self.schedule.build()?)
                 .map_err(|e| Error::Config(format!("the run's default sampler: {e}")))?;
+        }
+        if let Some(r) = self.clip_sample
+            && !(r >= 0.0 && r.is_finite())
+        {
+            return Err(Error::Config(format!(
+                "clip_sample must be 0 (off) or a positive range, got {r}"
+            )));
         }
         if let Some(g) = self.train.min_snr_gamma
             && !(g > 0.0 && g.is_finite() && self.objective == Objective::Diffusion)

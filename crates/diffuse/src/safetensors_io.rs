@@ -183,8 +183,8 @@ pub fn write(path: &Path, contents: &Contents) -> Result<()> {
     crate::atomic::write(path, &out)
 }
 
-/// Reads a file written by [`write`] (or any safetensors file of f32 tensors: names without '/' land in
-/// the group "").
+/// Reads a file written by [`write`] (or any safetensors file of f32, f16 or bf16 tensors, held as f32: names
+/// without '/' land in the group "").
 pub fn read(path: &Path) -> Result<Contents> {
     parse(&std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
 }
@@ -204,33 +204,41 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Contents> {
         ..Default::default()
     };
     for (name, view) in st.tensors() {
-        match view.dtype() {
-            Dtype::F32 => {
-                let data = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect();
-                let (group, key) = name.split_once('/').unwrap_or(("", &name));
-                let id = ids.get(&name).copied().unwrap_or(0);
-                c.groups.entry(group.to_string()).or_default().insert(
-                    key.to_string(),
-                    NamedTensor {
-                        id,
-                        shape: view.shape().to_vec(),
-                        data,
-                    },
-                );
-            }
+        let bytes = view.data();
+        // Half-precision tensors (diffusers' fp16 and bf16 files) are held as f32.
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
             Dtype::U8 => {
-                c.blobs.insert(name, view.data().to_vec());
+                c.blobs.insert(name, bytes.to_vec());
+                continue;
             }
             other => {
                 return Err(bad(format!(
-                    "tensor '{name}' has dtype {other:?}; only f32 is supported"
+                    "tensor '{name}' has dtype {other:?}; only f32, f16 and bf16 are supported"
                 )));
             }
-        }
+        };
+        let (group, key) = name.split_once('/').unwrap_or(("", &name));
+        let id = ids.get(&name).copied().unwrap_or(0);
+        c.groups.entry(group.to_string()).or_default().insert(
+            key.to_string(),
+            NamedTensor {
+                id,
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(c)
 }

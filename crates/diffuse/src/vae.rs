@@ -4,7 +4,7 @@
 //!
 //! A VAE directory holds `vae.json` (shape, training settings, scale, reconstruction figures),
 //! `weights.safetensors`, `loss.csv` and `reconstructions.png` (held-out originals above their reconstructions).
-//! `import` makes one from a diffusers AutoencoderKL folder (`autoencoder_kl.rs`).
+//! `import` makes one from a diffusers AutoencoderKL folder (`diffusers/autoencoder_kl.rs`).
 
 use crate::data::Dataset;
 use crate::nn::vae::{Vae, VaeConfig, kl_divergence};
@@ -364,7 +364,7 @@ pub fn import(
     out: &Path,
 ) -> Result<VaeMeta> {
     let started = std::time::Instant::now();
-    let (akl, net, vae) = crate::autoencoder_kl::load(dir, height, width, &crate::device::device())?;
+    let (akl, net, vae) = crate::diffusers::autoencoder_kl::load(dir, height, width, &crate::device::device())?;
     let scale = match data {
         Some((train, _)) => latent_scale(&vae, train)?,
         None => akl.scaling_factor,

@@ -50,6 +50,7 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
         objective: Objective::Diffusion,
         sampler: None,
         latent: None,
+        clip_sample: None,
     }
 }
 
@@ -66,7 +67,7 @@ fn ddim_samples_of(out: &std::path::Path, steps: usize, n: usize, seed: u64, cli
         net: &r.net,
         cond: &r.cond,
         precond: r.config.objective.precond(r.config.prediction),
-        clip,
+        clip: clip.then_some(1.0),
         guidance: Default::default(),
     };
     let process = Process::Discrete(r.schedule.clone());

@@ -305,10 +305,7 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
             classes: Some(labels.to_vec()),
         });
     }
-    let (classes, _) = c
-        .draw
-        .guide
-        .classes(n, &l.run.config.class_names, l.run.net.num_classes())?;
+    let (classes, _) = c.draw.guide.classes(n, &l.run.config.class_names, &l.run.net)?;
     Ok(Cond { classes })
 }
 

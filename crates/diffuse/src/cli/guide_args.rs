@@ -67,15 +67,26 @@ impl GuideArgs {
         &self,
         n: usize,
         names: &[String],
-        num_classes: Option<usize>,
+        net: &diffuse::nn::Net,
     ) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
         let guided = self.guidance != 1.0 || self.guidance_interval.is_some() || self.guidance_rescale != 0.0;
-        let Some(k) = num_classes else {
+        let Some(k) = net.num_classes() else {
             if self.class.is_some() || guided {
                 bail!("--class and --guidance need a class-conditional model (train with --conditional)");
             }
             return Ok((None, 1));
         };
+        if !net.has_null_class() {
+            // Trained without label dropout (an imported model): no unconditional output to guide from.
+            if guided {
+                bail!(
+                    "this model has no null class (it was trained without label dropout), so it samples at guidance 1 only"
+                );
+            }
+            if self.class.is_none() {
+                bail!("this model has no null class (no unconditional output): give --class");
+            }
+        }
         let Some(spec) = self.class.as_deref() else {
             if guided {
                 bail!("--guidance needs --class");

@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod compare_cmd;
+mod diffusers_cmd;
 mod distill_cmd;
 mod edit_cmd;
 mod eval_cmd;
@@ -71,6 +72,10 @@ enum Command {
     Fetch(fetch_cmd::FetchArgs),
     /// Train (or reuse) the five variants on the same data and measure them into one table.
     Compare(compare_cmd::CompareArgs),
+    /// Turn a diffusers DDPMPipeline/DDIMPipeline folder (or a UNet2DModel folder) into a run directory.
+    Import(diffusers_cmd::ImportArgs),
+    /// Write a run as a diffusers DDPMPipeline folder (UNet2DModel and scheduler config).
+    Export(diffusers_cmd::ExportArgs),
     /// Time training steps and inference of the reference UNet and the default models (and PyTorch's).
     Bench(bench_cmd::BenchArgs),
 }
@@ -93,6 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval_cmd::eval(a),
         Command::Fetch(a) => fetch_cmd::fetch(a),
         Command::Compare(a) => compare_cmd::compare(a),
+        Command::Import(a) => diffusers_cmd::import(a),
+        Command::Export(a) => diffusers_cmd::export(a),
     }
 }
 

@@ -110,7 +110,7 @@ fn request(
         bail!("--n must be at least 1");
     }
     let cfg = &run.config;
-    let (classes, rows) = a.guide.classes(n, &cfg.class_names, run.net.num_classes())?;
+    let (classes, rows) = a.guide.classes(n, &cfg.class_names, &run.net)?;
     let shape = [cfg.channels, cfg.height, cfg.width];
     let total = classes.as_ref().map_or(n, |c| c.len());
     let request = generate::Request {

@@ -9,6 +9,8 @@ pub mod unet;
 pub mod vae;
 
 use crate::Result;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 pub use mlp::{Mlp, MlpConfig};
 use serde::{Deserialize, Serialize};
@@ -143,6 +145,12 @@ impl Net {
         }
     }
 
+    /// Whether a conditional network has the null class, which unconditional outputs and guidance other than 1
+    /// need.
+    pub fn has_null_class(&self) -> bool {
+        matches!(self, Net::UNet(n) if n.has_null_class())
+    }
+
     /// `classes`: per-item class indices of a class-conditional UNet (the MLP takes none).
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
         match self {
@@ -150,4 +158,27 @@ impl Net {
             Net::Mlp(n) => n.forward(x, t),
         }
     }
+}
+
+/// Padding of the downsampling convolutions (3×3, stride 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DownsamplePad {
+    /// One pixel on every side.
+    #[default]
+    Centered,
+    /// One pixel on the right and bottom only, as diffusers' `Downsample2D` pads.
+    RightBottom,
+}
+
+/// A stride-2 3×3 convolution that halves the size, padded as `pad` says.
+pub(crate) fn downsample(c: usize, pad: DownsamplePad, device: &Device) -> Conv2d {
+    let padding = match pad {
+        DownsamplePad::Centered => PaddingConfig2d::Explicit(1, 1, 1, 1),
+        DownsamplePad::RightBottom => PaddingConfig2d::Explicit(0, 0, 1, 1),
+    };
+    Conv2dConfig::new([c, c], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(padding)
+        .init(device)
 }

@@ -2,7 +2,7 @@
 //! SiLU and a per-channel time shift, self-attention at chosen resolutions, skip connections between the
 //! down and up paths.
 
-use super::Norm;
+use super::{DownsamplePad, Norm, downsample};
 use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -39,6 +39,35 @@ pub struct UNetConfig {
     /// `num_classes` is the null class of classifier-free guidance) is added to the time embedding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_classes: Option<usize>,
+    /// Whether a conditional model has the null class: imported models trained without label dropout have
+    /// only their `num_classes` classes, and sample them at guidance 1 only.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub null_class: bool,
+    /// Channels per attention head (diffusers' `attention_head_dim`): a block of c channels has c / head_dim
+    /// heads. Absent: `heads` heads in every attention block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// The down path's attention resolutions where they differ from the up path's (imported models).
+    /// Absent: `attention_resolutions` if `down_attention`, else none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_attention_resolutions: Option<Vec<usize>>,
+    /// GroupNorm ε: 1e-5 in the networks diffuse trains, 1e-6 in the DDPM models of diffusers.
+    #[serde(default = "default_eps", skip_serializing_if = "is_default_eps")]
+    pub norm_eps: f64,
+    /// The sinusoidal time features as diffusers' `Timesteps` options: cosines first, and frequencies
+    /// exp(−ln(10⁴)·i / (half − freq_shift)). The networks diffuse trains use sines first and shift 0.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freq_shift: f64,
+    /// ResBlocks take a scale and a shift from the time embedding after their second GroupNorm,
+    /// h·(1 + scale) + shift (diffusers' `resnet_time_scale_shift: "scale_shift"`), instead of adding a shift
+    /// before it; the middle attention then has no GroupNorm, as in diffusers.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scale_shift: bool,
+    /// Where the stride-2 downsampling convolutions pad (diffusers' `downsample_padding` 0 is right-bottom).
+    #[serde(default, skip_serializing_if = "is_centered")]
+    pub downsample_pad: DownsamplePad,
 }
 
 fn yes() -> bool {
@@ -47,6 +76,26 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn default_eps() -> f64 {
+    Norm::DEFAULT_EPS
+}
+
+fn is_default_eps(e: &f64) -> bool {
+    *e == Norm::DEFAULT_EPS
+}
+
+fn is_centered(p: &DownsamplePad) -> bool {
+    *p == DownsamplePad::Centered
 }
 
 impl UNetConfig {
@@ -66,7 +115,39 @@ impl UNetConfig {
             max_groups: 8,
             dropout: 0.0,
             num_classes: None,
+            null_class: true,
+            head_dim: None,
+            down_attention_resolutions: None,
+            norm_eps: Norm::DEFAULT_EPS,
+            flip_sin_to_cos: false,
+            freq_shift: 0.0,
+            scale_shift: false,
+            downsample_pad: DownsamplePad::Centered,
         }
+    }
+
+    /// Whether the down (or up) path has attention at resolution `res`.
+    fn attends(&self, down: bool, res: usize) -> bool {
+        match (&self.down_attention_resolutions, down) {
+            (Some(at), true) => at.contains(&res),
+            (None, true) => self.down_attention && self.attention_resolutions.contains(&res),
+            (_, false) => self.attention_resolutions.contains(&res),
+        }
+    }
+
+    /// Whether the down (or up) path has attention at level `level` (the image side halved `level` times).
+    pub fn attends_at_level(&self, down: bool, level: usize) -> bool {
+        self.attends(down, self.height >> level)
+    }
+
+    /// Heads of an attention block over `channels` channels.
+    fn heads_for(&self, channels: usize) -> usize {
+        self.head_dim.map_or(self.heads, |d| channels / d)
+    }
+
+    /// The class embedding's rows: the classes, and the null class where there is one.
+    fn class_rows(&self) -> Option<usize> {
+        self.num_classes.map(|k| k + usize::from(self.null_class))
     }
 
     /// The network `diffuse train` gives images of this shape unless told: [`UNetConfig::for_image`], except that
@@ -118,6 +199,7 @@ impl UNetConfig {
                 ("levels", self.channel_mults.len(), depth),
                 ("blocks_per_level", self.blocks_per_level, depth),
                 ("heads", self.heads, size),
+                ("head_dim", self.head_dim.unwrap_or(1), size),
                 ("max_groups", self.max_groups, size),
                 ("num_classes", self.num_classes.unwrap_or(0), size),
             ],
@@ -144,9 +226,22 @@ impl UNetConfig {
         }
         let mid = self.base_channels * self.channel_mults.last().unwrap();
         for c in self.channel_mults.iter().map(|m| m * self.base_channels).chain([mid]) {
-            if !c.is_multiple_of(self.heads) {
-                return bad(format!("{c} channels do not split into {} heads", self.heads));
+            match self.head_dim {
+                Some(d) if d == 0 || !c.is_multiple_of(d) => {
+                    return bad(format!("{c} channels do not split into heads of {d}"));
+                }
+                None if !c.is_multiple_of(self.heads) => {
+                    return bad(format!("{c} channels do not split into {} heads", self.heads));
+                }
+                _ => {}
             }
+        }
+        let half = (self.base_channels / 2) as f64;
+        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0 && self.freq_shift.is_finite() && self.freq_shift < half) {
+            return bad(format!(
+                "need 0 < norm_eps < 1 and freq_shift below half the base channels, got {} and {}",
+                self.norm_eps, self.freq_shift
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
@@ -176,6 +271,10 @@ pub struct TimeEmbedding {
     lin1: Linear,
     lin2: Linear,
     dim: usize,
+    /// Cosines before sines (diffusers' `flip_sin_to_cos`).
+    flip: bool,
+    /// Frequencies exp(−ln(10⁴)·i / (half − shift)) (diffusers' `freq_shift`).
+    shift: f64,
 }
 
 impl TimeEmbedding {
@@ -184,6 +283,8 @@ impl TimeEmbedding {
             lin1: LinearConfig::new(dim, out).init(device),
             lin2: LinearConfig::new(out, out).init(device),
             dim,
+            flip: false,
+            shift: 0.0,
         }
     }
 
@@ -191,17 +292,19 @@ impl TimeEmbedding {
     pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
         let half = self.dim / 2;
         let freqs: Vec<f32> = (0..half)
-            .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+            .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.shift)).exp() as f32)
             .collect();
         let freqs = Tensor::<1>::from_floats(freqs.as_slice(), &t.device()).unsqueeze_dim::<2>(0);
         let args = t.unsqueeze_dim::<2>(1) * freqs;
-        let emb = Tensor::cat(vec![args.clone().sin(), args.cos()], 1);
+        let (sin, cos) = (args.clone().sin(), args.cos());
+        let emb = Tensor::cat(if self.flip { vec![cos, sin] } else { vec![sin, cos] }, 1);
         self.lin2.forward(silu(self.lin1.forward(emb)))
     }
 }
 
 /// GroupNorm → SiLU → conv → + time shift → GroupNorm → SiLU → dropout → conv, with a 1×1 skip when the
-/// channel count changes. Without a time embedding (the VAE's blocks) there is no shift.
+/// channel count changes. Without a time embedding (the VAE's blocks) there is no shift. Where the time
+/// projection gives twice the channels it is a scale and a shift applied after the second GroupNorm instead.
 #[derive(Module, Debug)]
 pub struct ResBlock {
     norm1: GroupNorm,
@@ -230,12 +333,29 @@ impl ResBlock {
         }
     }
 
+    /// The block with a time projection to a scale and a shift (2 × `cout` values) instead of a shift.
+    pub(crate) fn with_scale_shift(mut self, temb: usize, device: &Device) -> Self {
+        let cout = self.conv1.weight.dims()[0];
+        self.time = Some(LinearConfig::new(temb, 2 * cout).init(device));
+        self
+    }
+
     pub(crate) fn forward(&self, x: Tensor<4>, temb: Option<Tensor<2>>) -> Tensor<4> {
-        let mut h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
-        if let (Some(time), Some(temb)) = (&self.time, temb) {
-            h = h + time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
-        }
-        let h = group_norm(&self.norm2, h, true);
+        let h = conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
+        let time = match (&self.time, temb) {
+            (Some(time), Some(temb)) => Some(time.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3)),
+            _ => None,
+        };
+        let cout = h.dims()[1];
+        let h = match time {
+            Some(film) if film.dims()[1] == 2 * cout => {
+                let (scale, shift) = (film.clone().narrow(1, 0, cout), film.narrow(1, cout, cout));
+                let h = group_norm(&self.norm2, h, false);
+                silu(h.clone() * scale + h + shift)
+            }
+            Some(shift) => group_norm(&self.norm2, h + shift, true),
+            None => group_norm(&self.norm2, h, true),
+        };
         let h = conv2d(&self.conv2, self.dropout.forward(h));
         let skip = match &self.skip {
             Some(conv) => conv2d(conv, x),
@@ -248,7 +368,8 @@ impl ResBlock {
 /// Multi-head self-attention over the pixels of a feature map, with a residual connection.
 #[derive(Module, Debug)]
 pub struct AttnBlock {
-    norm: GroupNorm,
+    /// Absent in the middle of diffusers' scale-shift UNets.
+    norm: Option<GroupNorm>,
     qkv: Conv2d,
     proj: Conv2d,
     heads: usize,
@@ -257,7 +378,7 @@ pub struct AttnBlock {
 impl AttnBlock {
     pub(crate) fn new(c: usize, heads: usize, norm: Norm, device: &Device) -> Self {
         Self {
-            norm: norm.init(c, device),
+            norm: Some(norm.init(c, device)),
             qkv: conv1(c, 3 * c, device),
             proj: Conv2dConfig::new([c, c], [1, 1])
                 .with_initializer(Initializer::Zeros)
@@ -266,13 +387,21 @@ impl AttnBlock {
         }
     }
 
+    /// The block without its GroupNorm.
+    fn without_norm(mut self) -> Self {
+        self.norm = None;
+        self
+    }
+
     pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let (heads, n) = (self.heads, h * w);
         let d = c / heads;
-        let mut qkv = conv2d(&self.qkv, group_norm(&self.norm, x.clone(), false))
-            .chunk(3, 1)
-            .into_iter();
+        let normed = match &self.norm {
+            Some(norm) => group_norm(norm, x.clone(), false),
+            None => x.clone(),
+        };
+        let mut qkv = conv2d(&self.qkv, normed).chunk(3, 1).into_iter();
         // [b, c, h, w] → [b, heads, n, d]
         let mut split = || qkv.next().unwrap().reshape([b, heads, d, n]).swap_dims(2, 3);
         let (q, k, v) = (split(), split(), split());
@@ -322,38 +451,49 @@ impl UNet {
         self.num_classes
     }
 
+    /// Whether a conditional model has the null class (unconditional outputs, guidance other than 1).
+    pub fn has_null_class(&self) -> bool {
+        match (&self.class_emb, self.num_classes) {
+            (Some(emb), Some(k)) => emb.weight.dims()[0] > k,
+            _ => false,
+        }
+    }
+
     fn new(cfg: &UNetConfig, device: &Device) -> Self {
         let base = cfg.base_channels;
         let temb = 4 * base;
         let norm = Norm {
             max_groups: cfg.max_groups,
-            eps: Norm::DEFAULT_EPS,
+            eps: cfg.norm_eps,
         };
-        let block = |cin, cout| ResBlock::new(cin, cout, Some(temb), norm, cfg.dropout, device);
+        let block = |cin, cout| {
+            let b = ResBlock::new(cin, cout, Some(temb), norm, cfg.dropout, device);
+            if cfg.scale_shift {
+                b.with_scale_shift(temb, device)
+            } else {
+                b
+            }
+        };
+        let attn = |c| AttnBlock::new(c, cfg.heads_for(c), norm, device);
         let levels = cfg.channel_mults.len();
         let mut skips = vec![base];
         let (mut ch, mut res) = (base, cfg.height);
         let mut down = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate() {
             let out = base * m;
-            let attn_here = cfg.down_attention && cfg.attention_resolutions.contains(&res);
+            let attn_here = cfg.attends(true, res);
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..cfg.blocks_per_level {
                 blocks.push(block(ch, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg.heads, norm, device));
+                    attns.push(attn(ch));
                 }
                 skips.push(ch);
             }
             let last = i + 1 == levels;
-            let down_conv = (!last).then(|| {
-                Conv2dConfig::new([ch, ch], [3, 3])
-                    .with_stride([2, 2])
-                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                    .init(device)
-            });
+            let down_conv = (!last).then(|| downsample(ch, cfg.downsample_pad, device));
             if !last {
                 skips.push(ch);
                 res /= 2;
@@ -365,12 +505,16 @@ impl UNet {
             });
         }
         let mid1 = block(ch, ch);
-        let mid_attn = AttnBlock::new(ch, cfg.heads, norm, device);
+        let mid_attn = if cfg.scale_shift {
+            attn(ch).without_norm()
+        } else {
+            attn(ch)
+        };
         let mid2 = block(ch, ch);
         let mut up = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate().rev() {
             let out = base * m;
-            let attn_here = cfg.attention_resolutions.contains(&res);
+            let attn_here = cfg.attends(false, res);
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..=cfg.blocks_per_level {
@@ -378,7 +522,7 @@ impl UNet {
                 blocks.push(block(ch + skip, out));
                 ch = out;
                 if attn_here {
-                    attns.push(AttnBlock::new(ch, cfg.heads, norm, device));
+                    attns.push(attn(ch));
                 }
             }
             let up_conv = (i > 0).then(|| conv3(ch, ch, device));
@@ -391,9 +535,16 @@ impl UNet {
                 up: up_conv,
             });
         }
+        let time = TimeEmbedding {
+            flip: cfg.flip_sin_to_cos,
+            shift: cfg.freq_shift,
+            ..TimeEmbedding::new(base, temb, device)
+        };
         Self {
-            time: TimeEmbedding::new(base, temb, device),
-            class_emb: cfg.num_classes.map(|k| EmbeddingConfig::new(k + 1, temb).init(device)),
+            time,
+            class_emb: cfg
+                .class_rows()
+                .map(|rows| EmbeddingConfig::new(rows, temb).init(device)),
             num_classes: cfg.num_classes,
             conv_in: conv3(cfg.in_channels, base, device),
             down,
@@ -409,7 +560,6 @@ impl UNet {
         }
     }
 
-    /// `x`: [b, c, h, w] noisy images; `t`: [b] timesteps. Returns the network output (ε, x₀ or v).
     /// `x`: [b, c, h, w] noisy images; `t`: [b] time inputs; `classes`: [b] class indices of a conditional
     /// model (`num_classes` = null; absent = all null). Returns the network output (ε, x₀ or v).
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {

@@ -2,8 +2,8 @@
 //! downsampling and attention at the lowest resolution, giving the mean and log-variance of a diagonal
 //! Gaussian over `latent_channels` channels at 1/factor of the image size, and a mirrored decoder.
 
-use super::Norm;
 use super::unet::{AttnBlock, ResBlock};
+use super::{DownsamplePad, Norm, downsample};
 use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -43,17 +43,6 @@ pub struct VaeConfig {
     pub quant_conv: bool,
     #[serde(default = "yes")]
     pub post_quant_conv: bool,
-}
-
-/// Padding of the downsampling convolutions (3×3, stride 2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DownsamplePad {
-    /// One pixel on every side.
-    #[default]
-    Centered,
-    /// One pixel on the right and bottom only, as diffusers' `Downsample2D` pads.
-    RightBottom,
 }
 
 fn default_eps() -> f64 {
@@ -161,17 +150,6 @@ impl VaeConfig {
 fn conv3(cin: usize, cout: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([cin, cout], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
-}
-
-fn downsample(c: usize, pad: DownsamplePad, device: &Device) -> Conv2d {
-    let padding = match pad {
-        DownsamplePad::Centered => PaddingConfig2d::Explicit(1, 1, 1, 1),
-        DownsamplePad::RightBottom => PaddingConfig2d::Explicit(0, 0, 1, 1),
-    };
-    Conv2dConfig::new([c, c], [3, 3])
-        .with_stride([2, 2])
-        .with_padding(padding)
         .init(device)
 }
 

@@ -711,6 +711,8 @@ pub struct Sampled {
 pub struct Ctx<'a> {
     den: &'a dyn Denoiser,
     streams: &'a mut [ChaCha8Rng],
+    /// Noise to hand out instead of the streams' (in order), to replay another implementation's draws.
+    replay: Option<std::collections::VecDeque<Tensor<4>>>,
     keep: &'a [usize],
     kept: Vec<Tensor<4>>,
     on_step: Option<&'a mut dyn FnMut(usize)>,
@@ -724,6 +726,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             den,
             streams,
+            replay: None,
             keep: &[],
             kept: Vec::new(),
             on_step: None,
@@ -743,8 +746,15 @@ impl<'a> Ctx<'a> {
         self.den.denoise(x, level, &self.cond)
     }
 
-    /// Fresh standard normal noise shaped like `x`, each image from its own stream.
+    /// Fresh standard normal noise shaped like `x`, each image from its own stream (or the next replayed draw).
     pub fn noise(&mut self, like: &Tensor<4>) -> Tensor<4> {
+        if let Some(replay) = self.replay.as_mut() {
+            let z = replay
+                .pop_front()
+                .expect("a replayed draw for every noise the sampler takes");
+            assert_eq!(z.dims(), like.dims(), "replayed noise of the sampled shape");
+            return z;
+        }
         let [b, c, h, w] = like.dims();
         let z = rng::normals_per_stream(self.streams, c * h * w);
         Tensor::from_data(TensorData::new(z, [b, c, h, w]), &like.device())
@@ -785,15 +795,30 @@ pub fn run(
     on_step: &mut dyn FnMut(usize),
 ) -> Sampled {
     assert_eq!(streams.len(), x.dims()[0], "one noise stream per image");
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         den,
         streams,
+        replay: None,
         keep: keep_x0,
         kept: Vec::new(),
         on_step: Some(on_step),
         cond,
         nfe: 0,
     };
+    walk(ctx, plan, x)
+}
+
+/// Runs `plan` from `x` taking `draws`, in order, wherever the sampler needs fresh noise: another
+/// implementation's sampling replayed exactly (the parity tests with diffusers' pipelines).
+pub fn run_replaying(den: &dyn Denoiser, plan: &Plan, x: Tensor<4>, draws: Vec<Tensor<4>>, cond: Cond) -> Sampled {
+    let mut none: [ChaCha8Rng; 0] = [];
+    let mut ctx = Ctx::new(den, &mut none).with_cond(cond);
+    ctx.replay = Some(draws.into());
+    walk(ctx, plan, x)
+}
+
+/// The walk of [`run`] with its context.
+fn walk(mut ctx: Ctx, plan: &Plan, x: Tensor<4>) -> Sampled {
     let knots = plan.knots();
     let x = match plan.method {
         Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } => {

@@ -3,17 +3,14 @@
 //! right-bottom padding before the stride-2 convolutions); only the names differ, and the attention's
 //! q, k and v projections are one 1×1 convolution here.
 
-use crate::nn::vae::DownsamplePad;
+use super::{CONFIG, Layout, Source, WEIGHTS};
+use crate::nn::DownsamplePad;
 use crate::nn::{Vae, VaeConfig};
-use crate::safetensors_io::{self, NamedTensor};
+use crate::safetensors_io;
 use crate::{Error, Result};
 use burn::prelude::Device;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-pub const CONFIG: &str = "config.json";
-pub const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
 /// The keys of diffusers' config.json that shape the network, with diffusers' defaults.
 #[derive(Debug, Deserialize)]
@@ -153,20 +150,13 @@ impl AutoencoderKlConfig {
     }
 }
 
-/// Where one of our parameters comes from in a diffusers file: one tensor, or q, k and v stacked.
-#[derive(Debug, PartialEq)]
-enum Source {
-    One(String),
-    Stacked([String; 3]),
-}
-
 /// The diffusers name of one of our parameter paths (`encoder.levels.1.blocks.0.norm1.gamma` →
 /// `encoder.down_blocks.1.resnets.0.norm1.weight`).
 fn source(ours: &str) -> Source {
     let parts: Vec<&str> = ours.split('.').collect();
     let decoder = parts.first() == Some(&"decoder");
     let mut out: Vec<String> = Vec::new();
-    let mut qkv = false;
+    let (mut qkv, mut flat) = (false, false);
     for (i, p) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
         let mapped: &[&str] = match *p {
@@ -181,7 +171,10 @@ fn source(ours: &str) -> Source {
             "block2" => &["resnets", "1"],
             "attn" => &["attentions", "0"],
             "norm" => &["group_norm"],
-            "proj" => &["to_out", "0"],
+            "proj" => {
+                flat = true;
+                &["to_out", "0"]
+            }
             "qkv" => {
                 qkv = true;
                 &["QKV"]
@@ -208,84 +201,11 @@ fn source(ours: &str) -> Source {
     let name = out.join(".");
     if qkv {
         Source::Stacked(["to_q", "to_k", "to_v"].map(|p| name.replace("QKV", p)))
+    } else if flat {
+        Source::One(name, Layout::Flat)
     } else {
-        Source::One(name)
+        Source::same(name)
     }
-}
-
-/// The name older diffusers files use for an attention projection (`query`, `key`, `value`, `proj_attn`).
-fn legacy(name: &str) -> Option<String> {
-    [
-        (".to_q.", ".query."),
-        (".to_k.", ".key."),
-        (".to_v.", ".value."),
-        (".to_out.0.", ".proj_attn."),
-    ]
-    .iter()
-    .find(|(new, _)| name.contains(new))
-    .map(|(new, old)| name.replace(new, old))
-}
-
-/// Renames and stacks diffusers tensors into our parameter layout, checking that every tensor of the file
-/// is used and every parameter found with the right number of values.
-fn translate(
-    ours: &BTreeMap<String, NamedTensor>,
-    theirs: &BTreeMap<String, NamedTensor>,
-    path: &Path,
-) -> Result<BTreeMap<String, NamedTensor>> {
-    let mut used = BTreeSet::new();
-    let mut fetch = |name: &str| -> Result<&NamedTensor> {
-        let found = std::iter::once(name.to_string())
-            .chain(legacy(name))
-            .find(|n| theirs.contains_key(n))
-            .ok_or_else(|| Error::checkpoint(path, format!("has no tensor {name}")))?;
-        used.insert(found.clone());
-        Ok(&theirs[&found])
-    };
-    let mut out = BTreeMap::new();
-    for (key, want) in ours {
-        let data: Vec<f32> = match source(key) {
-            Source::One(name) => fetch(&name)?.data.clone(),
-            Source::Stacked(names) => {
-                let mut all = Vec::new();
-                for n in &names {
-                    all.extend_from_slice(&fetch(n)?.data);
-                }
-                all
-            }
-        };
-        if data.len() != want.data.len() {
-            return Err(Error::checkpoint(
-                path,
-                format!(
-                    "{key}: {} values where the config asks for {:?}",
-                    data.len(),
-                    want.shape
-                ),
-            ));
-        }
-        // A Linear [out, in] and a 1×1 convolution [out, in, 1, 1] hold the same values in the same order.
-        out.insert(
-            key.clone(),
-            NamedTensor {
-                id: 0,
-                shape: want.shape.clone(),
-                data,
-            },
-        );
-    }
-    let unused: Vec<&String> = theirs.keys().filter(|k| !used.contains(*k)).collect();
-    if !unused.is_empty() {
-        return Err(Error::checkpoint(
-            path,
-            format!(
-                "{} tensors do not fit the config (first: {}); is config.json the one of these weights?",
-                unused.len(),
-                unused[0]
-            ),
-        ));
-    }
-    Ok(out)
 }
 
 /// Reads a diffusers AutoencoderKL folder as a VAE for `height`×`width` images.
@@ -293,13 +213,9 @@ pub fn load(dir: &Path, height: usize, width: usize, device: &Device) -> Result<
     let akl = AutoencoderKlConfig::read(dir)?;
     let cfg = akl.vae_config(height, width)?;
     let path = dir.join(WEIGHTS);
-    let contents = safetensors_io::read(&path)?;
-    let theirs = contents
-        .groups
-        .get("")
-        .ok_or_else(|| Error::checkpoint(&path, "holds no tensors at the top level"))?;
+    let theirs = super::read_weights(&path)?;
     let vae = cfg.init(device)?;
-    let src = translate(&safetensors_io::collect(&vae), theirs, &path)?;
+    let src = super::import(&safetensors_io::collect(&vae), &theirs, source, &path)?;
     let vae = safetensors_io::load(vae, &src, false, &path)?;
     Ok((akl, cfg, vae))
 }
@@ -307,6 +223,7 @@ pub fn load(dir: &Path, height: usize, width: usize, device: &Device) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safetensors_io::NamedTensor;
     use burn::prelude::*;
 
     fn fixture() -> std::path::PathBuf {
@@ -346,7 +263,7 @@ mod tests {
         let renamed: Vec<(String, safetensors::tensor::TensorView)> = st
             .tensors()
             .into_iter()
-            .map(|(k, v)| (legacy(&k).unwrap_or(k), v))
+            .map(|(k, v)| (super::super::legacy(&k).unwrap_or(k), v))
             .collect();
         assert!(renamed.iter().any(|(k, _)| k.ends_with("attentions.0.query.weight")));
         std::fs::write(dir.join(WEIGHTS), safetensors::serialize(renamed, None).unwrap()).unwrap();
@@ -364,13 +281,13 @@ mod tests {
         )
         .unwrap();
         let e = load(&dir, 16, 16, &device).unwrap_err().to_string();
-        assert!(e.contains("values where the config asks for"), "{e}");
+        assert!(e.contains("where the config asks for"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn our_names_map_to_diffusers_names() {
-        let one = |s: &str| Source::One(s.to_string());
+        let one = |s: &str| Source::same(s);
         assert_eq!(
             source("encoder.levels.1.blocks.0.norm1.gamma"),
             one("encoder.down_blocks.1.resnets.0.norm1.weight")
@@ -397,7 +314,7 @@ mod tests {
         );
         assert_eq!(
             source("decoder.mid.attn.proj.weight"),
-            one("decoder.mid_block.attentions.0.to_out.0.weight")
+            Source::One("decoder.mid_block.attentions.0.to_out.0.weight".into(), Layout::Flat)
         );
         assert_eq!(
             source("encoder.mid.attn.qkv.bias"),
@@ -411,7 +328,7 @@ mod tests {
         assert_eq!(source("decoder.post_quant.bias"), one("post_quant_conv.bias"));
         assert_eq!(source("encoder.norm_out.gamma"), one("encoder.conv_norm_out.weight"));
         assert_eq!(
-            legacy("encoder.mid_block.attentions.0.to_out.0.weight").as_deref(),
+            super::super::legacy("encoder.mid_block.attentions.0.to_out.0.weight").as_deref(),
             Some("encoder.mid_block.attentions.0.proj_attn.weight")
         );
     }

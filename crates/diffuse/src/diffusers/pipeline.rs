@@ -1,0 +1,272 @@
+//! Whole diffusers pipeline folders (`DDPMPipeline`, `DDIMPipeline`: `model_index.json`, `unet/`,
+//! `scheduler/`) to and from run directories, so that every sampler, edit and metric of diffuse applies to
+//! published models, and a model trained here loads in Python.
+
+use super::scheduler::{self, SchedulerConfig};
+use super::unet::{self as names, UNet2DModelConfig};
+use super::{CONFIG, WEIGHTS};
+use crate::data::DataSpec;
+use crate::nn::{Net, NetConfig, UNetConfig};
+use crate::run::{self, RunConfig, TrainConfig, Weights};
+use crate::safetensors_io::{self, Contents};
+use crate::sample::{Method, Spec, Walked};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::prelude::Device;
+use diffuse_math::Grid;
+use std::path::{Path, PathBuf};
+
+/// The run config of an exported run, kept beside the diffusers files: what diffusers has no key for (class
+/// names, the null class, the default sampler) comes back from it on import.
+pub const RUN_FILE: &str = "diffuse_run.json";
+/// The diffusers version whose file layout export writes and the parity fixtures were made with.
+pub const DIFFUSERS_VERSION: &str = "0.42.1";
+
+/// What `import` may be told beyond the folder.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Image size, where the config has no `sample_size` or another size is wanted (the network is
+    /// convolutional; attention stays at the same levels).
+    pub size: Option<(usize, usize)>,
+    /// A scheduler_config.json for a bare `unet/` folder (default: diffusers' DDPMScheduler defaults).
+    pub scheduler: Option<PathBuf>,
+    /// The data `eval` measures against.
+    pub data: Option<DataSpec>,
+    /// Names of a conditional model's classes (default: their indices).
+    pub class_names: Option<Vec<String>>,
+}
+
+/// What `import` made.
+#[derive(Debug)]
+pub struct Imported {
+    pub config: RunConfig,
+    pub params: usize,
+    /// The scheduler config's notes and the defaults that were assumed.
+    pub notes: Vec<String>,
+}
+
+/// Where a folder's UNet and scheduler configs are: a pipeline folder (`unet/`, `scheduler/`), or a bare UNet
+/// folder.
+fn layout(dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    if dir.join("unet").join(CONFIG).exists() {
+        (dir.join("unet"), Some(dir.join("scheduler").join(scheduler::FILE)))
+    } else {
+        (dir.to_path_buf(), None)
+    }
+}
+
+/// The UNet's weights file: the f32 one, or the half-precision variant where only it is there.
+fn weights_file(unet: &Path) -> Result<PathBuf> {
+    let candidates = [WEIGHTS, "diffusion_pytorch_model.fp16.safetensors"];
+    if let Some(found) = candidates.iter().map(|f| unet.join(f)).find(|p| p.exists()) {
+        return Ok(found);
+    }
+    let why = if unet.join("diffusion_pytorch_model.bin").exists() {
+        "holds only diffusion_pytorch_model.bin (PyTorch pickle), which diffuse does not read: save it with \
+         safe_serialization=True"
+    } else {
+        "has no diffusion_pytorch_model.safetensors"
+    };
+    Err(Error::checkpoint(unet, why))
+}
+
+/// Reads a diffusers folder into a run's config and network.
+pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Imported, Net)> {
+    let (unet_dir, sched_file) = layout(dir);
+    let config_path = unet_dir.join(CONFIG);
+    if !config_path.exists() {
+        return Err(Error::Config(format!(
+            "{}: not a diffusers pipeline or UNet folder (no unet/{CONFIG} or {CONFIG})",
+            dir.display()
+        )));
+    }
+    let ucfg = UNet2DModelConfig::read(&config_path)?;
+    let (height, width) = match (opts.size, ucfg.sample_size()?) {
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => {
+            return Err(Error::Config(format!(
+                "{}: no sample_size; give the image size (--size HxW)",
+                config_path.display()
+            )));
+        }
+    };
+    let mut net_cfg = ucfg
+        .unet_config(height, width)
+        .map_err(|e| Error::Config(format!("{}: {e}", config_path.display())))?;
+    let mut notes = Vec::new();
+    let sched = match opts.scheduler.clone().or(sched_file) {
+        Some(path) if path.exists() => SchedulerConfig::read(&path)?
+            .model_process()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
+        Some(path) if opts.scheduler.is_some() => return Err(Error::io(&path, std::io::ErrorKind::NotFound.into())),
+        _ => {
+            notes.push("no scheduler config: diffusers' DDPMScheduler defaults (linear β 1e-4 → 0.02 over 1000 steps, ε, clipped x̂₀)".into());
+            serde_json::from_str::<SchedulerConfig>("{}")
+                .expect("an empty config takes the defaults")
+                .model_process()?
+        }
+    };
+    notes.extend(sched.notes.iter().cloned());
+    // A folder diffuse exported says what diffusers cannot: the null class and the class names.
+    let ours: Option<RunConfig> = match dir.join(RUN_FILE) {
+        p if p.exists() => Some(crate::atomic::read_json(&p)?),
+        _ => None,
+    };
+    if let Some(NetConfig::Unet(u)) = ours.as_ref().map(|r| &r.net)
+        && u.null_class
+        && let (Some(k), Some(rows)) = (u.num_classes, net_cfg.num_classes)
+        && rows == k + 1
+    {
+        net_cfg.num_classes = Some(k);
+        net_cfg.null_class = true;
+    }
+    let net = net_cfg.init(device)?;
+    let weights = weights_file(&unet_dir)?;
+    let theirs = super::read_weights(&weights)?;
+    let src = super::import(&safetensors_io::collect(&net), &theirs, names::source, &weights)?;
+    let net = Net::UNet(safetensors_io::load(net, &src, false, &weights)?);
+    let class_names = match (net_cfg.num_classes, &opts.class_names, &ours) {
+        (None, _, _) => Vec::new(),
+        (Some(k), Some(given), _) if given.len() != k => {
+            return Err(Error::Config(format!(
+                "{} class names for a model of {k} classes",
+                given.len()
+            )));
+        }
+        (Some(_), Some(given), _) => given.clone(),
+        (Some(k), None, Some(r)) if r.class_names.len() == k => r.class_names.clone(),
+        (Some(k), None, _) => (0..k).map(|i| i.to_string()).collect(),
+    };
+    let spacing = sched.spacing;
+    let mut config = RunConfig {
+        format: run::FORMAT,
+        data: opts
+            .data
+            .clone()
+            .or_else(|| ours.as_ref().map(|r| r.data.clone()))
+            .unwrap_or_else(|| DataSpec::Folder(PathBuf::from("none (import --data, or eval --data)"))),
+        channels: net_cfg.in_channels,
+        height,
+        width,
+        class_names,
+        prediction: sched.prediction,
+        schedule: sched.schedule,
+        sde: None,
+        objective: crate::objective::Objective::Diffusion,
+        net: NetConfig::Unet(net_cfg),
+        train: TrainConfig {
+            steps: 1,
+            batch_size: 64,
+            lr: 1e-4,
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            seed: 0,
+            checkpoint_every: 1000,
+            sample_every: 1000,
+            label_dropout: 0.0,
+            min_snr_gamma: None,
+        },
+        sampler: None,
+        latent: None,
+        clip_sample: match sched.clip {
+            Some(1.0) => None,
+            Some(r) => Some(r),
+            None => Some(0.0),
+        },
+    }
+    .with_objective(sched.objective);
+    // The scheduler's own placement of DDIM's timesteps (diffusers' DDPM and DDIM schedulers lead by default).
+    if config.sampler.is_none() {
+        let method = Method::Ddim { eta: 0.0 };
+        config.sampler = Some(Spec {
+            method,
+            grid: Grid::Timesteps { spacing },
+            steps: 50,
+            process: Walked::of(&config.process()?),
+            strength: 1.0,
+            thin: 1,
+        });
+    }
+    if let Some(r) = &ours
+        && r.objective == config.objective
+        && r.sampler.is_some()
+    {
+        config.sampler = r.sampler.clone();
+    }
+    config.validate()?;
+    let params = net.num_params();
+    Ok((Imported { config, params, notes }, net))
+}
+
+/// Refuses to write into `out` where something is already there, so that nothing is overwritten.
+fn fresh_dir(out: &Path) -> Result<()> {
+    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_some() {
+        return Err(Error::Config(format!(
+            "{} exists and is not empty; give a new directory",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+}
+
+/// `diffuse import --diffusers DIR --out RUN`: a run directory that `sample`, `edit`, `eval` and `likelihood`
+/// take (its checkpoint holds the weights as both the raw and the EMA ones, at step 0).
+pub fn import(dir: &Path, out: &Path, opts: &ImportOptions, device: &Device) -> Result<Imported> {
+    let (imported, net) = read(dir, opts, device)?;
+    fresh_dir(out)?;
+    let weights = safetensors_io::collect(&net);
+    let mut contents = Contents::default();
+    contents.groups.insert("model".into(), weights.clone());
+    contents.groups.insert("ema".into(), weights);
+    contents.metadata.insert("step".into(), "0".into());
+    contents
+        .metadata
+        .insert("imported_from".into(), dir.display().to_string());
+    safetensors_io::write(&out.join(run::CHECKPOINT_FILE), &contents)?;
+    imported.config.write(out)?;
+    Ok(imported)
+}
+
+/// `diffuse export --diffusers RUN --out DIR`: a `DDPMPipeline` folder of a pixel-space run's `weights`.
+pub fn export(run_dir: &Path, out: &Path, weights: Weights, device: &Device) -> Result<()> {
+    let loaded = run::load(run_dir, weights, device)?;
+    let cfg = &loaded.config;
+    let refuse = |why: &str| Err(Error::Config(format!("{}: {why}", run_dir.display())));
+    if cfg.latent.is_some() {
+        return refuse("a latent run: export takes pixel-space runs (diffusers' pipeline would also need the VAE)");
+    }
+    let (NetConfig::Unet(net_cfg), Net::UNet(unet)) = (&cfg.net, &loaded.net) else {
+        return refuse("a point-cloud run (an MLP): export takes UNet runs");
+    };
+    let sched = SchedulerConfig::of(cfg)?;
+    let ucfg = UNet2DModelConfig::of(net_cfg)?;
+    fresh_dir(out)?;
+    let tensors = super::export(&safetensors_io::collect(unet), names::source);
+    std::fs::create_dir_all(out.join("unet")).map_err(|e| Error::io(out, e))?;
+    super::write_weights(&out.join("unet").join(WEIGHTS), &tensors)?;
+    write_json(out.join("unet").join(CONFIG), &ucfg)?;
+    write_json(out.join("scheduler").join(scheduler::FILE), &sched)?;
+    let index = serde_json::json!({
+        "_class_name": "DDPMPipeline",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "unet": ["diffusers", "UNet2DModel"],
+        "scheduler": ["diffusers", sched["_class_name"]],
+    });
+    write_json(out.join("model_index.json"), &index)?;
+    write_json(out.join(RUN_FILE), cfg)
+}
+
+/// Writes `value` as pretty JSON at `path`, making its folder.
+fn write_json(path: PathBuf, value: &impl serde::Serialize) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a file in a folder")).map_err(|e| Error::io(&path, e))?;
+    let text = serde_json::to_string_pretty(value).expect("configs serialise") + "\n";
+    crate::atomic::write(&path, text.as_bytes())
+}
+
+/// The parameters of the project's UNet for a diffusers config at `height`×`width`, without weights.
+pub fn params_of(config: &UNet2DModelConfig, height: usize, width: usize, device: &Device) -> Result<usize> {
+    let cfg: UNetConfig = config.unet_config(height, width)?;
+    Ok(cfg.init(device)?.num_params())
+}

@@ -1,0 +1,478 @@
+//! diffusers' `UNet2DModel` (the network of `DDPMPipeline` and `DDIMPipeline`) as the project's UNet, and back.
+//! The layers are the same (ResBlocks with a time shift or scale-shift, attention with GroupNorm, skips, nearest
+//! ×2 upsampling); the config names them per level instead of per resolution, and the attention's q, k and v
+//! are three `Linear`s there and one 1×1 convolution here.
+
+use super::{Layout, Source};
+use crate::nn::{DownsamplePad, UNetConfig};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The keys of a `UNet2DModel` config.json, with diffusers' defaults (diffusers 0.42).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UNet2DModelConfig {
+    #[serde(rename = "_class_name", default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// An image side, or [height, width].
+    #[serde(default)]
+    pub sample_size: Option<Value>,
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    #[serde(default)]
+    pub center_input_sample: bool,
+    #[serde(default = "positional")]
+    pub time_embedding_type: String,
+    #[serde(default)]
+    pub time_embedding_dim: Option<usize>,
+    #[serde(default)]
+    pub freq_shift: f64,
+    #[serde(default = "yes")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default = "down_blocks")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "mid_block")]
+    pub mid_block_type: Option<String>,
+    #[serde(default = "up_blocks")]
+    pub up_block_types: Vec<String>,
+    #[serde(default = "channels")]
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "two")]
+    pub layers_per_block: usize,
+    #[serde(default = "one_f")]
+    pub mid_block_scale_factor: f64,
+    #[serde(default = "one")]
+    pub downsample_padding: usize,
+    #[serde(default = "conv")]
+    pub downsample_type: String,
+    #[serde(default = "conv")]
+    pub upsample_type: String,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "silu")]
+    pub act_fn: String,
+    /// Absent: 8; null: one head per attention block.
+    #[serde(default = "eight")]
+    pub attention_head_dim: Option<usize>,
+    #[serde(default = "groups")]
+    pub norm_num_groups: Option<usize>,
+    #[serde(default)]
+    pub attn_norm_num_groups: Option<usize>,
+    #[serde(default = "eps")]
+    pub norm_eps: f64,
+    #[serde(default = "default_shift")]
+    pub resnet_time_scale_shift: String,
+    #[serde(default = "yes")]
+    pub add_attention: bool,
+    #[serde(default)]
+    pub class_embed_type: Option<String>,
+    #[serde(default)]
+    pub num_class_embeds: Option<usize>,
+    #[serde(default)]
+    pub num_train_timesteps: Option<usize>,
+}
+
+fn three() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn eight() -> Option<usize> {
+    Some(8)
+}
+fn groups() -> Option<usize> {
+    Some(32)
+}
+fn eps() -> f64 {
+    1e-5
+}
+fn positional() -> String {
+    "positional".into()
+}
+fn conv() -> String {
+    "conv".into()
+}
+fn silu() -> String {
+    "silu".into()
+}
+fn default_shift() -> String {
+    "default".into()
+}
+fn mid_block() -> Option<String> {
+    Some("UNetMidBlock2D".into())
+}
+fn channels() -> Vec<usize> {
+    vec![224, 448, 672, 896]
+}
+fn down_blocks() -> Vec<String> {
+    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
+        .map(String::from)
+        .to_vec()
+}
+fn up_blocks() -> Vec<String> {
+    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+        .map(String::from)
+        .to_vec()
+}
+
+const DOWN: [&str; 2] = ["DownBlock2D", "AttnDownBlock2D"];
+const UP: [&str; 2] = ["UpBlock2D", "AttnUpBlock2D"];
+
+impl UNet2DModelConfig {
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        crate::atomic::read_json(path)
+    }
+
+    /// The image (height, width) the config names, if it names one.
+    pub fn sample_size(&self) -> Result<Option<(usize, usize)>> {
+        let side = |v: &Value| v.as_u64().map(|s| s as usize);
+        Ok(match &self.sample_size {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Number(_)) => side(v).map(|s| (s, s)),
+            Some(Value::Array(a)) if a.len() == 2 => side(&a[0]).zip(side(&a[1])),
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "UNet2DModel config: sample_size {other} is neither a side nor [height, width]"
+                )));
+            }
+        })
+    }
+
+    /// The project's UNet of this shape for `height`×`width` images. Everything it cannot express is refused by
+    /// its key.
+    pub fn unet_config(&self, height: usize, width: usize) -> Result<UNetConfig> {
+        let bad = |m: String| Err(Error::Config(format!("UNet2DModel config: {m}")));
+        if let Some(c) = &self.class_name
+            && c != "UNet2DModel"
+        {
+            return bad(format!("_class_name is {c}, not UNet2DModel"));
+        }
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad("block_out_channels, down_block_types and up_block_types must have one entry per level".into());
+        }
+        if let Some(t) = self.down_block_types.iter().find(|t| !DOWN.contains(&t.as_str())) {
+            return bad(format!("down block type {t} is not supported ({})", DOWN.join(", ")));
+        }
+        if let Some(t) = self.up_block_types.iter().find(|t| !UP.contains(&t.as_str())) {
+            return bad(format!("up block type {t} is not supported ({})", UP.join(", ")));
+        }
+        match self.mid_block_type.as_deref() {
+            Some("UNetMidBlock2D") => {}
+            other => return bad(format!("mid_block_type {other:?} is not supported (UNetMidBlock2D)")),
+        }
+        let unsupported = [
+            (
+                self.time_embedding_type != "positional",
+                "time_embedding_type (positional)",
+            ),
+            (self.act_fn != "silu", "act_fn (silu)"),
+            (self.center_input_sample, "center_input_sample (false)"),
+            (self.downsample_type != "conv", "downsample_type (conv)"),
+            (self.upsample_type != "conv", "upsample_type (conv)"),
+            (self.mid_block_scale_factor != 1.0, "mid_block_scale_factor (1)"),
+            (!self.add_attention, "add_attention (true)"),
+            (
+                self.class_embed_type.is_some(),
+                "class_embed_type (null, with num_class_embeds)",
+            ),
+            (self.downsample_padding > 1, "downsample_padding (0 or 1)"),
+        ];
+        if let Some((_, key)) = unsupported.iter().find(|(refused, _)| *refused) {
+            return bad(format!("this value of {key} is not supported"));
+        }
+        let scale_shift = match self.resnet_time_scale_shift.as_str() {
+            "default" => false,
+            "scale_shift" => true,
+            other => {
+                return bad(format!(
+                    "resnet_time_scale_shift {other} is not supported (default, scale_shift)"
+                ));
+            }
+        };
+        if self.in_channels != self.out_channels {
+            return bad(format!(
+                "{} input and {} output channels (a learned variance?); diffuse's UNet predicts what it takes",
+                self.in_channels, self.out_channels
+            ));
+        }
+        let base = self.block_out_channels[0];
+        if base == 0 || self.block_out_channels.iter().any(|c| c % base != 0) {
+            return bad(format!(
+                "block_out_channels {:?} are not multiples of the first",
+                self.block_out_channels
+            ));
+        }
+        if let Some(d) = self.time_embedding_dim.filter(|d| *d != 4 * base) {
+            return bad(format!(
+                "time_embedding_dim {d} is not 4 × {base} (the only one supported)"
+            ));
+        }
+        let Some(groups) = self.norm_num_groups else {
+            return bad("norm_num_groups null is not supported".into());
+        };
+        if let Some(c) = self.block_out_channels.iter().find(|c| groups == 0 || *c % groups != 0) {
+            return bad(format!("{c} channels do not split into {groups} norm_num_groups"));
+        }
+        if let Some(g) = self.attn_norm_num_groups.filter(|g| *g != groups) {
+            return bad(format!(
+                "attn_norm_num_groups {g} differs from norm_num_groups {groups}"
+            ));
+        }
+        // Level i is at height >> i; the up path's block i is level n − 1 − i.
+        let at = |attn: &dyn Fn(usize) -> bool| (0..n).filter(|&i| attn(i)).map(|i| height >> i).collect::<Vec<_>>();
+        let down_at = at(&|i| self.down_block_types[i] == "AttnDownBlock2D");
+        let up_at = at(&|i| self.up_block_types[n - 1 - i] == "AttnUpBlock2D");
+        let cfg = UNetConfig {
+            in_channels: self.in_channels,
+            height,
+            width,
+            base_channels: base,
+            channel_mults: self.block_out_channels.iter().map(|c| c / base).collect(),
+            blocks_per_level: self.layers_per_block,
+            down_attention: down_at == up_at,
+            down_attention_resolutions: (down_at != up_at).then_some(down_at),
+            attention_resolutions: up_at,
+            heads: 1,
+            head_dim: self.attention_head_dim,
+            max_groups: groups,
+            dropout: self.dropout,
+            num_classes: self.num_class_embeds,
+            null_class: false,
+            norm_eps: self.norm_eps,
+            flip_sin_to_cos: self.flip_sin_to_cos,
+            freq_shift: self.freq_shift,
+            scale_shift,
+            downsample_pad: if self.downsample_padding == 0 {
+                DownsamplePad::RightBottom
+            } else {
+                DownsamplePad::Centered
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The `UNet2DModel` config of one of the project's UNets: every key written, so that the file does not
+    /// depend on diffusers' defaults. A conditional model's null class is its last class embedding.
+    pub fn of(cfg: &UNetConfig) -> Result<UNet2DModelConfig> {
+        let levels = cfg.channel_mults.len();
+        // diffusers names one head size per model; ours may name a head count, which gives one size if every
+        // block with attention (and the middle) has the same width.
+        let width = |level: usize| cfg.base_channels * cfg.channel_mults[level];
+        let head_dim = match cfg.head_dim {
+            Some(d) => Some(d),
+            // One head everywhere is diffusers' null head size.
+            None if cfg.heads == 1 => None,
+            None => {
+                let attended = (0..levels).filter(|&l| cfg.attends_at_level(true, l) || cfg.attends_at_level(false, l));
+                let mut dims: Vec<usize> = attended.chain([levels - 1]).map(|l| width(l) / cfg.heads).collect();
+                dims.sort_unstable();
+                dims.dedup();
+                match dims[..] {
+                    [d] => Some(d),
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "{} heads make heads of {dims:?} channels at different levels; diffusers' UNet2DModel has \
+                             one head size per model",
+                            cfg.heads
+                        )));
+                    }
+                }
+            }
+        };
+        let block = |down: bool, level: usize| {
+            let attn = cfg.attends_at_level(down, level);
+            match (down, attn) {
+                (true, false) => DOWN[0],
+                (true, true) => DOWN[1],
+                (false, false) => UP[0],
+                (false, true) => UP[1],
+            }
+            .to_string()
+        };
+        let groups = cfg.max_groups;
+        let widths: Vec<usize> = cfg.channel_mults.iter().map(|m| m * cfg.base_channels).collect();
+        if let Some(c) = widths.iter().find(|c| *c % groups != 0) {
+            return Err(Error::Config(format!(
+                "{c} channels do not split into {groups} groups, as diffusers' GroupNorm needs"
+            )));
+        }
+        Ok(UNet2DModelConfig {
+            class_name: Some("UNet2DModel".into()),
+            sample_size: Some(if cfg.height == cfg.width {
+                Value::from(cfg.height)
+            } else {
+                Value::from(vec![cfg.height, cfg.width])
+            }),
+            in_channels: cfg.in_channels,
+            out_channels: cfg.in_channels,
+            center_input_sample: false,
+            time_embedding_type: positional(),
+            time_embedding_dim: Some(4 * cfg.base_channels),
+            freq_shift: cfg.freq_shift,
+            flip_sin_to_cos: cfg.flip_sin_to_cos,
+            down_block_types: (0..levels).map(|l| block(true, l)).collect(),
+            mid_block_type: mid_block(),
+            up_block_types: (0..levels).rev().map(|l| block(false, l)).collect(),
+            block_out_channels: widths,
+            layers_per_block: cfg.blocks_per_level,
+            mid_block_scale_factor: 1.0,
+            downsample_padding: match cfg.downsample_pad {
+                DownsamplePad::Centered => 1,
+                DownsamplePad::RightBottom => 0,
+            },
+            downsample_type: conv(),
+            upsample_type: conv(),
+            dropout: cfg.dropout,
+            act_fn: silu(),
+            attention_head_dim: head_dim,
+            norm_num_groups: Some(groups),
+            attn_norm_num_groups: None,
+            norm_eps: cfg.norm_eps,
+            resnet_time_scale_shift: if cfg.scale_shift { "scale_shift" } else { "default" }.into(),
+            add_attention: true,
+            class_embed_type: None,
+            num_class_embeds: cfg.num_classes.map(|k| k + usize::from(cfg.null_class)),
+            num_train_timesteps: None,
+        })
+    }
+}
+
+/// The diffusers name of one of our UNet parameter paths (`down.1.attns.0.qkv.weight` →
+/// `down_blocks.1.attentions.0.to_{q,k,v}.weight`).
+pub fn source(ours: &str) -> Source {
+    let parts: Vec<&str> = ours.split('.').collect();
+    let n = parts.len();
+    let mut out: Vec<&str> = Vec::new();
+    let (mut layout, mut qkv) = (Layout::Same, false);
+    for (i, &p) in parts.iter().enumerate() {
+        let mapped: &[&str] = match (i, p) {
+            (0, "time") => &["time_embedding"],
+            (0, "down") => &["down_blocks"],
+            (0, "up") => &["up_blocks"],
+            (_, "down") => &["downsamplers", "0", "conv"],
+            (_, "up") => &["upsamplers", "0", "conv"],
+            // A ResBlock's time projection, and the time MLP: Linear layers.
+            (_, "time") => {
+                layout = Layout::Linear;
+                &["time_emb_proj"]
+            }
+            (_, "lin1" | "lin2") => {
+                layout = Layout::Linear;
+                if p == "lin1" { &["linear_1"] } else { &["linear_2"] }
+            }
+            (_, "class_emb") => &["class_embedding"],
+            (_, "blocks") => &["resnets"],
+            (_, "attns") => &["attentions"],
+            (_, "skip") => &["conv_shortcut"],
+            (_, "mid1") => &["mid_block", "resnets", "0"],
+            (_, "mid_attn") => &["mid_block", "attentions", "0"],
+            (_, "mid2") => &["mid_block", "resnets", "1"],
+            (_, "norm") => &["group_norm"],
+            (_, "proj") => {
+                layout = Layout::Flat;
+                &["to_out", "0"]
+            }
+            (_, "qkv") => {
+                qkv = true;
+                &["QKV"]
+            }
+            (_, "norm_out") => &["conv_norm_out"],
+            (i, "gamma") if i + 1 == n => &["weight"],
+            (i, "beta") if i + 1 == n => &["bias"],
+            _ => std::slice::from_ref(&parts[i]),
+        };
+        out.extend_from_slice(mapped);
+    }
+    let name = out.join(".");
+    if qkv {
+        return Source::Stacked(["to_q", "to_k", "to_v"].map(|p| name.replace("QKV", p)));
+    }
+    // A Linear's bias is laid out alike.
+    if layout == Layout::Linear && parts.last() != Some(&"weight") {
+        layout = Layout::Same;
+    }
+    Source::One(name, layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_names_map_to_diffusers_names() {
+        let one = |s: &str| Source::same(s);
+        let cases = [
+            (
+                "time.lin1.weight",
+                Source::One("time_embedding.linear_1.weight".into(), Layout::Linear),
+            ),
+            ("time.lin2.bias", one("time_embedding.linear_2.bias")),
+            ("class_emb.weight", one("class_embedding.weight")),
+            ("conv_in.weight", one("conv_in.weight")),
+            (
+                "down.0.blocks.1.norm1.gamma",
+                one("down_blocks.0.resnets.1.norm1.weight"),
+            ),
+            (
+                "down.2.blocks.0.time.weight",
+                Source::One("down_blocks.2.resnets.0.time_emb_proj.weight".into(), Layout::Linear),
+            ),
+            (
+                "down.2.blocks.0.time.bias",
+                one("down_blocks.2.resnets.0.time_emb_proj.bias"),
+            ),
+            (
+                "down.1.blocks.0.skip.weight",
+                one("down_blocks.1.resnets.0.conv_shortcut.weight"),
+            ),
+            ("down.0.down.weight", one("down_blocks.0.downsamplers.0.conv.weight")),
+            (
+                "down.1.attns.0.norm.beta",
+                one("down_blocks.1.attentions.0.group_norm.bias"),
+            ),
+            (
+                "down.1.attns.0.qkv.bias",
+                Source::Stacked([
+                    "down_blocks.1.attentions.0.to_q.bias".into(),
+                    "down_blocks.1.attentions.0.to_k.bias".into(),
+                    "down_blocks.1.attentions.0.to_v.bias".into(),
+                ]),
+            ),
+            (
+                "mid_attn.proj.weight",
+                Source::One("mid_block.attentions.0.to_out.0.weight".into(), Layout::Flat),
+            ),
+            ("mid1.conv2.bias", one("mid_block.resnets.0.conv2.bias")),
+            ("mid2.norm2.gamma", one("mid_block.resnets.1.norm2.weight")),
+            ("up.0.blocks.2.conv1.weight", one("up_blocks.0.resnets.2.conv1.weight")),
+            ("up.1.up.bias", one("up_blocks.1.upsamplers.0.conv.bias")),
+            (
+                "up.3.attns.1.qkv.weight",
+                Source::Stacked([
+                    "up_blocks.3.attentions.1.to_q.weight".into(),
+                    "up_blocks.3.attentions.1.to_k.weight".into(),
+                    "up_blocks.3.attentions.1.to_v.weight".into(),
+                ]),
+            ),
+            ("norm_out.gamma", one("conv_norm_out.weight")),
+            ("conv_out.bias", one("conv_out.bias")),
+        ];
+        for (ours, theirs) in cases {
+            assert_eq!(source(ours), theirs, "{ours}");
+        }
+    }
+}
