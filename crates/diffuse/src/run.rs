@@ -488,6 +488,9 @@ impl LoadedRun {
     }
 }
 
+/// The checkpoint metadata key of an imported model: where it came from.
+pub const IMPORTED_FROM: &str = "imported_from";
+
 pub fn checkpoint_step(contents: &safetensors_io::Contents, path: &Path) -> Result<usize> {
     contents
         .metadata
@@ -511,9 +514,12 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         Weights::Ema => "ema",
         Weights::Raw => "model",
     };
+    // An imported model has one set of weights, kept as the raw ones.
+    let imported = contents.metadata.contains_key(IMPORTED_FROM);
     let tensors = contents
         .groups
         .get(group)
+        .or_else(|| imported.then(|| contents.groups.get("model")).flatten())
         .ok_or_else(|| Error::checkpoint(&path, format!("holds no '{group}' weights")))?;
     let net = safetensors_io::load(config.net.init(device)?, tensors, false, &path)?;
     Ok(LoadedRun {

@@ -1610,3 +1610,94 @@ fn mixed_precision_trains_and_samples_close_to_f32() {
         "{err}"
     );
 }
+
+#[test]
+fn a_diffusers_pipeline_is_imported_sampled_and_exported() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers_unet/exported");
+    let dir = tmp("unet-import");
+    let run = dir.join("run");
+    let said = ok(&["import", "--diffusers", s(&fixture), "--out", s(&run)]);
+    assert!(
+        said.contains("177553 parameters") && said.contains("flow objective") && said.contains("10 classes"),
+        "{said}"
+    );
+    fails(&["import", "--diffusers", s(&fixture), "--out", s(&run)], "not empty");
+    // The folder came from diffuse, so it keeps its null class: guidance works.
+    let out = dir.join("guided");
+    let sample = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "sample",
+            "--run",
+            s(&run),
+            "--n",
+            "3",
+            "--steps",
+            "4",
+            "--out-dir",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = sample(&out, &["--class", "3", "--guidance", "2"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+    let again = dir.join("again");
+    ok(&["export", "--diffusers", s(&run), "--out", s(&again)]);
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(again.join(f).exists(), "{f}");
+    }
+    fails(&["export", "--diffusers", s(&run), "--out", s(&again)], "not empty");
+    // Without diffuse's own file it is a plain diffusers model of 11 classes, none of them null.
+    let plain = dir.join("plain");
+    for f in [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ] {
+        std::fs::create_dir_all(plain.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(fixture.join(f), plain.join(f)).unwrap();
+    }
+    let run = dir.join("plain-run");
+    let said = ok(&["import", "--diffusers", s(&plain), "--out", s(&run), "--size", "16x16"]);
+    assert!(said.contains("1×16×16 images") && said.contains("11 classes"), "{said}");
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", "--run", s(&run), "--n", "2", "--steps", "2", "--out-dir"];
+        let out = dir.join(format!("plain-{}", extra.len()));
+        let out = s(&out).to_string();
+        args.push(&out);
+        args.extend_from_slice(extra);
+        diffuse(&args)
+    };
+    let o = sample(&["--class", "1", "--guidance", "3"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no null class"));
+    let o = sample(&[]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give --class"));
+    assert!(sample(&["--class", "1"]).status.success());
+    let o = diffuse(&[
+        "import",
+        "--diffusers",
+        s(&plain),
+        "--out",
+        s(&dir.join("x")),
+        "--size",
+        "16",
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("expected HxW"));
+    fails(
+        &[
+            "import",
+            "--diffusers",
+            s(&dir.join("guided")),
+            "--out",
+            s(&dir.join("y")),
+        ],
+        "not a diffusers pipeline or UNet folder",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

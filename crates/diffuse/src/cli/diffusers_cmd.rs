@@ -58,7 +58,7 @@ pub struct ExportArgs {
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
     let bad = || format!("expected HxW (e.g. 32x32), got '{s}'");
-    let (h, w) = s.split_once(['x', '×']).ok_or_else(bad)?;
+    let (h, w) = s.split_once(['x', '×', ',']).ok_or_else(bad)?;
     let side = |v: &str| v.trim().parse::<usize>().ok().filter(|v| *v > 0).ok_or_else(bad);
     Ok((side(h)?, side(w)?))
 }

@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// A classifier directory (`diffuse classifier train`): adds accuracy, Inception-style score, coverage.
     #[arg(long)]
     classifier: Option<PathBuf>,
+    /// Measure against this data's held-out split instead of the run's (an imported model's data, or
+    /// another folder of images of the same shape).
+    #[arg(long, value_name = "SPEC")]
+    data: Option<diffuse::data::DataSpec>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -76,7 +80,7 @@ fn measure(a: &EvalArgs, quiet: bool) -> anyhow::Result<evaluate::Report> {
     if cfg.is_points() {
         bail!("{} is a point-cloud run; eval measures images", run_dir.display());
     }
-    let mut data = cfg.data.load(Split::Test)?;
+    let mut data = a.data.as_ref().unwrap_or(&cfg.data).load(Split::Test)?;
     if let Some(k) = a.reference {
         if k < 2 {
             bail!("--reference needs at least 2 images");

@@ -371,6 +371,18 @@ fn bad_folders_are_refused_by_name() {
         "{e}"
     );
     assert!(err(&dir.join("nothing")).contains("not a diffusers pipeline or UNet folder"));
+    // A header that claims more than memory holds is refused before anything is allocated for it.
+    let huge = copy("huge");
+    let header = br#"{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(huge.join("unet/diffusion_pytorch_model.safetensors"), bytes).unwrap();
+    let e = err(&huge);
+    assert!(
+        e.contains("needs about") && e.contains("GiB of memory is available"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -212,18 +212,16 @@ fn fresh_dir(out: &Path) -> Result<()> {
 }
 
 /// `diffuse import --diffusers DIR --out RUN`: a run directory that `sample`, `edit`, `eval` and `likelihood`
-/// take (its checkpoint holds the weights as both the raw and the EMA ones, at step 0).
+/// take (its checkpoint holds the one set of weights, as the raw ones, at step 0; `--weights ema` reads them too).
 pub fn import(dir: &Path, out: &Path, opts: &ImportOptions, device: &Device) -> Result<Imported> {
     let (imported, net) = read(dir, opts, device)?;
     fresh_dir(out)?;
-    let weights = safetensors_io::collect(&net);
     let mut contents = Contents::default();
-    contents.groups.insert("model".into(), weights.clone());
-    contents.groups.insert("ema".into(), weights);
+    contents.groups.insert("model".into(), safetensors_io::collect(&net));
     contents.metadata.insert("step".into(), "0".into());
     contents
         .metadata
-        .insert("imported_from".into(), dir.display().to_string());
+        .insert(run::IMPORTED_FROM.into(), dir.display().to_string());
     safetensors_io::write(&out.join(run::CHECKPOINT_FILE), &contents)?;
     imported.config.write(out)?;
     Ok(imported)
