@@ -17,9 +17,9 @@ use std::path::Path;
 pub struct AutoencoderKlConfig {
     #[serde(rename = "_class_name")]
     pub class_name: Option<String>,
-    #[serde(default = "three")]
+    #[serde(default = "super::default::three")]
     pub in_channels: usize,
-    #[serde(default = "three")]
+    #[serde(default = "super::default::three")]
     pub out_channels: usize,
     #[serde(default = "down_blocks")]
     pub down_block_types: Vec<String>,
@@ -27,9 +27,9 @@ pub struct AutoencoderKlConfig {
     pub up_block_types: Vec<String>,
     #[serde(default = "channels")]
     pub block_out_channels: Vec<usize>,
-    #[serde(default = "one")]
+    #[serde(default = "super::default::one")]
     pub layers_per_block: usize,
-    #[serde(default = "silu")]
+    #[serde(default = "super::default::silu")]
     pub act_fn: String,
     #[serde(default = "four")]
     pub latent_channels: usize,
@@ -41,34 +41,22 @@ pub struct AutoencoderKlConfig {
     /// Subtracted by some pipelines (SD3, Flux) before scaling; diffuse does not shift latents.
     #[serde(default)]
     pub shift_factor: Option<f64>,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub use_quant_conv: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub use_post_quant_conv: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub mid_block_add_attention: bool,
 }
 
-fn three() -> usize {
-    3
-}
 fn four() -> usize {
     4
-}
-fn one() -> usize {
-    1
 }
 fn groups() -> usize {
     32
 }
-fn yes() -> bool {
-    true
-}
 fn scaling() -> f64 {
     0.18215
-}
-fn silu() -> String {
-    "silu".into()
 }
 fn channels() -> Vec<usize> {
     vec![64]

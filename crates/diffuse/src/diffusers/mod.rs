@@ -21,6 +21,22 @@ use std::path::Path;
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 
+/// diffusers' config defaults that more than one model's config shares (serde `default` functions).
+mod default {
+    pub fn three() -> usize {
+        3
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn silu() -> String {
+        "silu".into()
+    }
+}
+
 /// How one of our tensors is laid out in a diffusers file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {

@@ -30,7 +30,7 @@ pub struct SchedulerConfig {
     pub trained_betas: Option<Value>,
     #[serde(default = "epsilon")]
     pub prediction_type: String,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub clip_sample: bool,
     #[serde(default = "one")]
     pub clip_sample_range: f64,
@@ -42,7 +42,7 @@ pub struct SchedulerConfig {
     pub timestep_spacing: String,
     #[serde(default)]
     pub steps_offset: usize,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub set_alpha_to_one: bool,
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
@@ -70,9 +70,6 @@ fn epsilon() -> String {
 }
 fn leading() -> String {
     "leading".into()
-}
-fn yes() -> bool {
-    true
 }
 fn one() -> f64 {
     1.0

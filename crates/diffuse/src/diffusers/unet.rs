@@ -17,9 +17,9 @@ pub struct UNet2DModelConfig {
     /// An image side, or [height, width].
     #[serde(default)]
     pub sample_size: Option<Value>,
-    #[serde(default = "three")]
+    #[serde(default = "super::default::three")]
     pub in_channels: usize,
-    #[serde(default = "three")]
+    #[serde(default = "super::default::three")]
     pub out_channels: usize,
     #[serde(default)]
     pub center_input_sample: bool,
@@ -29,7 +29,7 @@ pub struct UNet2DModelConfig {
     pub time_embedding_dim: Option<usize>,
     #[serde(default)]
     pub freq_shift: f64,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub flip_sin_to_cos: bool,
     #[serde(default = "down_blocks")]
     pub down_block_types: Vec<String>,
@@ -43,7 +43,7 @@ pub struct UNet2DModelConfig {
     pub layers_per_block: usize,
     #[serde(default = "one_f")]
     pub mid_block_scale_factor: f64,
-    #[serde(default = "one")]
+    #[serde(default = "super::default::one")]
     pub downsample_padding: usize,
     #[serde(default = "conv")]
     pub downsample_type: String,
@@ -51,7 +51,7 @@ pub struct UNet2DModelConfig {
     pub upsample_type: String,
     #[serde(default)]
     pub dropout: f64,
-    #[serde(default = "silu")]
+    #[serde(default = "super::default::silu")]
     pub act_fn: String,
     /// Absent: 8; null: one head per attention block.
     #[serde(default = "eight")]
@@ -64,7 +64,7 @@ pub struct UNet2DModelConfig {
     pub norm_eps: f64,
     #[serde(default = "default_shift")]
     pub resnet_time_scale_shift: String,
-    #[serde(default = "yes")]
+    #[serde(default = "super::default::yes")]
     pub add_attention: bool,
     #[serde(default)]
     pub class_embed_type: Option<String>,
@@ -74,20 +74,11 @@ pub struct UNet2DModelConfig {
     pub num_train_timesteps: Option<usize>,
 }
 
-fn three() -> usize {
-    3
-}
 fn two() -> usize {
     2
 }
-fn one() -> usize {
-    1
-}
 fn one_f() -> f64 {
     1.0
-}
-fn yes() -> bool {
-    true
 }
 fn eight() -> Option<usize> {
     Some(8)
@@ -103,9 +94,6 @@ fn positional() -> String {
 }
 fn conv() -> String {
     "conv".into()
-}
-fn silu() -> String {
-    "silu".into()
 }
 fn default_shift() -> String {
     "default".into()
@@ -305,9 +293,19 @@ impl UNet2DModelConfig {
         };
         let groups = cfg.max_groups;
         let widths: Vec<usize> = cfg.channel_mults.iter().map(|m| m * cfg.base_channels).collect();
-        if let Some(c) = widths.iter().find(|c| *c % groups != 0) {
+        if cfg.channel_mults[0] != 1 {
             return Err(Error::Config(format!(
-                "{c} channels do not split into {groups} groups, as diffusers' GroupNorm needs"
+                "channel multipliers {:?}: diffusers' first level has the input convolution's width, so they must \
+                 start at 1",
+                cfg.channel_mults
+            )));
+        }
+        // Every GroupNorm (the up path's too, over concatenated skips) sees a multiple of the base width;
+        // diffusers splits each into exactly norm_num_groups groups.
+        if !cfg.base_channels.is_multiple_of(groups) {
+            return Err(Error::Config(format!(
+                "{} base channels do not split into {groups} groups, as diffusers' GroupNorm needs",
+                cfg.base_channels
             )));
         }
         Ok(UNet2DModelConfig {
@@ -337,7 +335,7 @@ impl UNet2DModelConfig {
             downsample_type: conv(),
             upsample_type: conv(),
             dropout: cfg.dropout,
-            act_fn: silu(),
+            act_fn: super::default::silu(),
             attention_head_dim: head_dim,
             norm_num_groups: Some(groups),
             attn_norm_num_groups: None,
