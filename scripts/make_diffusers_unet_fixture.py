@@ -1,5 +1,5 @@
 """Make crates/diffuse/tests/fixtures/diffusers_unet/: diffusers' UNet2DModel outputs and DDIM/DDPM pipeline
-trajectories that diffuse's import must reproduce (crates/diffuse/src/diffusers/tests.rs), and diffusers'
+trajectories that diffuse's import must reproduce (crates/diffuse/src/diffusers/parity_tests.rs), and diffusers'
 outputs on a folder that `diffuse export` wrote.
 
 Run (diffusers 0.42.1, torch 2.x; writes the versions it used into cases.json):

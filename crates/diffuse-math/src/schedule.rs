@@ -152,6 +152,20 @@ impl NoiseSchedule {
         Self::from_betas(self.kind, betas)
     }
 
+    /// A schedule of explicit β values (diffusers' `trained_betas`), each in (0, 1); `kind` only names it.
+    pub fn from_trained_betas(kind: BetaSchedule, betas: Vec<f64>) -> Result<Self, MathError> {
+        if !(2..=MAX_TIMESTEPS).contains(&betas.len()) {
+            return Err(MathError::Invalid(format!(
+                "trained betas: between 2 and {MAX_TIMESTEPS} values, got {}",
+                betas.len()
+            )));
+        }
+        if let Some((i, b)) = betas.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
+            return Err(MathError::Invalid(format!("trained beta {i} is {b}, not in (0, 1)")));
+        }
+        Ok(Self::from_betas(kind, betas))
+    }
+
     fn from_betas(kind: BetaSchedule, betas: Vec<f64>) -> Self {
         let alphas_cumprod = betas
             .iter()

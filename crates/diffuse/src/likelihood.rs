@@ -43,6 +43,11 @@ pub fn bits_per_dim(
     if s.levels < 2 {
         return Err(Error::Invalid("--levels must be at least 2".into()));
     }
+    if run.net.num_classes().is_some() && !run.net.has_null_class() {
+        return Err(Error::Invalid(
+            "this model has no null class (it was trained without label dropout), so no unconditional density".into(),
+        ));
+    }
     let device = crate::device::device();
     let mut den = run.denoiser(Default::default());
     den.clip = None; // a likelihood is of the model's own density

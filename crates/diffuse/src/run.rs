@@ -29,6 +29,9 @@ pub struct ScheduleConfig {
     /// Rescaled to zero terminal SNR (Lin et al. 2024): the last train step is pure noise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zero_terminal_snr: bool,
+    /// Explicit β values (imported models' `trained_betas`), one per train step, used instead of `kind`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_betas: Option<Vec<f64>>,
 }
 
 impl ScheduleConfig {
@@ -40,11 +43,22 @@ impl ScheduleConfig {
             beta_start,
             beta_end,
             zero_terminal_snr: false,
+            trained_betas: None,
         }
     }
 
     pub fn build(&self) -> Result<NoiseSchedule> {
-        let s = NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end)?;
+        let s = match &self.trained_betas {
+            Some(b) if b.len() != self.timesteps => {
+                return Err(Error::Config(format!(
+                    "{} trained betas for {} timesteps",
+                    b.len(),
+                    self.timesteps
+                )));
+            }
+            Some(b) => NoiseSchedule::from_trained_betas(self.kind, b.clone())?,
+            None => NoiseSchedule::new(self.kind, self.timesteps, self.beta_start, self.beta_end)?,
+        };
         Ok(if self.zero_terminal_snr {
             s.rescaled_to_zero_terminal_snr()
         } else {
@@ -73,6 +87,28 @@ pub struct TrainConfig {
     /// Min-SNR-γ loss weighting (Hang et al. 2023) for diffusion objectives; none weighs all levels alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_snr_gamma: Option<f64>,
+}
+
+impl TrainConfig {
+    /// `steps` of `batch_size` with the defaults of `diffuse train`: AdamW at 3e-4 after 100 warm-up steps, no
+    /// weight decay, gradient norm clipped at 1, EMA 0.995, seed 0, a checkpoint every 200 steps and samples
+    /// every 400.
+    pub fn new(steps: usize, batch_size: usize) -> TrainConfig {
+        TrainConfig {
+            steps,
+            batch_size,
+            lr: 3e-4,
+            warmup_steps: 100,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.995,
+            seed: 0,
+            checkpoint_every: 200,
+            sample_every: 400,
+            label_dropout: 0.0,
+            min_snr_gamma: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -167,26 +203,16 @@ impl RunConfig {
             schedule: ScheduleConfig::new(BetaSchedule::Linear, 1000, None),
             sde: None,
             net: NetConfig::for_data(data.channels, data.height, data.width),
-            train: TrainConfig {
-                steps: if points {
+            train: TrainConfig::new(
+                if points {
                     3000
                 } else if small {
                     800
                 } else {
                     20000
                 },
-                batch_size: if points { 256 } else { 64 },
-                lr: 3e-4,
-                warmup_steps: 100,
-                weight_decay: 0.0,
-                grad_clip: 1.0,
-                ema_decay: 0.995,
-                seed: 0,
-                checkpoint_every: 200,
-                sample_every: 400,
-                label_dropout: 0.0,
-                min_snr_gamma: None,
-            },
+                if points { 256 } else { 64 },
+            ),
             objective: Objective::Diffusion,
             sampler: None,
             latent: None,

@@ -42,7 +42,7 @@ python -c \"from diffusers import UNet2DModel; UNet2DModel.from_pretrained('expo
 Writes model_index.json, unet/ (config.json, diffusion_pytorch_model.safetensors), scheduler/ \
 (DDPMScheduler for discrete diffusion runs, FlowMatchEulerDiscreteScheduler for flow-matching runs) and \
 diffuse_run.json (the run's config, which import reads back). A conditional model's null class is its last \
-class embedding. EDM, score-SDE and latent runs have no diffusers pipeline that asks the network the same \
+class embedding; DDPMPipeline passes no class labels, so call a conditional UNet2DModel directly. EDM, score-SDE and latent runs have no diffusers pipeline that asks the network the same \
 question and are refused.")]
 pub struct ExportArgs {
     /// The run to export.

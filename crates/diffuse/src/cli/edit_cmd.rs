@@ -301,6 +301,7 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
         if labels.iter().any(|&x| x as usize >= k) {
             bail!("the inputs have labels beyond the run's {k} classes");
         }
+        c.draw.guide.check_null_class(&l.run.net)?;
         return Ok(Cond {
             classes: Some(labels.to_vec()),
         });

@@ -62,6 +62,23 @@ impl GuideArgs {
         })
     }
 
+    /// Refuses what a conditional model without a null class (trained without label dropout, as imported models
+    /// may be) cannot do: guidance other than 1, and drawing without a class.
+    pub fn check_null_class(&self, net: &diffuse::nn::Net) -> anyhow::Result<()> {
+        if net.num_classes().is_none() || net.has_null_class() {
+            return Ok(());
+        }
+        if self.guidance != 1.0 || self.guidance_interval.is_some() || self.guidance_rescale != 0.0 {
+            bail!(
+                "this model has no null class (it was trained without label dropout), so it samples at guidance 1 only"
+            );
+        }
+        if self.class.is_none() {
+            bail!("this model has no null class (no unconditional output): give --class");
+        }
+        Ok(())
+    }
+
     /// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
     pub fn classes(
         &self,
@@ -76,17 +93,7 @@ impl GuideArgs {
             }
             return Ok((None, 1));
         };
-        if !net.has_null_class() {
-            // Trained without label dropout (an imported model): no unconditional output to guide from.
-            if guided {
-                bail!(
-                    "this model has no null class (it was trained without label dropout), so it samples at guidance 1 only"
-                );
-            }
-            if self.class.is_none() {
-                bail!("this model has no null class (no unconditional output): give --class");
-            }
-        }
+        self.check_null_class(net)?;
         let Some(spec) = self.class.as_deref() else {
             if guided {
                 bail!("--guidance needs --class");

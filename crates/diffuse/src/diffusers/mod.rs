@@ -212,16 +212,19 @@ pub fn export(ours: &BTreeMap<String, NamedTensor>, source: impl Fn(&str) -> Sou
 pub fn read_weights(path: &Path) -> Result<BTreeMap<String, NamedTensor>> {
     let need = f32_bytes(path)?;
     if let Some(free) = available_memory() {
-        // The file, its tensors as f32, and the network built from them are in memory at once.
+        // At the peak, the file's tensors as f32, the network, a copy of its parameters and the translated
+        // tensors are in memory at once; the file's bytes before that.
         let file = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-        if file + 2 * need > free {
+        let peak = file.max(need.saturating_mul(3)).saturating_add(need);
+        if peak > free {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
             return Err(Error::checkpoint(
                 path,
                 format!(
                     "needs about {:.1} GiB to load ({:.1} GiB of f32 weights); {:.1} GiB of memory is available",
-                    (file + 2 * need) as f64 / (1u64 << 30) as f64,
-                    need as f64 / (1u64 << 30) as f64,
-                    free as f64 / (1u64 << 30) as f64
+                    gib(peak),
+                    gib(need),
+                    gib(free)
                 ),
             ));
         }

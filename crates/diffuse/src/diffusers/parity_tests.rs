@@ -371,6 +371,17 @@ fn bad_folders_are_refused_by_name() {
         "{e}"
     );
     assert!(err(&dir.join("nothing")).contains("not a diffusers pipeline or UNet folder"));
+    // Latent pipelines: their UNet makes latents, not images.
+    let ldm = copy("ldm");
+    std::fs::write(ldm.join("model_index.json"), r#"{"_class_name": "LDMPipeline"}"#).unwrap();
+    let e = err(&ldm);
+    assert!(
+        e.contains("model_index.json") && e.contains("LDMPipeline is not supported"),
+        "{e}"
+    );
+    std::fs::remove_file(ldm.join("model_index.json")).unwrap();
+    std::fs::create_dir_all(ldm.join("vqvae")).unwrap();
+    assert!(err(&ldm).contains("has vqvae/"));
     // A header that claims more than memory holds is refused before anything is allocated for it.
     let huge = copy("huge");
     let header = br#"{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4]}}"#;

@@ -45,14 +45,34 @@ pub struct Imported {
     pub notes: Vec<String>,
 }
 
+/// The pipelines whose folders are a UNet2DModel and a scheduler in pixel space.
+const PIPELINES: [&str; 2] = ["DDPMPipeline", "DDIMPipeline"];
+
 /// Where a folder's UNet and scheduler configs are: a pipeline folder (`unet/`, `scheduler/`), or a bare UNet
-/// folder.
-fn layout(dir: &Path) -> (PathBuf, Option<PathBuf>) {
-    if dir.join("unet").join(CONFIG).exists() {
-        (dir.join("unet"), Some(dir.join("scheduler").join(scheduler::FILE)))
-    } else {
-        (dir.to_path_buf(), None)
+/// folder. A pipeline of another kind (latent diffusion's UNet makes latents, not images) is refused by name.
+fn layout(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    if !dir.join("unet").join(CONFIG).exists() {
+        return Ok((dir.to_path_buf(), None));
     }
+    let index = dir.join("model_index.json");
+    if index.exists() {
+        let class = crate::atomic::read_json::<serde_json::Value>(&index)?["_class_name"].clone();
+        if let Some(c) = class.as_str().filter(|c| !PIPELINES.contains(c)) {
+            return Err(Error::Config(format!(
+                "{}: _class_name {c} is not supported ({})",
+                index.display(),
+                PIPELINES.join(", ")
+            )));
+        }
+    }
+    if let Some(d) = ["vae", "vqvae"].iter().find(|d| dir.join(d).exists()) {
+        return Err(Error::Config(format!(
+            "{}: has {d}/, so its UNet works on latents; import takes pixel-space pipelines ({})",
+            dir.display(),
+            PIPELINES.join(", ")
+        )));
+    }
+    Ok((dir.join("unet"), Some(dir.join("scheduler").join(scheduler::FILE))))
 }
 
 /// The UNet's weights file: the f32 one, or the half-precision variant where only it is there.
@@ -72,7 +92,7 @@ fn weights_file(unet: &Path) -> Result<PathBuf> {
 
 /// Reads a diffusers folder into a run's config and network.
 pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Imported, Net)> {
-    let (unet_dir, sched_file) = layout(dir);
+    let (unet_dir, sched_file) = layout(dir)?;
     let config_path = unet_dir.join(CONFIG);
     if !config_path.exists() {
         return Err(Error::Config(format!(
@@ -120,9 +140,10 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
         net_cfg.num_classes = Some(k);
         net_cfg.null_class = true;
     }
-    let net = net_cfg.init(device)?;
+    // The weights first: a file too large for memory is refused before the network is built.
     let weights = weights_file(&unet_dir)?;
     let theirs = super::read_weights(&weights)?;
+    let net = net_cfg.init(device)?;
     let src = super::import(&safetensors_io::collect(&net), &theirs, names::source, &weights)?;
     let net = Net::UNet(safetensors_io::load(net, &src, false, &weights)?);
     let class_names = match (net_cfg.num_classes, &opts.class_names, &ours) {
@@ -154,20 +175,8 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
         sde: None,
         objective: crate::objective::Objective::Diffusion,
         net: NetConfig::Unet(net_cfg),
-        train: TrainConfig {
-            steps: 1,
-            batch_size: 64,
-            lr: 1e-4,
-            warmup_steps: 0,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-            ema_decay: 0.999,
-            seed: 0,
-            checkpoint_every: 1000,
-            sample_every: 1000,
-            label_dropout: 0.0,
-            min_snr_gamma: None,
-        },
+        // Not trained here: the settings a `diffuse train --resume` of it would start from.
+        train: TrainConfig::new(1, 64),
         sampler: None,
         latent: None,
         clip_sample: match sched.clip {

@@ -27,7 +27,7 @@ pub struct SchedulerConfig {
     #[serde(default = "linear")]
     pub beta_schedule: String,
     #[serde(default)]
-    pub trained_betas: Option<Value>,
+    pub trained_betas: Option<Vec<f64>>,
     #[serde(default = "epsilon")]
     pub prediction_type: String,
     #[serde(default = "super::default::yes")]
@@ -51,6 +51,9 @@ pub struct SchedulerConfig {
     pub shift: Option<f64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_dynamic_shifting: bool,
+    /// Flow matching: σ running the other way (a different time convention).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert_sigmas: bool,
 }
 
 fn thousand() -> usize {
@@ -111,6 +114,13 @@ impl SchedulerConfig {
         }
         let mut notes = Vec::new();
         if flow {
+            if self.num_train_timesteps != 1000 || self.invert_sigmas {
+                return bad(format!(
+                    "num_train_timesteps {} or invert_sigmas: diffuse's flow models are asked at 1000·t (1000 steps, \
+                     not inverted)",
+                    self.num_train_timesteps
+                ));
+            }
             if self.shift.is_some_and(|s| s != 1.0) || self.use_dynamic_shifting {
                 return bad(
                     "shift other than 1 and use_dynamic_shifting are not supported (pass --flow-shift to the \
@@ -118,8 +128,7 @@ impl SchedulerConfig {
                         .into(),
                 );
             }
-            let mut schedule = ScheduleConfig::new(BetaSchedule::Linear, 1000, None);
-            schedule.timesteps = self.num_train_timesteps;
+            let schedule = ScheduleConfig::new(BetaSchedule::Linear, 1000, None);
             return Ok(ModelProcess {
                 objective: Objective::from_name("flow")?,
                 // The flow objective fixes what the network predicts (the velocity); a run's prediction field
@@ -133,9 +142,6 @@ impl SchedulerConfig {
         }
         if self.num_train_timesteps != 1000 {
             notes.push(format!("{} train timesteps", self.num_train_timesteps));
-        }
-        if self.trained_betas.as_ref().is_some_and(|b| !b.is_null()) {
-            return bad("trained_betas (explicit β values) are not supported; only named beta_schedules".into());
         }
         let kind = match self.beta_schedule.as_str() {
             "linear" => BetaSchedule::Linear,
@@ -197,7 +203,26 @@ impl SchedulerConfig {
                 self.clip_sample_range
             ));
         }
+        if self.clip_sample {
+            notes.push(
+                "x̂₀ is clipped and ε̂ recomputed from it, as DDIMPipeline does with use_clipped_model_output=True (its \
+                 default, False, keeps the raw ε̂)"
+                    .into(),
+            );
+        }
+        if self
+            .trained_betas
+            .as_ref()
+            .is_some_and(|b| b.len() != self.num_train_timesteps)
+        {
+            return bad(format!(
+                "{} trained_betas for num_train_timesteps {}",
+                self.trained_betas.as_ref().map_or(0, Vec::len),
+                self.num_train_timesteps
+            ));
+        }
         let schedule = ScheduleConfig {
+            trained_betas: self.trained_betas.clone(),
             zero_terminal_snr: self.rescale_betas_zero_snr,
             ..ScheduleConfig::new(kind, self.num_train_timesteps, Some((self.beta_start, self.beta_end)))
         };
@@ -248,7 +273,7 @@ impl SchedulerConfig {
                 BetaSchedule::Sigmoid => "sigmoid",
             }
             .into(),
-            trained_betas: None,
+            trained_betas: s.trained_betas.clone(),
             prediction_type: match run.prediction {
                 Prediction::Eps => "epsilon",
                 Prediction::X0 => "sample",
@@ -265,6 +290,7 @@ impl SchedulerConfig {
             rescale_betas_zero_snr: s.zero_terminal_snr,
             shift: None,
             use_dynamic_shifting: false,
+            invert_sigmas: false,
         };
         Ok(serde_json::to_value(config).expect("a scheduler config serialises"))
     }
@@ -295,7 +321,7 @@ mod tests {
             ScheduleConfig::new(BetaSchedule::Linear, 1000, Some((1e-4, 0.02)))
         );
         assert_eq!(p.clip, Some(1.0));
-        assert!(p.notes[0].contains("--variance large"), "{:?}", p.notes);
+        assert!(p.notes.iter().any(|n| n.contains("--variance large")), "{:?}", p.notes);
         let v = cfg(
             r#"{"_class_name": "DDIMScheduler", "prediction_type": "v_prediction", "clip_sample": false,
             "beta_schedule": "squaredcos_cap_v2", "timestep_spacing": "trailing", "rescale_betas_zero_snr": true}"#,
@@ -313,7 +339,15 @@ mod tests {
     fn keys_diffuse_cannot_honour_are_named() {
         let e = |json: &str| cfg(json).model_process().unwrap_err().to_string();
         assert!(e(r#"{"_class_name": "LMSDiscreteScheduler"}"#).contains("LMSDiscreteScheduler is not supported"));
-        assert!(e(r#"{"trained_betas": [0.1, 0.2]}"#).contains("trained_betas"));
+        assert!(e(r#"{"trained_betas": [0.1, 0.2]}"#).contains("2 trained_betas for num_train_timesteps 1000"));
+        // Explicit β values are the schedule.
+        let p = cfg(r#"{"num_train_timesteps": 3, "trained_betas": [0.1, 0.2, 0.5]}"#)
+            .model_process()
+            .unwrap();
+        let built = p.schedule.build().unwrap();
+        assert_eq!(built.betas, vec![0.1, 0.2, 0.5]);
+        assert!((built.alphas_cumprod[2] - 0.9 * 0.8 * 0.5).abs() < 1e-15);
+        assert!(e(r#"{"num_train_timesteps": 2, "trained_betas": [0.1, 1.5]}"#).contains("not in (0, 1)"));
         assert!(e(r#"{"thresholding": true}"#).contains("thresholding"));
         assert!(e(r#"{"variance_type": "learned_range"}"#).contains("learned_range"));
         assert!(e(r#"{"steps_offset": 1}"#).contains("steps_offset 1"));
@@ -322,5 +356,7 @@ mod tests {
         assert!(e(r#"{"beta_schedule": "exp"}"#).contains("beta_schedule exp"));
         assert!(e(r#"{"timestep_spacing": "karras"}"#).contains("timestep_spacing karras"));
         assert!(e(r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}"#).contains("shift"));
+        let flow = r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "invert_sigmas": true}"#;
+        assert!(e(flow).contains("invert_sigmas"));
     }
 }

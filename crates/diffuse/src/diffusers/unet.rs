@@ -125,17 +125,20 @@ impl UNet2DModelConfig {
 
     /// The image (height, width) the config names, if it names one.
     pub fn sample_size(&self) -> Result<Option<(usize, usize)>> {
-        let side = |v: &Value| v.as_u64().map(|s| s as usize);
-        Ok(match &self.sample_size {
-            None | Some(Value::Null) => None,
+        let side = |v: &Value| v.as_u64().filter(|s| *s > 0).map(|s| s as usize);
+        let size = match &self.sample_size {
+            None | Some(Value::Null) => return Ok(None),
             Some(v @ Value::Number(_)) => side(v).map(|s| (s, s)),
             Some(Value::Array(a)) if a.len() == 2 => side(&a[0]).zip(side(&a[1])),
-            Some(other) => {
-                return Err(Error::Config(format!(
-                    "UNet2DModel config: sample_size {other} is neither a side nor [height, width]"
-                )));
-            }
-        })
+            Some(_) => None,
+        };
+        match (size, &self.sample_size) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, other) => Err(Error::Config(format!(
+                "UNet2DModel config: sample_size {} is neither a positive side nor [height, width]",
+                other.clone().unwrap_or_default()
+            ))),
+        }
     }
 
     /// The project's UNet of this shape for `height`×`width` images. Everything it cannot express is refused by
@@ -218,6 +221,10 @@ impl UNet2DModelConfig {
             return bad(format!(
                 "attn_norm_num_groups {g} differs from norm_num_groups {groups}"
             ));
+        }
+        if scale_shift && self.attn_norm_num_groups.is_some() {
+            // diffusers then keeps the middle attention's GroupNorm, which diffuse's scale-shift UNet drops.
+            return bad("attn_norm_num_groups with resnet_time_scale_shift scale_shift is not supported".into());
         }
         // Level i is at height >> i; the up path's block i is level n − 1 − i.
         let at = |attn: &dyn Fn(usize) -> bool| (0..n).filter(|&i| attn(i)).map(|i| height >> i).collect::<Vec<_>>();
@@ -472,5 +479,32 @@ mod tests {
         for (ours, theirs) in cases {
             assert_eq!(source(ours), theirs, "{ours}");
         }
+    }
+
+    #[test]
+    fn unsupported_configs_are_named() {
+        let e = |json: &str| {
+            let cfg: UNet2DModelConfig = serde_json::from_str(json).unwrap();
+            cfg.sample_size()
+                .and_then(|_| cfg.unet_config(32, 32))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e(r#"{"_class_name": "UNet2DConditionModel"}"#).contains("not UNet2DModel"));
+        assert!(e(r#"{"mid_block_type": null}"#).contains("mid_block_type None"));
+        assert!(e(r#"{"time_embedding_type": "fourier"}"#).contains("time_embedding_type"));
+        assert!(e(r#"{"out_channels": 6}"#).contains("learned variance"));
+        assert!(
+            e(r#"{"resnet_time_scale_shift": "scale_shift", "attn_norm_num_groups": 32}"#)
+                .contains("attn_norm_num_groups")
+        );
+        assert!(e(r#"{"sample_size": 32.5}"#).contains("sample_size 32.5"));
+        assert!(e(r#"{"sample_size": 0}"#).contains("sample_size 0"));
+        let odd = r#"{"block_out_channels": [33, 66], "norm_num_groups": 3, "down_block_types": ["DownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "UpBlock2D"]}"#;
+        assert!(e(odd).contains("must be even"), "{}", e(odd));
+        let zero = r#"{"block_out_channels": [32, 0], "down_block_types": ["DownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "UpBlock2D"]}"#;
+        assert!(e(zero).contains("non-zero"), "{}", e(zero));
     }
 }

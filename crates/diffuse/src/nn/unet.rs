@@ -62,7 +62,7 @@ pub struct UNetConfig {
     pub freq_shift: f64,
     /// ResBlocks take a scale and a shift from the time embedding after their second GroupNorm,
     /// h·(1 + scale) + shift (diffusers' `resnet_time_scale_shift: "scale_shift"`), instead of adding a shift
-    /// before it; the middle attention then has no GroupNorm, as in diffusers.
+    /// before it; the middle attention then has no GroupNorm, as in diffusers without `attn_norm_num_groups`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub scale_shift: bool,
     /// Where the stride-2 downsampling convolutions pad (diffusers' `downsample_padding` 0 is right-bottom).
@@ -212,8 +212,20 @@ impl UNetConfig {
             || self.blocks_per_level == 0
             || self.in_channels == 0
             || self.heads == 0
+            || self.height == 0
+            || self.width == 0
+            || self.channel_mults.contains(&0)
         {
-            return bad("UNet needs at least one level, one block, one head and non-zero channels".into());
+            return bad(
+                "UNet needs at least one level, one block, one head, a non-zero image size and non-zero channels"
+                    .into(),
+            );
+        }
+        if !self.base_channels.is_multiple_of(2) {
+            return bad(format!(
+                "{} base channels: the time features are sines and cosines, half each, so they must be even",
+                self.base_channels
+            ));
         }
         if !self.height.is_multiple_of(factor) || !self.width.is_multiple_of(factor) {
             return bad(format!(
@@ -224,16 +236,25 @@ impl UNetConfig {
                 levels
             ));
         }
-        let mid = self.base_channels * self.channel_mults.last().unwrap();
-        for c in self.channel_mults.iter().map(|m| m * self.base_channels).chain([mid]) {
-            match self.head_dim {
-                Some(d) if d == 0 || !c.is_multiple_of(d) => {
+        let width = |level: usize| self.base_channels * self.channel_mults[level];
+        let mid = width(levels - 1);
+        match self.head_dim {
+            // A head size need only divide the widths that have attention (and the middle's), as in diffusers.
+            Some(d) => {
+                let attended =
+                    (0..levels).filter(|&l| self.attends_at_level(true, l) || self.attends_at_level(false, l));
+                if let Some(c) = attended
+                    .map(width)
+                    .chain([mid])
+                    .find(|c| d == 0 || !c.is_multiple_of(d))
+                {
                     return bad(format!("{c} channels do not split into heads of {d}"));
                 }
-                None if !c.is_multiple_of(self.heads) => {
+            }
+            None => {
+                if let Some(c) = (0..levels).map(width).find(|c| !c.is_multiple_of(self.heads)) {
                     return bad(format!("{c} channels do not split into {} heads", self.heads));
                 }
-                _ => {}
             }
         }
         let half = (self.base_channels / 2) as f64;
@@ -564,6 +585,10 @@ impl UNet {
     /// model (`num_classes` = null; absent = all null). Returns the network output (ε, x₀ or v).
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
         let mut temb = self.time.forward(t);
+        assert!(
+            classes.is_some() || self.num_classes.is_none() || self.has_null_class(),
+            "a conditional UNet without a null class needs classes (callers check)"
+        );
         if let Some(emb) = &self.class_emb {
             let [b, _] = temb.dims();
             let null = self.num_classes.unwrap_or(0) as i64;

@@ -2,8 +2,9 @@
 //! downsampling and attention at the lowest resolution, giving the mean and log-variance of a diagonal
 //! Gaussian over `latent_channels` channels at 1/factor of the image size, and a mirrored decoder.
 
+pub use super::DownsamplePad;
 use super::unet::{AttnBlock, ResBlock};
-use super::{DownsamplePad, Norm, downsample};
+use super::{Norm, downsample};
 use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
 use burn::module::Module;

@@ -810,7 +810,14 @@ pub fn run(
 
 /// Runs `plan` from `x` taking `draws`, in order, wherever the sampler needs fresh noise: another
 /// implementation's sampling replayed exactly (the parity tests with diffusers' pipelines).
-pub fn run_replaying(den: &dyn Denoiser, plan: &Plan, x: Tensor<4>, draws: Vec<Tensor<4>>, cond: Cond) -> Sampled {
+#[cfg(test)]
+pub(crate) fn run_replaying(
+    den: &dyn Denoiser,
+    plan: &Plan,
+    x: Tensor<4>,
+    draws: Vec<Tensor<4>>,
+    cond: Cond,
+) -> Sampled {
     let mut none: [ChaCha8Rng; 0] = [];
     let mut ctx = Ctx::new(den, &mut none).with_cond(cond);
     ctx.replay = Some(draws.into());
