@@ -27,8 +27,8 @@ The cases:
                     on the down and up paths, flip_sin_to_cos, norm_num_groups 8, centred downsampling padding
   trajectories      a small unconditional network with the DDPM CIFAR-10 pipeline's scheduler config: the
                     DDIMPipeline (10 steps, eta 0, use_clipped_model_output=True: diffuse recomputes eps from
-                    the clipped x0, as that flag does) and the DDPMPipeline (10 steps) from the same initial
-                    noise, the DDPM step noise replaced by stored draws
+                    the clipped x0, as that flag does; also with steps_offset 1) and the DDPMPipeline (10
+                    steps) from the same initial noise, the DDPM step noise replaced by stored draws
   exported          a class-conditional flow-matching run of the digits trained by `diffuse train` for a few
                     steps and written by `diffuse export`; diffusers loads it as a UNet2DModel and a
                     DDPMPipeline, and its UNet outputs are stored (the null class included)
@@ -191,6 +191,13 @@ def trajectories(tensors, info):
     assert torch.allclose(torch.from_numpy(ddim_images).permute(0, 3, 1, 2), (x / 2 + 0.5).clamp(0, 1), atol=1e-6)
     tensors["ddim.x_t"] = x_t
     tensors["ddim.out"] = x
+    # steps_offset 1 moves every leading timestep up by one (901, 801, ..., 1).
+    ddim_module.randn_tensor = Replay([x_t])
+    offset = DDIMPipeline(unet, DDIMScheduler.from_config(ddim.scheduler.config, steps_offset=1))
+    assert offset.scheduler.config.steps_offset == 1
+    images = offset(batch_size=2, num_inference_steps=steps, eta=0.0, use_clipped_model_output=True,
+                    output_type="np").images
+    tensors["ddim_offset.image"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     ddpm_module.randn_tensor = Replay([x_t])
     ddpm_sched_module.randn_tensor = Replay(ddpm_draws)
     ddpm = DDPMPipeline(unet, DDPMScheduler(**SCHEDULER))

@@ -113,8 +113,13 @@ pub struct Knot {
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Grid {
-    /// K train timesteps of a discrete schedule placed as diffusers' DDIM scheduler does, then clean.
-    Timesteps { spacing: TimestepSpacing },
+    /// K train timesteps of a discrete schedule placed as diffusers' DDIM scheduler does, each moved up by
+    /// `offset` (diffusers' `steps_offset`, which it applies to leading spacing), then clean.
+    Timesteps {
+        spacing: TimestepSpacing,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        offset: usize,
+    },
     /// K train timesteps placed as diffusers' DPM-Solver multistep scheduler does (K + 1 points, the last
     /// dropped; repeats from rounding dropped too), then clean.
     SolverTimesteps { spacing: TimestepSpacing },
@@ -165,7 +170,17 @@ impl Grid {
         let refuse = |why: &str| MathError::Invalid(format!("the {self} grid {why} ({})", process.name()));
         let end = process.end();
         let mut knots: Vec<Knot> = match (*self, process) {
-            (Grid::Timesteps { spacing }, Process::Discrete(s)) => steps_knots(s, &spacing.timesteps(s.len(), steps)?),
+            (Grid::Timesteps { spacing, offset }, Process::Discrete(s)) => {
+                let ts: Vec<i64> = spacing
+                    .timesteps(s.len(), steps)?
+                    .iter()
+                    .map(|t| t + offset as i64)
+                    .collect();
+                if ts[0] >= s.len() as i64 {
+                    return Err(refuse(&format!("moved up by {offset} passes the last train timestep")));
+                }
+                steps_knots(s, &ts)
+            }
             (Grid::SolverTimesteps { spacing }, Process::Discrete(s)) => {
                 steps_knots(s, &spacing.dpm_solver_timesteps(s.len(), steps)?)
             }
@@ -290,10 +305,15 @@ fn sigma_knots(process: &Process, steps: usize, lo: f64, end: &Knot, sigma: impl
         .collect()
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl fmt::Display for Grid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Grid::Timesteps { spacing: s } => write!(f, "{s}-spaced timesteps"),
+            Grid::Timesteps { spacing: s, offset: 0 } => write!(f, "{s}-spaced timesteps"),
+            Grid::Timesteps { spacing: s, offset } => write!(f, "{s}-spaced timesteps + {offset}"),
             Grid::SolverTimesteps { spacing: s } => write!(f, "{s}-spaced solver timesteps"),
             Grid::UniformT => f.write_str("uniform-t"),
             Grid::Karras { rho, .. } => write!(f, "karras (ρ {rho})"),
@@ -321,6 +341,7 @@ mod tests {
         let p = linear();
         let k = Grid::Timesteps {
             spacing: TimestepSpacing::Trailing,
+            offset: 0,
         }
         .knots(&p, 10, 1.0)
         .unwrap();
@@ -331,6 +352,7 @@ mod tests {
         // SDEdit at 0.3 keeps the last 3 steps.
         let part = Grid::Timesteps {
             spacing: TimestepSpacing::Trailing,
+            offset: 0,
         }
         .knots(&p, 10, 0.3)
         .unwrap();
@@ -434,6 +456,7 @@ mod tests {
         let ve = Process::Sde(Sde::ve());
         let e = Grid::Timesteps {
             spacing: TimestepSpacing::Leading,
+            offset: 0,
         }
         .knots(&ve, 10, 1.0)
         .unwrap_err()
@@ -458,7 +481,8 @@ mod tests {
         );
         assert!(
             Grid::Timesteps {
-                spacing: TimestepSpacing::Leading
+                spacing: TimestepSpacing::Leading,
+                offset: 0,
             }
             .knots(&linear(), 0, 1.0)
             .is_err()

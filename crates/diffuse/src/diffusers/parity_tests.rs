@@ -124,8 +124,8 @@ fn unet_outputs_match_diffusers() {
     }
 }
 
-/// diffusers' DDIMPipeline (10 steps, η 0) and DDPMPipeline (10 steps, its draws replayed) on a small network with
-/// the DDPM CIFAR-10 scheduler: the same samples from the same noise.
+/// diffusers' DDIMPipeline (10 steps, η 0, also with steps_offset 1) and DDPMPipeline (10 steps, its draws
+/// replayed) on a small network with the DDPM CIFAR-10 scheduler: the same samples from the same noise.
 #[test]
 fn ddim_and_ddpm_trajectories_match_diffusers_pipelines() {
     let want = tensors();
@@ -145,6 +145,7 @@ fn ddim_and_ddpm_trajectories_match_diffusers_pipelines() {
     };
     let leading = Grid::Timesteps {
         spacing: TimestepSpacing::Leading,
+        offset: 0,
     };
     let process = || Process::Discrete(schedule.clone());
     let ddim = Plan::on_grid(Method::Ddim { eta: 0.0 }, process(), leading, 10).unwrap();
@@ -160,6 +161,18 @@ fn ddim_and_ddpm_trajectories_match_diffusers_pipelines() {
     let s = crate::sample::run_replaying(&den, &ddim, x_t.clone(), Vec::new(), Cond::default());
     let err = relative(s.x, &want["ddim.out"]);
     assert!(err < 1e-4, "DDIM: relative difference {err}");
+
+    // steps_offset 1: every timestep one later.
+    let shifted = Grid::Timesteps {
+        spacing: TimestepSpacing::Leading,
+        offset: 1,
+    };
+    let plan = Plan::on_grid(Method::Ddim { eta: 0.0 }, process(), shifted, 10).unwrap();
+    assert_eq!(plan.knots()[0].t, 901.0);
+    let s = crate::sample::run_replaying(&den, &plan, x_t.clone(), Vec::new(), Cond::default());
+    let image = s.x.div_scalar(2.0).add_scalar(0.5).clamp(0.0, 1.0);
+    let err = relative(image, &want["ddim_offset.image"]);
+    assert!(err < 1e-4, "DDIM with steps_offset 1: relative difference {err}");
 
     let ddpm = Plan::on_grid(Method::Ddpm { large_variance: false }, process(), leading, 10).unwrap();
     let draws = &want["ddpm.draws"];

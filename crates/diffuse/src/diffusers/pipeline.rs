@@ -158,7 +158,7 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
         (Some(k), None, Some(r)) if r.class_names.len() == k => r.class_names.clone(),
         (Some(k), None, _) => (0..k).map(|i| i.to_string()).collect(),
     };
-    let spacing = sched.spacing;
+    let (spacing, offset) = (sched.spacing, sched.offset);
     let mut config = RunConfig {
         format: run::FORMAT,
         data: opts
@@ -191,7 +191,7 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
         let method = Method::Ddim { eta: 0.0 };
         config.sampler = Some(Spec {
             method,
-            grid: Grid::Timesteps { spacing },
+            grid: Grid::Timesteps { spacing, offset },
             steps: 50,
             process: Walked::of(&config.process()?),
             strength: 1.0,

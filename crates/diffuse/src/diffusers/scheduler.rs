@@ -6,7 +6,7 @@
 use crate::objective::Objective;
 use crate::run::{RunConfig, ScheduleConfig};
 use crate::{Error, Result};
-use diffuse_math::{BetaSchedule, Prediction, TimestepSpacing};
+use diffuse_math::{BetaSchedule, Grid, Prediction, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -89,8 +89,10 @@ pub struct ModelProcess {
     pub schedule: ScheduleConfig,
     /// x̂₀ clamped to [−r, r]; none: not clipped.
     pub clip: Option<f64>,
-    /// The default DDIM sampler's timestep placement.
+    /// The default DDIM sampler's timestep placement, and how far its timesteps move up (`steps_offset`, which
+    /// diffusers applies to leading spacing only).
     pub spacing: TimestepSpacing,
+    pub offset: usize,
     /// What a user should know (e.g. the variance DDPMPipeline samples with).
     pub notes: Vec<String>,
 }
@@ -137,6 +139,7 @@ impl SchedulerConfig {
                 schedule,
                 clip: None,
                 spacing: TimestepSpacing::Leading,
+                offset: 0,
                 notes,
             });
         }
@@ -188,12 +191,6 @@ impl SchedulerConfig {
                 TimestepSpacing::NAMES
             ));
         };
-        if self.steps_offset != 0 {
-            return bad(format!(
-                "steps_offset {} is not supported (0): diffuse's timestep grids start at the spacing's own steps",
-                self.steps_offset
-            ));
-        }
         if !self.set_alpha_to_one {
             return bad("set_alpha_to_one false is not supported: diffuse's DDIM steps into ᾱ = 1 at the end".into());
         }
@@ -233,6 +230,11 @@ impl SchedulerConfig {
             schedule,
             clip: self.clip_sample.then_some(self.clip_sample_range),
             spacing,
+            offset: if spacing == TimestepSpacing::Leading {
+                self.steps_offset
+            } else {
+                0
+            },
             notes,
         })
     }
@@ -261,6 +263,11 @@ impl SchedulerConfig {
                 )));
             }
         }
+        // The default sampler's timestep placement, where it is DDIM's.
+        let (spacing, offset) = match run.sampler.as_ref().map(|s| s.grid) {
+            Some(Grid::Timesteps { spacing, offset }) => (spacing, offset),
+            _ => (TimestepSpacing::Leading, 0),
+        };
         let config = SchedulerConfig {
             class_name: Some("DDPMScheduler".into()),
             num_train_timesteps: s.timesteps,
@@ -284,8 +291,8 @@ impl SchedulerConfig {
             clip_sample_range: run.clip_range().unwrap_or(1.0),
             thresholding: false,
             variance_type: Some("fixed_small".into()),
-            timestep_spacing: "leading".into(),
-            steps_offset: 0,
+            timestep_spacing: spacing.name().into(),
+            steps_offset: offset,
             set_alpha_to_one: true,
             rescale_betas_zero_snr: s.zero_terminal_snr,
             shift: None,
@@ -333,6 +340,10 @@ mod tests {
             (Prediction::V, None, TimestepSpacing::Trailing)
         );
         assert!(v.schedule.zero_terminal_snr && v.schedule.kind == BetaSchedule::Cosine);
+        // steps_offset moves leading timesteps only, as diffusers' DDIM and DDPM schedulers do.
+        assert_eq!(cfg(r#"{"steps_offset": 1}"#).model_process().unwrap().offset, 1);
+        let trailing = cfg(r#"{"steps_offset": 1, "timestep_spacing": "trailing"}"#);
+        assert_eq!(trailing.model_process().unwrap().offset, 0);
     }
 
     #[test]
@@ -350,7 +361,6 @@ mod tests {
         assert!(e(r#"{"num_train_timesteps": 2, "trained_betas": [0.1, 1.5]}"#).contains("not in (0, 1)"));
         assert!(e(r#"{"thresholding": true}"#).contains("thresholding"));
         assert!(e(r#"{"variance_type": "learned_range"}"#).contains("learned_range"));
-        assert!(e(r#"{"steps_offset": 1}"#).contains("steps_offset 1"));
         assert!(e(r#"{"set_alpha_to_one": false}"#).contains("set_alpha_to_one"));
         assert!(e(r#"{"prediction_type": "flow"}"#).contains("prediction_type flow"));
         assert!(e(r#"{"beta_schedule": "exp"}"#).contains("beta_schedule exp"));

@@ -265,7 +265,7 @@ impl Method {
             | Method::Sde { .. }
             | Method::Ode { .. }
             | Method::Euler { .. }
-            | Method::Heun { .. } => Grid::Timesteps { spacing },
+            | Method::Heun { .. } => Grid::Timesteps { spacing, offset: 0 },
         }
     }
 }
@@ -608,7 +608,8 @@ impl Plan {
             (Process::Flow, _) => format!("{}, flow path, {} steps", self.method.name(), self.steps),
         };
         match self.grid {
-            Grid::Timesteps { spacing } | Grid::SolverTimesteps { spacing } => d += &format!(", {spacing} spacing"),
+            Grid::Timesteps { spacing, offset } if offset > 0 => d += &format!(", {spacing} spacing + {offset}"),
+            Grid::Timesteps { spacing, .. } | Grid::SolverTimesteps { spacing } => d += &format!(", {spacing} spacing"),
             Grid::UniformT => {}
             g @ (Grid::Karras { .. } | Grid::LogSnr { .. } | Grid::FlowT { .. }) => d += &format!(", {g} grid"),
         }

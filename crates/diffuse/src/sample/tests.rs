@@ -144,6 +144,7 @@ fn fixture_plan(case: &serde_json::Value) -> Plan {
         },
         "timesteps" => Grid::Timesteps {
             spacing: TimestepSpacing::Trailing,
+            offset: 0,
         },
         "solver-timesteps" => Grid::SolverTimesteps {
             spacing: TimestepSpacing::Linspace,
@@ -414,6 +415,7 @@ fn discrete_and_sde_plans_are_checked() {
         .unwrap()
         .with_grid(Grid::Timesteps {
             spacing: TimestepSpacing::Leading,
+            offset: 0,
         })
         .unwrap_err()
         .to_string();
