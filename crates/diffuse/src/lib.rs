@@ -47,6 +47,7 @@
 pub(crate) const MAX_INFLATE_RATIO: u64 = 1100;
 
 pub mod atomic;
+pub mod augment;
 pub mod bench;
 pub mod classifier;
 pub mod compare;

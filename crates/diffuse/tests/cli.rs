@@ -1701,3 +1701,80 @@ fn a_diffusers_pipeline_is_imported_sampled_and_exported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A conditional run's samples join (or replace) the classifier's training set; the accuracy stays on real
+/// held-out images.
+#[test]
+fn a_classifier_trains_on_real_and_synthetic_digits() {
+    let dir = tmp("augment");
+    let run = dir.join("run");
+    train_tiny(&run, 5, &["--conditional"]);
+    let said = ok(&[
+        "classifier",
+        "train",
+        "--data",
+        "digits",
+        "--steps",
+        "20",
+        "--out",
+        s(&dir.join("a")),
+        "--synthetic",
+        s(&run),
+        "--ratio",
+        "0.02",
+    ]);
+    // 0.02 × 1500 real = 30 synthetic, 3 of each digit.
+    assert!(
+        said.contains("1500 real + 30 synthetic images") && said.contains("(297 real images)"),
+        "{said}"
+    );
+    let said = ok(&[
+        "classifier",
+        "train",
+        "--data",
+        "digits",
+        "--steps",
+        "20",
+        "--out",
+        s(&dir.join("b")),
+        "--synthetic",
+        s(&run),
+        "--ratio",
+        "0.02",
+        "--synthetic-only",
+    ]);
+    assert!(said.contains("trained on 30 synthetic images"), "{said}");
+    fails(
+        &[
+            "classifier",
+            "train",
+            "--data",
+            "digits",
+            "--steps",
+            "5",
+            "--out",
+            s(&dir.join("c")),
+            "--synthetic",
+            s(&dir.join("none")),
+        ],
+        "not a run",
+    );
+    let plain = dir.join("plain");
+    train_tiny(&plain, 2, &[]);
+    fails(
+        &[
+            "classifier",
+            "train",
+            "--data",
+            "digits",
+            "--steps",
+            "5",
+            "--out",
+            s(&dir.join("d")),
+            "--synthetic",
+            s(&plain),
+        ],
+        "not a class-conditional run",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
