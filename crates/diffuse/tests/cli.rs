@@ -1778,3 +1778,43 @@ fn a_classifier_trains_on_real_and_synthetic_digits() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sampled point clouds are written as CSV rows and as the same PLY vertices.
+#[test]
+fn point_clouds_are_written_as_csv_and_ply() {
+    let dir = tmp("ply");
+    let run = dir.join("run");
+    ok(&[
+        "train",
+        "--data",
+        "points:sphere",
+        "--steps",
+        "5",
+        "--out",
+        s(&run),
+        "--quiet",
+    ]);
+    let out = dir.join("out");
+    ok(&[
+        "sample",
+        "--run",
+        s(&run),
+        "--n",
+        "50",
+        "--steps",
+        "5",
+        "--out-dir",
+        s(&out),
+    ]);
+    let csv = std::fs::read_to_string(out.join("points.csv")).unwrap();
+    let ply = std::fs::read_to_string(out.join("points.ply")).unwrap();
+    let (header, body) = ply.split_once("end_header\n").unwrap();
+    assert!(header.contains("element vertex 50\n"), "{header}");
+    let rows = |text: &str, sep: char| -> Vec<Vec<f32>> {
+        text.lines()
+            .map(|l| l.split(sep).map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    assert_eq!(rows(body, ' '), rows(&csv, ','));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -162,13 +162,17 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
     let [c, h, w] = cfg.output_shape();
     let per = c * h * w;
     if cfg.is_points() {
-        // Point clouds: one CSV row per point, and the grid is a picture of the cloud.
+        // Point clouds: one CSV row per point, the same as PLY vertices, and the grid is a picture of the cloud.
         let mut csv = String::new();
         for p in images.chunks(c) {
             csv.push_str(&p.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
             csv.push('\n');
         }
         diffuse::atomic::write(&a.out_dir.join("points.csv"), csv.as_bytes())?;
+        if (2..=3).contains(&c) {
+            let ply = diffuse::data::points::to_ply(images, c)?;
+            diffuse::atomic::write(&a.out_dir.join("points.ply"), ply.as_bytes())?;
+        }
         if let Some(grid) = &a.grid {
             imageio::write_rgb(grid, diffuse::plot::point_cloud(images, c))?;
             eprintln!("grid: {}", grid.display());

@@ -101,9 +101,45 @@ pub fn load(shape: &str, split: Split) -> Result<Dataset> {
     })
 }
 
+/// A point cloud (`dims` coordinates per point, 2 or 3) as an ASCII PLY file of vertices, which MeshLab, Blender
+/// and Open3D read; 2-D clouds lie in the plane z = 0.
+pub fn to_ply(values: &[f32], dims: usize) -> Result<String> {
+    if !(2..=3).contains(&dims) || !values.len().is_multiple_of(dims) {
+        return Err(Error::Invalid(format!(
+            "a PLY cloud needs 2 or 3 coordinates per point, got {dims} for {} values",
+            values.len()
+        )));
+    }
+    let n = values.len() / dims;
+    let mut out = format!(
+        "ply\nformat ascii 1.0\ncomment made by diffuse\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    );
+    for p in values.chunks(dims) {
+        let z = if dims == 3 { p[2] } else { 0.0 };
+        out.push_str(&format!("{} {} {}\n", p[0], p[1], z));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ply_files_hold_every_point() {
+        let ply = to_ply(&[0.5, -1.0, 2.0, 0.25, 0.0, -0.5], 3).unwrap();
+        let (header, body) = ply.split_once("end_header\n").unwrap();
+        assert!(header.starts_with("ply\nformat ascii 1.0\n") && header.contains("element vertex 2\n"));
+        let rows: Vec<Vec<f32>> = body
+            .lines()
+            .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
+            .collect();
+        assert_eq!(rows, vec![vec![0.5, -1.0, 2.0], vec![0.25, 0.0, -0.5]]);
+        // 2-D clouds lie in z = 0; other shapes are refused.
+        assert!(to_ply(&[1.0, 2.0], 2).unwrap().ends_with("1 2 0\n"));
+        assert!(to_ply(&[1.0, 2.0, 3.0, 4.0], 4).is_err());
+        assert!(to_ply(&[1.0, 2.0, 3.0], 2).is_err());
+    }
 
     #[test]
     fn shapes_have_their_geometry() {
