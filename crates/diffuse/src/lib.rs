@@ -72,6 +72,7 @@ pub mod nn;
 pub mod npz;
 pub mod objective;
 pub mod plot;
+pub mod points_eval;
 pub mod progress;
 pub mod rng;
 pub mod run;

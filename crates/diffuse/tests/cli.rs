@@ -1816,5 +1816,11 @@ fn point_clouds_are_written_as_csv_and_ply() {
             .collect()
     };
     assert_eq!(rows(body, ' '), rows(&csv, ','));
+    // eval scores them against the held-out draw of the shape, beside the floor of real points.
+    let said = ok(&["eval", "--run", s(&run), "--n", "50", "--steps", "5"]);
+    assert!(
+        said.contains("50 points with") && said.contains("Chamfer") && said.contains("as many training points"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
