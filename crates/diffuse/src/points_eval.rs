@@ -1,6 +1,6 @@
 //! How close a generated point cloud is to held-out points of the same shape: Chamfer distance, coverage and
-//! fidelity at a radius, and for the torus the spread of distances from its core circle (which says whether
-//! the hole was learned).
+//! fidelity at a radius, for the torus the spread of distances from its core circle (which says whether the
+//! hole was learned), and for the letter A the share of points on its crossbar.
 
 use crate::{Error, Result};
 use serde::Serialize;
@@ -9,6 +9,26 @@ use serde::Serialize;
 pub const MATCH_RADIUS: f64 = 0.05;
 /// The torus of `points:torus`: core circle radius (in the xy-plane) and tube radius.
 pub const TORUS: (f64, f64) = (0.7, 0.3);
+/// The crossbar of `points:letter`'s A: from (−0.3, 0) to (0.3, 0).
+pub const CROSSBAR: [(f64, f64); 2] = [(-0.3, 0.0), (0.3, 0.0)];
+
+/// Which shape-specific measure to add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Torus,
+    Letter,
+    Other,
+}
+
+impl Shape {
+    pub fn of(name: &str) -> Shape {
+        match name {
+            "torus" => Shape::Torus,
+            "letter" => Shape::Letter,
+            _ => Shape::Other,
+        }
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -24,6 +44,10 @@ pub struct Report {
     /// reference points (uniform on the surface: all at the tube radius).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tube_quantiles: Option<[f64; 3]>,
+    /// Letter only: the share of generated points within [`MATCH_RADIUS`] of the crossbar, and of the reference
+    /// points (about 13% of the strokes' length, plus where the legs cross it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossbar_share: Option<[f64; 2]>,
 }
 
 /// Distances from each point of `a` to its nearest point of `b` (`dims` coordinates each).
@@ -52,13 +76,22 @@ fn from_core(p: &[f32]) -> f64 {
     ((x.hypot(y) - TORUS.0).powi(2) + z * z).sqrt()
 }
 
-/// Compares `generated` with `reference` points; `torus` adds the tube quantiles.
-pub fn compare(generated: &[f32], reference: &[f32], dims: usize, torus: bool) -> Result<Report> {
+/// Distance of a 2-D point from the letter's crossbar.
+fn from_bar(p: &[f32]) -> f64 {
+    let [(x0, y0), (x1, y1)] = CROSSBAR;
+    let (x, y) = (p[0] as f64, p[1] as f64);
+    let t = (((x - x0) * (x1 - x0) + (y - y0) * (y1 - y0)) / ((x1 - x0).powi(2) + (y1 - y0).powi(2))).clamp(0.0, 1.0);
+    (x - (x0 + t * (x1 - x0))).hypot(y - (y0 + t * (y1 - y0)))
+}
+
+/// Compares `generated` with `reference` points, adding `shape`'s own measure.
+pub fn compare(generated: &[f32], reference: &[f32], dims: usize, shape: Shape) -> Result<Report> {
     if dims == 0 || generated.is_empty() || reference.is_empty() || !generated.len().is_multiple_of(dims) {
         return Err(Error::Invalid("point clouds need points of the same dimension".into()));
     }
-    if torus && dims != 3 {
-        return Err(Error::Invalid("the torus is 3-D".into()));
+    let torus = shape == Shape::Torus;
+    if (torus && dims != 3) || (shape == Shape::Letter && dims != 2) {
+        return Err(Error::Invalid("the torus is 3-D and the letter 2-D".into()));
     }
     let to_ref = nearest(generated, reference, dims);
     let to_gen = nearest(reference, generated, dims);
@@ -75,6 +108,11 @@ pub fn compare(generated: &[f32], reference: &[f32], dims: usize, torus: bool) -
         coverage: share(&to_gen),
         fidelity: share(&to_ref),
         tube_quantiles,
+        crossbar_share: (shape == Shape::Letter).then(|| {
+            let on =
+                |v: &[f32]| v.chunks(2).filter(|p| from_bar(p) <= MATCH_RADIUS).count() as f64 / (v.len() / 2) as f64;
+            [on(generated), on(reference)]
+        }),
     })
 }
 
@@ -88,13 +126,13 @@ mod tests {
         let torus = points::load("torus", Split::Train).unwrap();
         let held = points::load("torus", Split::Test).unwrap();
         let a = &torus.images[..3 * 2000];
-        let same = compare(a, a, 3, true).unwrap();
+        let same = compare(a, a, 3, Shape::Torus).unwrap();
         assert_eq!((same.chamfer, same.coverage, same.fidelity), (0.0, 1.0, 1.0));
         // Points of the real torus are all at the tube radius from the core circle.
         let q = same.tube_quantiles.unwrap();
         assert!(q.iter().all(|d| (d - TORUS.1).abs() < 1e-6), "{q:?}");
         // Two independent draws of the shape: small distance, nearly full coverage.
-        let other = compare(a, &held.images[..3 * 2000], 3, true).unwrap();
+        let other = compare(a, &held.images[..3 * 2000], 3, Shape::Torus).unwrap();
         assert!(
             other.chamfer < 0.1 && other.coverage > 0.8 && other.fidelity > 0.8,
             "{other:?}"
@@ -112,8 +150,22 @@ mod tests {
                 [(x * rr) as f32, (y * rr) as f32, z as f32]
             })
             .collect();
-        let f = compare(&filled, &held.images, 3, true).unwrap();
+        let f = compare(&filled, &held.images, 3, Shape::Torus).unwrap();
         assert!(f.tube_quantiles.unwrap()[1] < 0.2 && f.fidelity < 0.5, "{f:?}");
-        assert!(compare(a, a, 2, true).is_err());
+        assert!(compare(a, a, 2, Shape::Torus).is_err());
+        // The letter's crossbar: its share of the real points, and none in a cloud of the legs alone.
+        let letter = points::load("letter", Split::Train).unwrap();
+        let r = compare(&letter.images, &letter.images, 2, Shape::Letter).unwrap();
+        let [_, real] = r.crossbar_share.unwrap();
+        assert!((0.12..0.2).contains(&real), "{real}");
+        let legs: Vec<f32> = letter
+            .images
+            .chunks(2)
+            .filter(|p| from_bar(p) > 0.1)
+            .flatten()
+            .copied()
+            .collect();
+        let no_bar = compare(&legs, &letter.images, 2, Shape::Letter).unwrap();
+        assert_eq!(no_bar.crossbar_share.unwrap()[0], 0.0);
     }
 }

@@ -91,9 +91,12 @@ fn eval_points(a: &EvalArgs) -> anyhow::Result<()> {
         Ok(v)
     };
     let held = first(Split::Test)?;
-    let torus = matches!(data, diffuse::data::DataSpec::Points(s) if s == "torus");
-    let r = diffuse::points_eval::compare(&drawn.images, &held, d, torus)?;
-    let floor = diffuse::points_eval::compare(&first(Split::Train)?, &held, d, torus)?;
+    let shape = match data {
+        diffuse::data::DataSpec::Points(s) => diffuse::points_eval::Shape::of(s),
+        _ => diffuse::points_eval::Shape::Other,
+    };
+    let r = diffuse::points_eval::compare(&drawn.images, &held, d, shape)?;
+    let floor = diffuse::points_eval::compare(&first(Split::Train)?, &held, d, shape)?;
     if a.json {
         println!("{}", serde_json::json!({ "model": r, "real": floor }));
         return Ok(());
@@ -114,6 +117,14 @@ fn eval_points(a: &EvalArgs) -> anyhow::Result<()> {
         floor.coverage * 100.0,
         floor.fidelity * 100.0
     );
+    if let (Some([model, _]), Some([_, real])) = (r.crossbar_share, floor.crossbar_share) {
+        println!(
+            "on the crossbar (within {}): {:.1}% of the points, {:.1}% of the real ones",
+            diffuse::points_eval::MATCH_RADIUS,
+            model * 100.0,
+            real * 100.0
+        );
+    }
     if let Some([q10, q50, q90]) = r.tube_quantiles {
         println!(
             "distance from the torus's core circle: 10% {q10:.3}, median {q50:.3}, 90% {q90:.3} (the surface: {})",
