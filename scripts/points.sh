@@ -12,6 +12,7 @@ configs=(
   "torus default:--lr 1e-3"
   "torus flow:--lr 1e-3 --objective flow"
   "torus 4x-steps:--lr 1e-3 --steps 12000"
+  "torus 8x-steps:--lr 1e-3 --steps 24000"
   "torus wide-flow-2x:--lr 1e-3 --objective flow --hidden 512 --steps 6000"
   "letter default:--lr 1e-3"
   "letter flow-4x:--lr 1e-3 --objective flow --steps 12000"
