@@ -67,6 +67,7 @@ pub mod generate;
 pub mod imageio;
 pub mod kernels;
 pub mod likelihood;
+pub mod mesh;
 mod names;
 pub mod nn;
 pub mod npz;

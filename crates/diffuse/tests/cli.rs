@@ -1817,6 +1817,24 @@ fn point_clouds_are_written_as_csv_and_ply() {
     };
     assert_eq!(rows(body, ' '), rows(&csv, ','));
     // eval scores them against the held-out draw of the shape, beside the floor of real points.
+    // A mesh of the cloud: PLY with quad faces.
+    let mesh = dir.join("mesh.ply");
+    let o = diffuse(&[
+        "sample",
+        "--run",
+        s(&run),
+        "--n",
+        "500",
+        "--steps",
+        "5",
+        "--out-dir",
+        s(&dir.join("m")),
+        "--mesh",
+        s(&mesh),
+    ]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Euler characteristic"));
+    let ply = std::fs::read_to_string(&mesh).unwrap();
+    assert!(ply.contains("element face ") && ply.contains("property list uchar int vertex_indices"));
     let said = ok(&["eval", "--run", s(&run), "--n", "50", "--steps", "5"]);
     assert!(
         said.contains("50 points with") && said.contains("Chamfer") && said.contains("as many training points"),

@@ -29,6 +29,13 @@ pub struct SampleArgs {
     /// Also write a denoising strip: x̂₀ of the first 8 images at 10 points of the trajectory, then the result.
     #[arg(long)]
     strip: Option<PathBuf>,
+    /// 3-D point runs: also write a mesh of the cloud (PLY with quad faces): the surface where the points'
+    /// density crosses the level all but 0.1% of them exceed, by surface nets on a 48³ grid.
+    #[arg(long, value_name = "PLY")]
+    mesh: Option<PathBuf>,
+    /// Width of the density kernels of --mesh: wider closes more (0.25 fills the torus's hole).
+    #[arg(long, default_value_t = diffuse::mesh::BANDWIDTH, requires = "mesh")]
+    mesh_bandwidth: f64,
     /// Start from this noise (a safetensors file with one f32 tensor [n, c, h, w]) instead of the seed's.
     #[arg(long)]
     init_noise: Option<PathBuf>,
@@ -176,6 +183,21 @@ pub fn sample(a: SampleArgs) -> anyhow::Result<()> {
         if let Some(grid) = &a.grid {
             imageio::write_rgb(grid, diffuse::plot::point_cloud(images, c))?;
             eprintln!("grid: {}", grid.display());
+        }
+        if let Some(path) = &a.mesh {
+            use diffuse::mesh;
+            if c != 3 {
+                bail!("--mesh needs a 3-D point run; this one has {c} coordinates");
+            }
+            let m = mesh::from_points(images, mesh::GRID, a.mesh_bandwidth, mesh::INSIDE)?;
+            diffuse::atomic::write(path, m.to_ply().as_bytes())?;
+            eprintln!(
+                "mesh: {} ({} vertices, {} quads, Euler characteristic {})",
+                path.display(),
+                m.vertices.len(),
+                m.quads.len(),
+                m.euler_characteristic()
+            );
         }
     } else {
         for i in 0..n {
