@@ -1842,3 +1842,47 @@ fn point_clouds_are_written_as_csv_and_ply() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--of-class` keeps the held-out inputs of one class; SDEdit reports how far the edits moved from them.
+#[test]
+fn edits_take_the_inputs_of_one_class() {
+    let run = tiny_run();
+    let d = tmp("of-class");
+    let said = ok(&[
+        "edit",
+        "sdedit",
+        "--run",
+        s(run),
+        "--data",
+        "digits",
+        "--of-class",
+        "3",
+        "--strength",
+        "0.3",
+        "--steps",
+        "5",
+        "--out-dir",
+        s(&d),
+    ]);
+    // The 297 held-out digits hold 30 threes, written under their class's folder.
+    assert!(
+        said.starts_with("30 images edited") && said.contains("PSNR against the inputs"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_dir(d.join("3")).unwrap().count(), 30);
+    fails(
+        &[
+            "edit",
+            "sdedit",
+            "--run",
+            s(run),
+            "--data",
+            "digits",
+            "--of-class",
+            "eleven",
+            "--out-dir",
+            s(&tmp("oc2")),
+        ],
+        "unknown class 'eleven'",
+    );
+}

@@ -50,6 +50,9 @@ pub struct Inputs {
     /// Or a data set's held-out split (e.g. digits).
     #[arg(long)]
     data: Option<String>,
+    /// Only the --data inputs of this class (by index or name), e.g. the 3s to turn into 8s.
+    #[arg(long, value_name = "CLASS", requires = "data")]
+    of_class: Option<String>,
     /// At most this many inputs.
     #[arg(long)]
     limit: Option<usize>,
@@ -189,7 +192,20 @@ fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
             }
         }
         (None, Some(spec)) => {
-            let d = Dataset::load(spec, Split::Test)?;
+            let mut d = Dataset::load(spec, Split::Test)?;
+            if let Some(class) = &inp.of_class {
+                let (Some(labels), names) = (&d.labels, &d.class_names) else {
+                    bail!("--of-class needs labelled data; {} has none", d.name);
+                };
+                let k = class
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&k| k < names.len())
+                    .or_else(|| names.iter().position(|n| n == class))
+                    .ok_or_else(|| anyhow::anyhow!("unknown class '{class}' of {} ({})", d.name, names.join(", ")))?;
+                let keep: Vec<usize> = (0..d.len()).filter(|&i| labels[i] as usize == k).collect();
+                d = d.subset(&keep);
+            }
             if (d.channels, d.height, d.width) != (c, h, w) {
                 bail!(
                     "{} images are {}×{}×{}, the run's {c}×{h}×{w}",
@@ -421,11 +437,19 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
     write_grid(&a.common.grid, &b.images, &out, n, shape)?;
     let l0 = plan.start_level();
+    // How far the edits moved from their inputs (pixels mapped to [0, 1], as every PSNR here).
+    let mse = out
+        .iter()
+        .zip(&b.images)
+        .map(|(x, y)| ((x - y) as f64 / 2.0).powi(2))
+        .sum::<f64>()
+        / out.len().max(1) as f64;
     println!(
-        "{n} images edited at strength {} (noise level σ/α = {:.3}) with {} in {secs:.2} s; written to {}",
+        "{n} images edited at strength {} (noise level σ/α = {:.3}) with {} in {secs:.2} s; PSNR against the inputs {:.2} dB; written to {}",
         a.strength,
         l0.sigma / l0.alpha,
         plan.describe(),
+        diffuse_math::metrics::psnr(mse),
         a.common.out_dir.display()
     );
     Ok(())
@@ -501,6 +525,7 @@ fn interpolate(a: InterpolateArgs) -> anyhow::Result<()> {
                 let inputs = Inputs {
                     input: Some(p.clone()),
                     data: None,
+                    of_class: None,
                     limit: Some(1),
                 };
                 images.extend(read_inputs(&inputs, shape)?.images);
