@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Attribute editing, measured: held-out digits of one class edited into another with a class-conditional run
-# (SDEdit under the target class), swept over strength and guidance; the classifier's accuracy on the target
-# class, and the PSNR of the edits against their inputs (how much of the input is kept).
+# Attribute editing, measured: held-out digits of one class edited into another with a class-conditional run,
+# by SDEdit under the target class (swept over strength and guidance) and by DDIM inversion under the source class
+# then drawing under the target; the classifier's accuracy on the target class, and the PSNR of the edits against
+# their inputs (how much of the input is kept).
 #   scripts/attribute_edit.sh [RUN] [CLASSIFIER] [FROM] [TO]
 # Defaults: runs/augment/digits-cond (scripts/augment.sh trains it), runs/quality/classifier
 # (`diffuse classifier train --data digits --out runs/quality/classifier`), 3, 8.
@@ -25,4 +26,16 @@ for w in 1 3; do
     acc=$("$bin" classifier score --classifier "$clf" --images "$dir" --class "$to" | sed -n 's/.*accuracy \([0-9.]*\)%.*/\1/p')
     echo "| $w | $s | $acc% | $psnr dB |"
   done
+done
+echo
+echo "| guidance | DDIM-50 inversion under $from, drawn as $to: target-class accuracy | PSNR against the input |"
+echo "|---|---|---|"
+for w in 1 3; do
+  dir="$out/$from-to-$to-w$w-inversion"
+  rm -rf "$dir"
+  said=$("$bin" edit invert --run "$run" --data digits --of-class "$from" --class "$from" --to-class "$to" \
+    --guidance "$w" --sampler ddim --steps 50 --out-dir "$dir" --grid "$dir.png" 2>/dev/null)
+  psnr=$(echo "$said" | sed -n 's/.*PSNR against the inputs \([0-9.]*\) dB.*/\1/p')
+  acc=$("$bin" classifier score --classifier "$clf" --images "$dir" --class "$to" | sed -n 's/.*accuracy \([0-9.]*\)%.*/\1/p')
+  echo "| $w | $acc% | $psnr dB |"
 done

@@ -1885,4 +1885,21 @@ fn edits_take_the_inputs_of_one_class() {
         ],
         "unknown class 'eleven'",
     );
+    fails(
+        &[
+            "edit",
+            "invert",
+            "--run",
+            s(run),
+            "--data",
+            "digits",
+            "--limit",
+            "2",
+            "--to-class",
+            "8",
+            "--out-dir",
+            s(&tmp("oc3")),
+        ],
+        "--to-class needs a class-conditional run",
+    );
 }

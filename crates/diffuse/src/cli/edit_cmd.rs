@@ -131,6 +131,10 @@ pub struct InvertArgs {
     /// Also save the noises (one f32 tensor [n, c, h, w], usable as `sample --init-noise`).
     #[arg(long)]
     noise_out: Option<PathBuf>,
+    /// Class-to-class editing: draw the inverted noises under this class (by index or name) instead of the one
+    /// they were inverted under (--class, or `label`).
+    #[arg(long, value_name = "CLASS")]
+    to_class: Option<String>,
 }
 
 #[derive(Args)]
@@ -464,7 +468,25 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let cond = conditioning(&l, &a.common, n, b.labels.as_deref())?;
     let started = begin(&a.common)?;
     let noise = l.invert(&b.images, n, &cond)?;
-    let recon = l.from_noise(&noise, n, &cond, false)?;
+    let target = match &a.to_class {
+        None => cond,
+        Some(spec) => {
+            let names = &l.run.config.class_names;
+            let Some(k) = l.run.net.num_classes() else {
+                bail!("--to-class needs a class-conditional run");
+            };
+            let class = spec
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < k)
+                .or_else(|| names.iter().position(|name| name == spec))
+                .ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (this model has {})", names.join(", ")))?;
+            Cond {
+                classes: Some(vec![class as u32; n]),
+            }
+        }
+    };
+    let recon = l.from_noise(&noise, n, &target, false)?;
     let secs = started.elapsed().as_secs_f64();
     write_all(&a.common.out_dir, &b.names, &recon, shape)?;
     write_grid(&a.common.grid, &b.images, &recon, n, shape)?;
@@ -487,8 +509,17 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
         .map(|(x, y)| ((x - y) as f64 / 2.0).powi(2))
         .sum::<f64>()
         / b.images.len() as f64;
+    let done = match &a.to_class {
+        Some(c) => format!("inverted and drawn as class {c}"),
+        None => "inverted and reconstructed".into(),
+    };
+    let what = if a.to_class.is_some() {
+        "PSNR against the inputs"
+    } else {
+        "reconstruction PSNR"
+    };
     println!(
-        "{n} images inverted and reconstructed with {} in {secs:.2} s: reconstruction PSNR {:.2} dB (MSE {:.6}, pixels in [0, 1]); written to {}",
+        "{n} images {done} with {} in {secs:.2} s: {what} {:.2} dB (MSE {:.6}, pixels in [0, 1]); written to {}",
         l.plan.describe(),
         diffuse_math::metrics::psnr(mse),
         mse,
