@@ -6,6 +6,23 @@ use std::io::Write;
 use std::path::Path;
 
 /// Reads a JSON file (a run's, classifier's or VAE's metadata), naming the file in errors.
+/// Refuses an output folder that already holds files (or is a file), before any work: outputs of two commands
+/// mixed in one folder cannot be told apart afterwards, and nothing there is overwritten.
+pub fn require_empty_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Config(format!("{} exists and is not a folder", dir.display())));
+    }
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(Error::Config(format!(
+            "{} already holds files; give a new or empty folder (nothing was written)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))

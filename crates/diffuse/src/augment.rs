@@ -70,6 +70,12 @@ pub fn draw_labelled(
 
 /// The training set of `mix`: `real`, with or replaced by samples of `run` of its image shape and classes.
 pub fn training_set(real: &Dataset, run: Option<&LoadedRun>, mix: &Mix) -> Result<Dataset> {
+    if !(mix.ratio.is_finite() && (0.0..=100.0).contains(&mix.ratio)) {
+        return Err(Error::Invalid(format!(
+            "the synthetic ratio must be between 0 and 100, got {}",
+            mix.ratio
+        )));
+    }
     let Some(run) = run.filter(|_| mix.ratio > 0.0) else {
         if mix.synthetic_only {
             return Err(Error::Invalid(
@@ -78,12 +84,6 @@ pub fn training_set(real: &Dataset, run: Option<&LoadedRun>, mix: &Mix) -> Resul
         }
         return Ok(real.clone());
     };
-    if !(mix.ratio.is_finite() && mix.ratio <= 100.0) {
-        return Err(Error::Invalid(format!(
-            "the synthetic ratio must be between 0 and 100, got {}",
-            mix.ratio
-        )));
-    }
     let shape = |d: [usize; 3]| format!("{}×{}×{}", d[0], d[1], d[2]);
     let run_shape = run.config.output_shape();
     if run_shape != [real.channels, real.height, real.width] || run.config.class_names != real.class_names {
@@ -130,5 +130,8 @@ mod tests {
                 .to_string()
                 .contains("needs a run")
         );
+        let negative = Mix { ratio: -1.0, ..only };
+        let e = training_set(&real, None, &negative).unwrap_err().to_string();
+        assert!(e.contains("between 0 and 100"), "{e}");
     }
 }

@@ -433,6 +433,17 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
         .collect()
 }
 
+/// Mean squared difference of `got` from `want`, pixels mapped from [−1, 1] to [0, 1] (the scale of every PSNR
+/// here).
+pub fn mse(want: &[f32], got: &[f32]) -> f64 {
+    let se: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(a, b)| ((*a as f64 - *b as f64) / 2.0).powi(2))
+        .sum();
+    se / want.len().max(1) as f64
+}
+
 /// Peak signal-to-noise ratio (dB, pixels mapped to [0, 1]) of `got` against `want` over the pixels the mask
 /// regenerates, pooled over all images.
 pub fn masked_psnr(mask: &Mask, want: &[f32], got: &[f32]) -> f64 {

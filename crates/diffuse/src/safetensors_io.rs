@@ -154,33 +154,59 @@ pub struct Contents {
     pub metadata: HashMap<String, String>,
 }
 
-/// Writes groups of tensors as `group/path`, blobs as u8 tensors, and metadata; atomically.
-pub fn write(path: &Path, contents: &Contents) -> Result<()> {
-    let mut bytes: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
-    let mut ids = BTreeMap::new();
-    for (group, tensors) in &contents.groups {
-        for (name, t) in tensors {
-            let key = format!("{group}/{name}");
-            ids.insert(key.clone(), t.id);
-            let raw: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            bytes.push((key, t.shape.clone(), Dtype::F32, raw));
-        }
-    }
-    for (name, blob) in &contents.blobs {
-        bytes.push((name.clone(), vec![blob.len()], Dtype::U8, blob.clone()));
-    }
-    let views: Vec<(String, TensorView)> = bytes
+/// The bytes of one tensor to write: name, shape, dtype, little-endian data.
+type Raw = (String, Vec<usize>, Dtype, Vec<u8>);
+
+fn f32_raw(name: String, t: &NamedTensor) -> Raw {
+    (
+        name,
+        t.shape.clone(),
+        Dtype::F32,
+        t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// Serialises `tensors` with `metadata` to `path`, atomically.
+fn write_raw(path: &Path, tensors: &[Raw], metadata: HashMap<String, String>) -> Result<()> {
+    let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(k, shape, dtype, raw)| Ok((k.clone(), TensorView::new(*dtype, shape.clone(), raw)?)))
         .collect::<std::result::Result<_, safetensors::SafeTensorError>>()
         .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let out = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    crate::atomic::write(path, &out)
+}
+
+/// Writes groups of tensors as `group/path`, blobs as u8 tensors, and metadata; atomically.
+pub fn write(path: &Path, contents: &Contents) -> Result<()> {
+    let mut tensors: Vec<Raw> = Vec::new();
+    let mut ids = BTreeMap::new();
+    for (group, named) in &contents.groups {
+        for (name, t) in named {
+            let key = format!("{group}/{name}");
+            ids.insert(key.clone(), t.id);
+            tensors.push(f32_raw(key, t));
+        }
+    }
+    for (name, blob) in &contents.blobs {
+        tensors.push((name.clone(), vec![blob.len()], Dtype::U8, blob.clone()));
+    }
     let mut metadata = contents.metadata.clone();
     metadata.insert(
         "diffuse.param_ids".into(),
         serde_json::to_string(&ids).expect("ids serialise"),
     );
-    let out = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    crate::atomic::write(path, &out)
+    write_raw(path, &tensors, metadata)
+}
+
+/// Writes f32 tensors under their own names (no groups, no parameter ids), as other tools' files are; atomically.
+pub fn write_plain(
+    path: &Path,
+    tensors: &BTreeMap<String, NamedTensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let raw: Vec<Raw> = tensors.iter().map(|(k, t)| f32_raw(k.clone(), t)).collect();
+    write_raw(path, &raw, metadata)
 }
 
 /// Reads a file written by [`write`] (or any safetensors file of f32, f16 or bf16 tensors, held as f32: names

@@ -1621,7 +1621,10 @@ fn a_diffusers_pipeline_is_imported_sampled_and_exported() {
         said.contains("177553 parameters") && said.contains("flow objective") && said.contains("10 classes"),
         "{said}"
     );
-    fails(&["import", "--diffusers", s(&fixture), "--out", s(&run)], "not empty");
+    fails(
+        &["import", "--diffusers", s(&fixture), "--out", s(&run)],
+        "already holds files",
+    );
     // The folder came from diffuse, so it keeps its null class: guidance works.
     let out = dir.join("guided");
     let sample = |out: &Path, extra: &[&str]| {
@@ -1652,7 +1655,10 @@ fn a_diffusers_pipeline_is_imported_sampled_and_exported() {
     ] {
         assert!(again.join(f).exists(), "{f}");
     }
-    fails(&["export", "--diffusers", s(&run), "--out", s(&again)], "not empty");
+    fails(
+        &["export", "--diffusers", s(&run), "--out", s(&again)],
+        "already holds files",
+    );
     // Without diffuse's own file it is a plain diffusers model of 11 classes, none of them null.
     let plain = dir.join("plain");
     for f in [

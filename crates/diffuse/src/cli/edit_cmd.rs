@@ -198,15 +198,10 @@ fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
         (None, Some(spec)) => {
             let mut d = Dataset::load(spec, Split::Test)?;
             if let Some(class) = &inp.of_class {
-                let (Some(labels), names) = (&d.labels, &d.class_names) else {
+                let Some(labels) = &d.labels else {
                     bail!("--of-class needs labelled data; {} has none", d.name);
                 };
-                let k = class
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&k| k < names.len())
-                    .or_else(|| names.iter().position(|n| n == class))
-                    .ok_or_else(|| anyhow::anyhow!("unknown class '{class}' of {} ({})", d.name, names.join(", ")))?;
+                let k = super::class_index(class, &d.class_names)?;
                 let keep: Vec<usize> = (0..d.len()).filter(|&i| labels[i] as usize == k).collect();
                 d = d.subset(&keep);
             }
@@ -441,13 +436,8 @@ fn sdedit(a: SdeditArgs) -> anyhow::Result<()> {
     write_all(&a.common.out_dir, &b.names, &out, shape)?;
     write_grid(&a.common.grid, &b.images, &out, n, shape)?;
     let l0 = plan.start_level();
-    // How far the edits moved from their inputs (pixels mapped to [0, 1], as every PSNR here).
-    let mse = out
-        .iter()
-        .zip(&b.images)
-        .map(|(x, y)| ((x - y) as f64 / 2.0).powi(2))
-        .sum::<f64>()
-        / out.len().max(1) as f64;
+    // How far the edits moved from their inputs.
+    let mse = diffuse::edit::mse(&b.images, &out);
     println!(
         "{n} images edited at strength {} (noise level σ/α = {:.3}) with {} in {secs:.2} s; PSNR against the inputs {:.2} dB; written to {}",
         a.strength,
@@ -471,16 +461,10 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
     let target = match &a.to_class {
         None => cond,
         Some(spec) => {
-            let names = &l.run.config.class_names;
-            let Some(k) = l.run.net.num_classes() else {
+            if l.run.net.num_classes().is_none() {
                 bail!("--to-class needs a class-conditional run");
-            };
-            let class = spec
-                .parse::<usize>()
-                .ok()
-                .filter(|&c| c < k)
-                .or_else(|| names.iter().position(|name| name == spec))
-                .ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (this model has {})", names.join(", ")))?;
+            }
+            let class = super::class_index(spec, &l.run.config.class_names)?;
             Cond {
                 classes: Some(vec![class as u32; n]),
             }
@@ -502,13 +486,7 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
         );
         safetensors_io::write(path, &contents)?;
     }
-    let mse = b
-        .images
-        .iter()
-        .zip(&recon)
-        .map(|(x, y)| ((x - y) as f64 / 2.0).powi(2))
-        .sum::<f64>()
-        / b.images.len() as f64;
+    let mse = diffuse::edit::mse(&b.images, &recon);
     let done = match &a.to_class {
         Some(c) => format!("inverted and drawn as class {c}"),
         None => "inverted and reconstructed".into(),

@@ -44,10 +44,11 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    if a.draw.load()?.config.is_points() {
-        return eval_points(&a);
+    let loaded = a.draw.load()?;
+    if loaded.config.is_points() {
+        return eval_points(&a, &loaded);
     }
-    let r = measure(&a, a.json)?;
+    let r = measure(&a, &loaded, a.json)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -77,11 +78,10 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
 
 /// A point-cloud run: its samples against the held-out draw of its shape (Chamfer distance, coverage,
 /// fidelity; for the torus, distances from the core circle).
-fn eval_points(a: &EvalArgs) -> anyhow::Result<()> {
-    let loaded = a.draw.load()?;
+fn eval_points(a: &EvalArgs, loaded: &diffuse::run::LoadedRun) -> anyhow::Result<()> {
     let cfg = &loaded.config;
     let data = a.data.as_ref().unwrap_or(&cfg.data);
-    let drawn = draw_samples(&loaded, &a.draw, a.n)?;
+    let drawn = draw_samples(loaded, &a.draw, a.n)?;
     // As many held-out points as were drawn: coverage and Chamfer distance depend on the counts. The same count of
     // training points against them is the floor a perfect model would reach.
     let d = cfg.channels;
@@ -135,8 +135,7 @@ fn eval_points(a: &EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Samples as `a` says and measures; `quiet`: no progress output.
-fn measure(a: &EvalArgs, quiet: bool) -> anyhow::Result<evaluate::Report> {
-    let loaded = a.draw.load()?;
+fn measure(a: &EvalArgs, loaded: &diffuse::run::LoadedRun, quiet: bool) -> anyhow::Result<evaluate::Report> {
     let run_dir = a.draw.run_dir();
     let cfg = &loaded.config;
     let mut data = a.data.as_ref().unwrap_or(&cfg.data).load(Split::Test)?;
@@ -148,7 +147,7 @@ fn measure(a: &EvalArgs, quiet: bool) -> anyhow::Result<evaluate::Report> {
     }
     let ex = Extractor::load(&fid::locate_weights(a.inception.as_deref())?)?;
     let classifier = a.classifier.as_deref().map(Classifier::load).transpose()?;
-    let drawn = draw_samples(&loaded, &a.draw, a.n)?;
+    let drawn = draw_samples(loaded, &a.draw, a.n)?;
     Ok(evaluate::evaluate(
         run_dir,
         &drawn,

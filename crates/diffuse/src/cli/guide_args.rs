@@ -103,16 +103,7 @@ impl GuideArgs {
         if spec == "all" {
             return Ok((Some(diffuse::generate::every_class(k, n)), k));
         }
-        let class = match spec.parse::<usize>() {
-            Ok(i) if i < k => i,
-            _ => names.iter().position(|n| n == spec).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown class '{spec}': this model has classes 0..{} ({})",
-                    k - 1,
-                    names.join(", ")
-                )
-            })?,
-        };
+        let class = super::class_index(spec, &names[..k.min(names.len())])?;
         Ok((Some(vec![class as u32; n]), 1))
     }
 }

@@ -106,18 +106,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Refuses an output folder that already holds files, before any work: images of two draws mixed in one folder
 /// cannot be told apart afterwards.
 pub fn fresh_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        anyhow::bail!("--out-dir {} exists and is not a folder", dir.display());
-    }
-    if let Ok(mut entries) = std::fs::read_dir(dir)
-        && entries.next().is_some()
-    {
-        anyhow::bail!(
-            "{} already holds files; give a new or empty --out-dir (nothing was written)",
-            dir.display()
-        );
-    }
-    Ok(())
+    Ok(diffuse::atomic::require_empty_dir(dir)?)
+}
+
+/// The index of the class `spec` names, by index or by name, among `names`.
+pub fn class_index(spec: &str, names: &[String]) -> anyhow::Result<usize> {
+    spec.parse::<usize>()
+        .ok()
+        .filter(|&i| i < names.len())
+        .or_else(|| names.iter().position(|n| n == spec))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown class '{spec}' (classes 0..{}: {})",
+                names.len().saturating_sub(1),
+                names.join(", ")
+            )
+        })
 }
 
 /// A value parser for a library type named by `names` (listed in --help), read with its `FromStr`: the CLI's

@@ -503,13 +503,7 @@ pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
                 _ => bail!("give --images DIR or --data SPEC"),
             };
             if let Some(spec) = &a.class {
-                let names = &clf.meta.class_names;
-                let k = spec
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&i| i < names.len())
-                    .or_else(|| names.iter().position(|n| n == spec));
-                let k = k.ok_or_else(|| anyhow::anyhow!("unknown class '{spec}' (classes: {})", names.join(", ")))?;
+                let k = super::class_index(spec, &clf.meta.class_names)?;
                 images.labels = Some(vec![k as u32; images.len()]);
             }
             let reference = a

@@ -273,25 +273,8 @@ fn available_memory() -> Option<u64> {
 
 /// Writes tensors under their own names (no groups), as diffusers' safetensors files are; atomically.
 pub fn write_weights(path: &Path, tensors: &BTreeMap<String, NamedTensor>) -> Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, t)| {
-            (
-                k.clone(),
-                t.shape.clone(),
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, TensorView)> = raw
-        .iter()
-        .map(|(k, shape, bytes)| Ok((k.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
-        .collect::<std::result::Result<_, safetensors::SafeTensorError>>()
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    crate::atomic::write(path, &bytes)
+    safetensors_io::write_plain(path, tensors, meta)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::scheduler::{self, SchedulerConfig};
 use super::unet::{self as names, UNet2DModelConfig};
 use super::{CONFIG, WEIGHTS};
 use crate::data::DataSpec;
-use crate::nn::{Net, NetConfig, UNetConfig};
+use crate::nn::{Net, NetConfig};
 use crate::run::{self, RunConfig, TrainConfig, Weights};
 use crate::safetensors_io::{self, Contents};
 use crate::sample::{Method, Spec, Walked};
@@ -211,12 +211,7 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
 
 /// Refuses to write into `out` where something is already there, so that nothing is overwritten.
 fn fresh_dir(out: &Path) -> Result<()> {
-    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_some() {
-        return Err(Error::Config(format!(
-            "{} exists and is not empty; give a new directory",
-            out.display()
-        )));
-    }
+    crate::atomic::require_empty_dir(out)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
 }
 
@@ -270,10 +265,4 @@ fn write_json(path: PathBuf, value: &impl serde::Serialize) -> Result<()> {
     std::fs::create_dir_all(path.parent().expect("a file in a folder")).map_err(|e| Error::io(&path, e))?;
     let text = serde_json::to_string_pretty(value).expect("configs serialise") + "\n";
     crate::atomic::write(&path, text.as_bytes())
-}
-
-/// The parameters of the project's UNet for a diffusers config at `height`×`width`, without weights.
-pub fn params_of(config: &UNet2DModelConfig, height: usize, width: usize, device: &Device) -> Result<usize> {
-    let cfg: UNetConfig = config.unet_config(height, width)?;
-    Ok(cfg.init(device)?.num_params())
 }

@@ -712,7 +712,8 @@ pub struct Sampled {
 pub struct Ctx<'a> {
     den: &'a dyn Denoiser,
     streams: &'a mut [ChaCha8Rng],
-    /// Noise to hand out instead of the streams' (in order), to replay another implementation's draws.
+    /// Noise to hand out instead of the streams' (in order), to replay another implementation's draws (tests).
+    #[cfg(test)]
     replay: Option<std::collections::VecDeque<Tensor<4>>>,
     keep: &'a [usize],
     kept: Vec<Tensor<4>>,
@@ -727,6 +728,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             den,
             streams,
+            #[cfg(test)]
             replay: None,
             keep: &[],
             kept: Vec::new(),
@@ -749,6 +751,7 @@ impl<'a> Ctx<'a> {
 
     /// Fresh standard normal noise shaped like `x`, each image from its own stream (or the next replayed draw).
     pub fn noise(&mut self, like: &Tensor<4>) -> Tensor<4> {
+        #[cfg(test)]
         if let Some(replay) = self.replay.as_mut() {
             let z = replay
                 .pop_front()
@@ -799,6 +802,7 @@ pub fn run(
     let ctx = Ctx {
         den,
         streams,
+        #[cfg(test)]
         replay: None,
         keep: keep_x0,
         kept: Vec::new(),
