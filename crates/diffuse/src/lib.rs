@@ -75,6 +75,7 @@ pub mod objective;
 pub mod plot;
 pub mod points_eval;
 pub mod progress;
+pub mod restore;
 pub mod rng;
 pub mod run;
 pub mod safetensors_io;

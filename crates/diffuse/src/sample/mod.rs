@@ -744,6 +744,12 @@ impl<'a> Ctx<'a> {
         self
     }
 
+    /// The same context, calling `f` with each finished step.
+    pub fn with_on_step(mut self, f: &'a mut dyn FnMut(usize)) -> Ctx<'a> {
+        self.on_step = Some(f);
+        self
+    }
+
     pub fn denoise(&mut self, x: Tensor<4>, level: Level) -> Denoised {
         self.nfe += 1;
         self.den.denoise(x, level, &self.cond)
