@@ -1,4 +1,4 @@
-//! `diffuse edit inpaint|outpaint|sdedit|invert|interpolate`: editing images with a trained run (pixel or
+//! `diffuse edit inpaint|outpaint|sdedit|invert|interpolate|restore`: editing images with a trained run (pixel or
 //! latent). Inputs are a PNG, a folder of PNGs (each result keeps its file name), or a data set's held-out
 //! split (`--data`; results in class sub-folders, so that `classifier score --images` knows their labels).
 
@@ -26,24 +26,27 @@ pub enum EditCommand {
     Invert(InvertArgs),
     /// A strip of samples along a spherical interpolation between two noises (seeds or inverted images).
     Interpolate(InterpolateArgs),
+    /// Inverse problems with the run as prior: super-resolution, deblurring, denoising, colourisation, MRI
+    /// from undersampled k-space (DDRM or ΠGDM), beside the naive inverse.
+    Restore(super::restore_cmd::RestoreArgs),
 }
 
 #[derive(Args)]
-pub struct Common {
+pub(super) struct Common {
     /// The run (pixel or latent), its sampler and seed; for conditional runs --class K|name (or `label`: each
     /// --data input's own label) and guidance.
     #[command(flatten)]
-    draw: DrawArgs,
+    pub draw: DrawArgs,
     /// Where results go.
     #[arg(long)]
-    out_dir: PathBuf,
+    pub out_dir: PathBuf,
     /// Also a grid: inputs (masked where a mask applies) in the first row, results in the second.
     #[arg(long)]
-    grid: Option<PathBuf>,
+    pub grid: Option<PathBuf>,
 }
 
 #[derive(Args)]
-pub struct Inputs {
+pub(super) struct Inputs {
     /// A PNG or a folder of PNGs.
     #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
@@ -156,13 +159,13 @@ pub struct InterpolateArgs {
 }
 
 /// Input images with their output names.
-struct Batch {
-    images: Vec<f32>,
-    names: Vec<String>,
-    labels: Option<Vec<u32>>,
+pub(super) struct Batch {
+    pub images: Vec<f32>,
+    pub names: Vec<String>,
+    pub labels: Option<Vec<u32>>,
 }
 
-fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
+pub(super) fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
     let [c, h, w] = shape;
     let mut b = match (&inp.input, &inp.data) {
         (Some(path), None) => {
@@ -239,7 +242,7 @@ fn read_inputs(inp: &Inputs, shape: [usize; 3]) -> anyhow::Result<Batch> {
     Ok(b)
 }
 
-fn write_all(dir: &Path, names: &[String], images: &[f32], shape: [usize; 3]) -> anyhow::Result<()> {
+pub(super) fn write_all(dir: &Path, names: &[String], images: &[f32], shape: [usize; 3]) -> anyhow::Result<()> {
     let [c, h, w] = shape;
     let per = c * h * w;
     for (i, name) in names.iter().enumerate() {
@@ -264,7 +267,7 @@ fn write_grid(path: &Option<PathBuf>, top: &[f32], bottom: &[f32], n: usize, sha
     Ok(())
 }
 
-fn load(c: &Common) -> anyhow::Result<Editor> {
+pub(super) fn load(c: &Common) -> anyhow::Result<Editor> {
     let d = &c.draw;
     let batch_size = d.batch_size.unwrap_or(64);
     if batch_size == 0 {
@@ -285,7 +288,7 @@ fn load(c: &Common) -> anyhow::Result<Editor> {
 }
 
 /// Checks the output folder once the inputs are read, before the work; the work's start time.
-fn begin(c: &Common) -> anyhow::Result<Instant> {
+pub(super) fn begin(c: &Common) -> anyhow::Result<Instant> {
     super::fresh_out_dir(&c.out_dir)?;
     Ok(Instant::now())
 }
@@ -332,6 +335,7 @@ pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
         EditCommand::Sdedit(a) => &a.common,
         EditCommand::Invert(a) => &a.common,
         EditCommand::Interpolate(a) => &a.common,
+        EditCommand::Restore(a) => a.common(),
     };
     with_precision(common.draw.precision.resolve(), || match cmd {
         EditCommand::Inpaint(a) => inpaint(a),
@@ -339,6 +343,7 @@ pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
         EditCommand::Sdedit(a) => sdedit(a),
         EditCommand::Invert(a) => invert(a),
         EditCommand::Interpolate(a) => interpolate(a),
+        EditCommand::Restore(a) => super::restore_cmd::restore(a),
     })
 }
 

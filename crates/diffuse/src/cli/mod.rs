@@ -14,6 +14,7 @@ mod likelihood_cmd;
 mod lpips_cmd;
 mod plot_cmd;
 mod precision_args;
+mod restore_cmd;
 mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;
@@ -56,7 +57,7 @@ enum Command {
     /// Train or apply the small classifier that measures sample quality.
     #[command(subcommand)]
     Classifier(train_cmd::ClassifierCommand),
-    /// Edit images with a trained run: inpaint, outpaint, sdedit, invert, interpolate.
+    /// Edit images with a trained run: inpaint, outpaint, sdedit, invert, interpolate, restore.
     #[command(subcommand)]
     Edit(edit_cmd::EditCommand),
     /// Train or apply the autoencoder of latent diffusion.

@@ -25,6 +25,17 @@ use crate::edit::Editor;
 use crate::sample::{self, Ctx};
 use crate::{Error, Result};
 
+/// Which way to restore, as the command line names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Solver {
+    Ddrm,
+    Pigdm,
+    /// The task's naive inverse only.
+    Naive,
+}
+
+crate::names::named!(Solver, "restoration method", { Ddrm => "ddrm", Pigdm => "pigdm", Naive => "naive" });
+
 /// How the posterior is sampled.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
