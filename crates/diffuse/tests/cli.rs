@@ -1126,6 +1126,81 @@ fn edits_keep_known_pixels_invert_interpolate_and_reject_bad_input() {
 }
 
 #[test]
+fn restoration_writes_its_folders_and_scores_and_rejects_bad_tasks() {
+    let run = tiny_run();
+    let d = tmp("restore");
+    let r = s(run);
+    let base = [
+        "edit", "restore", "--run", r, "--data", "digits", "--limit", "4", "--steps", "5",
+    ];
+    for (method, task) in [("ddrm", "sr:2"), ("pigdm", "mri:radial:4"), ("naive", "blur:1")] {
+        let out = d.join(method);
+        let said = ok(&[&base[..], &["--method", method, "--task", task, "--out-dir", s(&out)]].concat());
+        assert!(
+            said.starts_with(&format!("4 images restored ({task}, σ_y = 0.05)")),
+            "{said}"
+        );
+        let count = |sub: &str| {
+            walk(&out.join(sub))
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "png"))
+                .count()
+        };
+        for sub in ["original", "measured", "naive", "restored"] {
+            assert_eq!(count(sub), 4, "{method}: {sub}");
+        }
+        let scores: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+        let psnr = scores["restored"]["psnr"].as_f64().unwrap();
+        assert!(psnr.is_finite() && psnr > 5.0, "{method}: PSNR {psnr}");
+        if method == "naive" {
+            assert_eq!(
+                scores["restored"],
+                serde_json::json!({"psnr": scores["naive"]["psnr"], "ssim": scores["naive"]["ssim"]})
+            );
+        }
+    }
+    // The same seed measures and restores the same images.
+    let again = d.join("again");
+    ok(&[&base[..], &["--task", "sr:2", "--out-dir", s(&again)]].concat());
+    for f in walk(&again.join("restored")) {
+        let name = f.strip_prefix(again.join("restored")).unwrap();
+        assert_eq!(
+            pixels(&f),
+            pixels(&d.join("ddrm").join("restored").join(name)),
+            "{}",
+            name.display()
+        );
+    }
+    for (extra, needle) in [
+        (&["--task", "sr:3"][..], "3 divides"),
+        (&["--task", "deblur"][..], "expected denoise"),
+        (&["--task", "colourise"][..], "colour (3-channel)"),
+        (&["--task", "sr:2", "--ddrm-eta", "2"][..], "[0, 1]"),
+        (&["--task", "sr:2", "--noise=-1"][..], "noise"),
+    ] {
+        let out = d.join("bad");
+        fails(&[&base[..], extra, &["--out-dir", s(&out)]].concat(), needle);
+    }
+    fails(
+        &[&base[..], &["--task", "sr:2", "--out-dir", s(&again)]].concat(),
+        "already holds files",
+    );
+    assert!(!d.join("bad").exists(), "nothing written for bad input");
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out.sort();
+    out
+}
+
+#[test]
 fn the_cli_defaults_are_the_library_defaults() {
     let data = diffuse::data::Dataset::load("digits", diffuse::data::Split::Train).unwrap();
     // What one step of `train` with `extra` writes must be `lib` with that step.

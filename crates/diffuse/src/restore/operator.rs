@@ -120,7 +120,7 @@ impl AxisSvd {
 /// The image basis of the spectral coefficients.
 enum Basis {
     /// A = A_c ⊗ A_h ⊗ A_w.
-    Kron([AxisSvd; 3]),
+    Kron(Box<[AxisSvd; 3]>),
     /// A = M H, H the orthonormal 2-D Hartley transform of each channel.
     Hartley {
         mask: Vec<f64>,
@@ -151,35 +151,39 @@ impl Degradation {
             )));
         }
         let basis = match &task {
-            Task::Denoise => Basis::Kron([AxisSvd::identity(c), AxisSvd::identity(h), AxisSvd::identity(w)]),
+            Task::Denoise => Basis::Kron(Box::new([
+                AxisSvd::identity(c),
+                AxisSvd::identity(h),
+                AxisSvd::identity(w),
+            ])),
             Task::SuperRes(k) => {
                 if !h.is_multiple_of(*k) || !w.is_multiple_of(*k) {
                     return Err(Error::Invalid(format!(
                         "sr:{k} needs a size that {k} divides; the images are {w}×{h}"
                     )));
                 }
-                Basis::Kron([
+                Basis::Kron(Box::new([
                     AxisSvd::identity(c),
                     AxisSvd::of(block_mean(h, *k)),
                     AxisSvd::of(block_mean(w, *k)),
-                ])
+                ]))
             }
-            Task::Blur(s) => Basis::Kron([
+            Task::Blur(s) => Basis::Kron(Box::new([
                 AxisSvd::identity(c),
                 AxisSvd::of(gaussian(h, *s)),
                 AxisSvd::of(gaussian(w, *s)),
-            ]),
+            ])),
             Task::Colourise => {
                 if c != 3 {
                     return Err(Error::Invalid(format!(
                         "colourisation needs colour (3-channel) images; these have {c}"
                     )));
                 }
-                Basis::Kron([
+                Basis::Kron(Box::new([
                     AxisSvd::of(DMatrix::from_element(1, 3, 1.0 / 3.0)),
                     AxisSvd::identity(h),
                     AxisSvd::identity(w),
-                ])
+                ]))
             }
             Task::Mri { pattern, accel } => {
                 let (cos, sin) = (mri::dft(h, f64::cos), mri::dft(h, f64::sin));
