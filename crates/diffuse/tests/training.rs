@@ -361,9 +361,9 @@ fn mlp_learns_points_on_a_circle() {
     cfg.data = DataSpec::Points("circle".into());
     (cfg.channels, cfg.height, cfg.width) = (2, 1, 1);
     cfg.net = NetConfig::Mlp(diffuse::nn::MlpConfig {
-        dim: 2,
         hidden: 128,
         layers: 3,
+        ..diffuse::nn::MlpConfig::for_points(2)
     });
     cfg.train.batch_size = 128;
     cfg.train.lr = 1e-3;

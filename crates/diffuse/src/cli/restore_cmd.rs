@@ -4,7 +4,7 @@
 use super::edit_cmd::{Common, Inputs, begin, load, read_inputs, write_all};
 use anyhow::bail;
 use clap::Args;
-use diffuse::restore::{self, Ddrm, Degradation, Method, Solver, Task};
+use diffuse::restore::{self, Ddrm, Degradation, Posterior, Solver, Task};
 use std::time::Instant;
 
 #[derive(Args)]
@@ -33,18 +33,18 @@ pub struct RestoreArgs {
     /// ddrm, pigdm, or naive (the task's naive inverse only).
     #[arg(long, default_value = "ddrm", value_parser = super::one_of::<Solver>(Solver::NAMES))]
     method: Solver,
-    /// DDRM's η (noise of the unmeasured and noisily measured coefficients).
-    #[arg(long, default_value_t = 0.85)]
-    ddrm_eta: f64,
-    /// DDRM's η_b (weight of the measurement where it is cleaner than the level).
-    #[arg(long, default_value_t = 1.0)]
-    ddrm_eta_b: f64,
-    /// ΠGDM's data standard deviation in r_t² = σ_d²σ²/(σ_d² + σ²) (the paper's 1).
-    #[arg(long, default_value_t = 1.0)]
-    data_std: f64,
-    /// Seed of the random k-space mask.
-    #[arg(long, default_value_t = 0)]
-    mask_seed: u64,
+    /// DDRM's η, noise of the unmeasured and noisily measured coefficients [default: 0.85, the paper's].
+    #[arg(long)]
+    ddrm_eta: Option<f64>,
+    /// DDRM's η_b, weight of the measurement where it is cleaner than the level [default: 1].
+    #[arg(long)]
+    ddrm_eta_b: Option<f64>,
+    /// ΠGDM's data standard deviation σ_d in r_t² = σ_d²σ²/(σ_d² + σ²) [default: 1, the paper's].
+    #[arg(long)]
+    data_std: Option<f64>,
+    /// Seed of the random k-space mask (mri:random).
+    #[arg(long)]
+    mask_seed: Option<u64>,
 }
 
 impl RestoreArgs {
@@ -54,36 +54,57 @@ impl RestoreArgs {
 }
 
 pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
-    let mut l = load(&a.common)?;
+    let l = load(&a.common)?;
     let (shape, _) = l.shapes();
     let task = Task::parse(&a.task)?;
-    let op = Degradation::new(task, shape, a.noise, a.mask_seed)?;
-    for (name, v) in [("--ddrm-eta", a.ddrm_eta), ("--ddrm-eta-b", a.ddrm_eta_b)] {
+    // Flags of another method or task are refused by name rather than ignored.
+    let misplaced = |flag: &str, given: bool, applies: bool| -> anyhow::Result<()> {
+        if given && !applies {
+            bail!("{flag} does not apply to --method {} --task {}", a.method, a.task);
+        }
+        Ok(())
+    };
+    misplaced("--ddrm-eta", a.ddrm_eta.is_some(), a.method == Solver::Ddrm)?;
+    misplaced("--ddrm-eta-b", a.ddrm_eta_b.is_some(), a.method == Solver::Ddrm)?;
+    misplaced("--data-std", a.data_std.is_some(), a.method == Solver::Pigdm)?;
+    let random_mask = matches!(
+        task,
+        Task::Mri {
+            pattern: diffuse::restore::mri::Pattern::Random,
+            ..
+        }
+    );
+    misplaced("--mask-seed", a.mask_seed.is_some(), random_mask)?;
+    let op = Degradation::new(task, shape, a.noise, a.mask_seed.unwrap_or(0))?;
+    let defaults = Ddrm::default();
+    let (eta, eta_b) = (
+        a.ddrm_eta.unwrap_or(defaults.eta),
+        a.ddrm_eta_b.unwrap_or(defaults.eta_b),
+    );
+    for (name, v) in [("--ddrm-eta", eta), ("--ddrm-eta-b", eta_b)] {
         if !(0.0..=1.0).contains(&v) {
             bail!("{name} must lie in [0, 1], got {v}");
         }
     }
-    if !(a.data_std > 0.0 && a.data_std.is_finite()) {
-        bail!("--data-std must be positive, got {}", a.data_std);
+    let data_std = a.data_std.unwrap_or(1.0);
+    if !(data_std > 0.0 && data_std.is_finite()) {
+        bail!("--data-std must be positive, got {data_std}");
     }
     let method = match a.method {
-        Solver::Ddrm => Some(Method::Ddrm(Ddrm {
-            eta: a.ddrm_eta,
-            eta_b: a.ddrm_eta_b,
-        })),
-        Solver::Pigdm => Some(Method::Pigdm { data_std: a.data_std }),
+        Solver::Ddrm => Some(Posterior::Ddrm(Ddrm { eta, eta_b })),
+        Solver::Pigdm => Some(Posterior::Pigdm { data_std }),
         Solver::Naive => None,
     };
     let b = read_inputs(&a.inputs, shape)?;
     let n = b.names.len();
+    if n == 0 {
+        bail!("no inputs to restore");
+    }
     let started: Instant = begin(&a.common)?;
     let y = op.measure(&b.images, n, l.seed);
     let naive = op.naive(&y, n);
     let restored = match method {
-        Some(m) => {
-            l.progress = true;
-            restore::restore(&l, &op, &y, n, m)?
-        }
+        Some(m) => restore::restore(&l, &op, &y, n, m)?,
         None => naive.clone(),
     };
     let secs = started.elapsed().as_secs_f64();
@@ -110,12 +131,13 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     let (psnr, ssim) = restore::scores(&b.images, &restored, shape);
     let (naive_psnr, naive_ssim) = restore::scores(&b.images, &naive, shape);
     let how = match method {
-        Some(m) => format!("{} on {}", m.name(), l.plan.describe()),
+        Some(m) => m.describe(&l.plan),
         None => format!("naive: {}", op.task.naive_name()),
     };
     let scores = serde_json::json!({
         "task": op.task.name(),
         "noise": a.noise,
+        "acceleration": op.acceleration(),
         "method": how,
         "images": n,
         "seconds": secs,
@@ -126,8 +148,12 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         &out.join("scores.json"),
         serde_json::to_string_pretty(&scores)?.as_bytes(),
     )?;
+    let accel = op
+        .acceleration()
+        .map(|a| format!(", {a:.2}× undersampled"))
+        .unwrap_or_default();
     println!(
-        "{n} images restored ({}, σ_y = {}) with {how} in {secs:.1} s: PSNR {psnr:.2} dB, SSIM {ssim:.3}; {} {naive_psnr:.2} dB, SSIM {naive_ssim:.3}; written to {}",
+        "{n} images restored ({}{accel}, σ_y = {}) with {how} in {secs:.1} s: PSNR {psnr:.2} dB, SSIM {ssim:.3}; {} {naive_psnr:.2} dB, SSIM {naive_ssim:.3}; written to {}",
         op.task.name(),
         a.noise,
         op.task.naive_name(),

@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// Hidden layers of the MLP (point data).
     #[arg(long)]
     layers: Option<usize>,
+    /// Octaves K of Fourier features of the points' coordinates (sin, cos of 2^k·π·x, k < K), for thin
+    /// structures; 0 (the default) feeds the coordinates alone.
+    #[arg(long)]
+    fourier: Option<usize>,
     /// Dropout inside ResBlocks.
     #[arg(long)]
     dropout: Option<f64>,
@@ -168,6 +172,7 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
         NetConfig::Mlp(mlp) => {
             mlp.hidden = a.hidden.unwrap_or(mlp.hidden);
             mlp.layers = a.layers.unwrap_or(mlp.layers);
+            mlp.fourier = a.fourier.unwrap_or(mlp.fourier);
         }
     }
     if a.conditional {

@@ -11,7 +11,7 @@
 //! and starts from x̄ = α ȳ + √(σ² − α² σ_e²) z where the measurement is cleaner than the start, σ z
 //! elsewhere. It walks any grid of any process and asks the one denoiser interface only for (x̂₀, ε̂).
 //! DDRM is a variational approximation of the posterior: exact for noiseless measurements with an exact
-//! denoiser, not in general (the tests check where it is, and ΠGDM where DDRM is not).
+//! denoiser and η = 0, not in general (the tests check where it is, and ΠGDM where DDRM is not).
 
 use super::operator::Degradation;
 use crate::sample::Ctx;
@@ -32,8 +32,8 @@ impl Default for Ddrm {
 }
 
 /// Samples the batch whose measurements have spectral coefficients `uty` (Uᵀy per image, [`Degradation::ut`])
-/// down `knots`; the images are shaped like `like`.
-pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm, like: &Tensor<4>) -> Tensor<4> {
+/// down `knots`, from the standard normal `z` (the start's noise, shaped like the images).
+pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm, z: Tensor<4>) -> Tensor<4> {
     let per = op.shape.iter().product::<usize>();
     let s = op.singular();
     // σ_e and ȳ of every coefficient of the batch (σ_e infinite where the measurement sees nothing).
@@ -47,6 +47,7 @@ pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm
         .map(|(j, &u)| if s[j % per] > 0.0 { u / s[j % per] } else { 0.0 })
         .collect();
     let values = |t: Tensor<4>| -> Vec<f64> { crate::sample::to_vec(t).into_iter().map(|v| v as f64).collect() };
+    let like = &z;
     let spectral_noise = |ctx: &mut Ctx| op.vt(&values(ctx.noise(like)));
     let tensor = |v: Vec<f64>| {
         let v: Vec<f32> = op.v(&v).into_iter().map(|x| x as f32).collect();
@@ -56,7 +57,7 @@ pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm
     let cleaner = |j: usize, a: f64, sg: f64| sigma_e[j % per].is_finite() && sg >= a * sigma_e[j % per];
 
     let l0 = knots[0].level;
-    let z = spectral_noise(ctx);
+    let z = op.vt(&values(z.clone()));
     let start: Vec<f64> = (0..z.len())
         .map(|j| {
             if cleaner(j, l0.alpha, l0.sigma) {

@@ -36,9 +36,9 @@ pub enum Solver {
 
 crate::names::named!(Solver, "restoration method", { Ddrm => "ddrm", Pigdm => "pigdm", Naive => "naive" });
 
-/// How the posterior is sampled.
+/// How the posterior is sampled, with the sampler's parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Method {
+pub enum Posterior {
     Ddrm(Ddrm),
     /// ΠGDM with r_t² for data of this standard deviation.
     Pigdm {
@@ -46,11 +46,12 @@ pub enum Method {
     },
 }
 
-impl Method {
-    pub fn name(&self) -> String {
+impl Posterior {
+    /// The sampler with its parameters and the walk it takes of `plan`.
+    pub fn describe(&self, plan: &sample::Plan) -> String {
         match self {
-            Method::Ddrm(p) => format!("DDRM (η = {}, η_b = {})", p.eta, p.eta_b),
-            Method::Pigdm { data_std } => format!("ΠGDM (σ_d = {data_std})"),
+            Posterior::Ddrm(p) => format!("DDRM (η = {}, η_b = {}) over {}", p.eta, p.eta_b, plan.describe_walk()),
+            Posterior::Pigdm { data_std } => format!("ΠGDM (σ_d = {data_std}) with {}", plan.describe()),
         }
     }
 }
@@ -58,7 +59,7 @@ impl Method {
 /// Restores `n` images from their measurements `y` (each of [`Degradation::measured_shape`]) with the
 /// editor's run, unconditionally. DDRM walks the editor's plan's levels; ΠGDM runs the plan's sampler.
 /// Image i draws its noise from stream i of the editor's seed, whatever batch it is in.
-pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Method) -> Result<Vec<f32>> {
+pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Posterior) -> Result<Vec<f32>> {
     let run = &ed.run;
     if run.latent.is_some() {
         return Err(Error::Invalid(
@@ -77,6 +78,11 @@ pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Metho
             "restoration uses the model unconditionally; this conditional run has no null class".into(),
         ));
     }
+    if matches!(method, Posterior::Ddrm(_)) && ed.plan.reported_steps().is_none() {
+        return Err(Error::Invalid(
+            "DDRM walks a fixed grid of steps; an adaptive solver has none (give another --sampler)".into(),
+        ));
+    }
     let m_per = op.measured_shape().iter().product::<usize>();
     if y.len() != n * m_per {
         return Err(Error::Invalid(format!(
@@ -93,17 +99,17 @@ pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Metho
     };
     let bar = ed.plan.progress(n, ed.batch_size, ed.progress);
     let mut out = Vec::with_capacity(n * per);
-    for first in (0..n).step_by(ed.batch_size.max(1)) {
-        let m = ed.batch_size.max(1).min(n - first);
+    for first in (0..n).step_by(ed.batch_size) {
+        let m = ed.batch_size.min(n - first);
         let uty = op.ut(&y[first * m_per..(first + m) * m_per]);
-        let (x, mut streams) = sample::start(ed.seed, first, m, shape, ed.plan.prior_std(), &device);
+        let (z, mut streams) = sample::start(ed.seed, first, m, shape, 1.0, &device);
         let mut tick = |_: usize| bar.inc(1);
         let restored = match method {
-            Method::Ddrm(p) => {
+            Posterior::Ddrm(p) => {
                 let mut ctx = Ctx::new(&plain, &mut streams).with_on_step(&mut tick);
-                ddrm::run(&mut ctx, op, &uty, ed.plan.knots(), p, &x)
+                ddrm::run(&mut ctx, op, &uty, ed.plan.knots(), p, z)
             }
-            Method::Pigdm { data_std } => {
+            Posterior::Pigdm { data_std } => {
                 let den = pigdm::Pigdm {
                     inner: &unclipped as &dyn Denoiser,
                     op,
@@ -111,13 +117,14 @@ pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Metho
                     data_std,
                     clip: run.config.clip_range(),
                 };
+                let x = z.mul_scalar(ed.plan.prior_std());
                 sample::run(&den, &ed.plan, x, &mut streams, Cond::default(), &[], &mut tick).x
             }
         };
         out.extend(sample::to_vec(restored));
     }
     bar.finish_and_clear();
-    Ok(out.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+    Ok(operator::clamp(out))
 }
 
 /// Mean per-image PSNR (dB) and SSIM of `got` against `want` (n images of `shape`, pixels in [−1, 1], both
@@ -126,6 +133,7 @@ pub fn scores(want: &[f32], got: &[f32], shape: [usize; 3]) -> (f64, f64) {
     let [c, h, w] = shape;
     let per = c * h * w;
     let n = want.len() / per;
+    assert!(n > 0 && want.len() == got.len(), "scores of equal, non-empty sets");
     let unit = |v: &[f32]| -> Vec<f64> { v.iter().map(|&p| (p as f64 + 1.0) / 2.0).collect() };
     let (mut psnr, mut ssim) = (0.0, 0.0);
     for (a, b) in want.chunks(per).zip(got.chunks(per)) {

@@ -83,11 +83,13 @@ impl Task {
 }
 
 /// One axis's factor A (m × n) with its SVD: V (n × n, columns the right singular vectors, by decreasing
-/// singular value), U's first r columns (m × r, r the rank), the singular values padded with zeros to n.
+/// singular value) and Vᵀ, the transpose of U's first r columns (r × m, r the rank), the singular values
+/// padded with zeros to n.
 struct AxisSvd {
     a: DMatrix<f64>,
-    u: DMatrix<f64>,
+    ut: DMatrix<f64>,
     v: DMatrix<f64>,
+    vt: DMatrix<f64>,
     s: Vec<f64>,
 }
 
@@ -108,8 +110,9 @@ impl AxisSvd {
         let top = s[0];
         let rank = s.iter().filter(|&&x| x > RANK_TOL * top).count().min(a.nrows());
         s.iter_mut().skip(rank).for_each(|x| *x = 0.0);
-        let u = DMatrix::from_fn(a.nrows(), rank, |r, c| (a.row(r) * v.column(c))[(0, 0)] / s[c]);
-        AxisSvd { a, u, v, s }
+        let ut = DMatrix::from_fn(rank, a.nrows(), |c, r| (a.row(r) * v.column(c))[(0, 0)] / s[c]);
+        let vt = v.transpose();
+        AxisSvd { a, ut, v, vt, s }
     }
 
     fn identity(n: usize) -> AxisSvd {
@@ -218,6 +221,15 @@ impl Degradation {
         })
     }
 
+    /// How many times fewer values MRI measures than the image has (the mask's actual acceleration); None for
+    /// the other tasks.
+    pub fn acceleration(&self) -> Option<f64> {
+        match &self.basis {
+            Basis::Hartley { mask, .. } => Some(mask.len() as f64 / mask.iter().sum::<f64>()),
+            Basis::Kron(_) => None,
+        }
+    }
+
     /// The singular value of every spectral coefficient.
     pub fn singular(&self) -> &[f64] {
         &self.singular
@@ -239,11 +251,7 @@ impl Degradation {
     /// x̄ = Vᵀx of each of the images (n × c·h·w).
     pub fn vt(&self, x: &[f64]) -> Vec<f64> {
         self.each(x, self.per(), |img| match &self.basis {
-            Basis::Kron(axes) => kron(
-                img,
-                self.shape,
-                [&axes[0].v.transpose(), &axes[1].v.transpose(), &axes[2].v.transpose()],
-            ),
+            Basis::Kron(axes) => kron(img, self.shape, [&axes[0].vt, &axes[1].vt, &axes[2].vt]),
             Basis::Hartley { .. } => self.hartley(img),
         })
     }
@@ -294,12 +302,8 @@ impl Degradation {
         let m = self.measured_shape().iter().product::<usize>();
         self.each(&y, m, |img| match &self.basis {
             Basis::Kron(axes) => {
-                let small = kron(
-                    img,
-                    self.measured_shape(),
-                    [&axes[0].u.transpose(), &axes[1].u.transpose(), &axes[2].u.transpose()],
-                );
-                let r = [axes[0].u.ncols(), axes[1].u.ncols(), axes[2].u.ncols()];
+                let small = kron(img, self.measured_shape(), [&axes[0].ut, &axes[1].ut, &axes[2].ut]);
+                let r = [axes[0].ut.nrows(), axes[1].ut.nrows(), axes[2].ut.nrows()];
                 let [_, h, w] = self.shape;
                 let mut out = vec![0.0; self.per()];
                 for (k, v) in small.iter().enumerate() {
@@ -334,7 +338,8 @@ impl Degradation {
     }
 
     /// The naive inverse of the measurements, clamped to [−1, 1]: the noisy image (denoising), bicubic
-    /// upsampling, Wiener deconvolution in the blur's SVD basis with the noise-to-signal ratio σ_y²/var(y), the
+    /// upsampling, Wiener deconvolution in the blur's SVD basis with the noise-to-signal ratio
+    /// σ_y²/(var(y) − σ_y²) (σ_y² at least 10⁻⁴, so that a noiseless blur stays regularised), the
     /// grey image in every channel (colourisation), the zero-filled inverse transform (MRI).
     pub fn naive(&self, y: &[f32], n: usize) -> Vec<f32> {
         let m = self.measured_shape().iter().product::<usize>();
@@ -352,7 +357,8 @@ impl Degradation {
                 for (img, c) in y.chunks(m).zip(coef.chunks(self.per())).take(n) {
                     let mean = img.iter().map(|&v| v as f64).sum::<f64>() / m as f64;
                     let var = img.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / m as f64;
-                    let nsr = self.noise.powi(2).max(1e-4) / var.max(1e-6);
+                    let noise = self.noise.powi(2).max(1e-4);
+                    let nsr = noise / (var - self.noise.powi(2)).max(1e-6);
                     let base = self.vt(&vec![mean; self.per()]);
                     let bar: Vec<f64> = c
                         .iter()
@@ -401,7 +407,7 @@ impl Degradation {
 /// Stream of the measurement noise, apart from the samplers' streams of the same seed.
 const MEASURE_STREAM: u64 = 0x5e5e_0b5e_0000_0001;
 
-fn clamp(v: Vec<f32>) -> Vec<f32> {
+pub(super) fn clamp(v: Vec<f32>) -> Vec<f32> {
     v.into_iter().map(|p| p.clamp(-1.0, 1.0)).collect()
 }
 

@@ -86,7 +86,11 @@ impl Denoiser for Pigdm<'_> {
     fn denoise(&self, x: Tensor<4>, level: Level, cond: &Cond) -> Denoised {
         if level.alpha <= 0.0 {
             // Pure noise says nothing of x₀: the likelihood is flat.
-            return self.inner.denoise(x, level, cond);
+            let d = self.inner.denoise(x.clone(), level, cond);
+            return match self.clip {
+                Some(r) => d.clipped(x, level, r),
+                None => d,
+            };
         }
         let (x0, g) = vjp(self.inner, x.clone(), level, cond, |x0| {
             let v: Vec<f64> = crate::sample::to_vec(x0.clone())
@@ -96,11 +100,12 @@ impl Denoiser for Pigdm<'_> {
             let w: Vec<f32> = self.pulled(&v, self.r2(level)).into_iter().map(|v| v as f32).collect();
             Tensor::<4>::from_data(TensorData::new(w, x0.dims()), &x0.device())
         });
-        let mut x0 = x0 + g.mul_scalar(level.sigma.powi(2) / level.alpha);
-        if let Some(r) = self.clip {
-            x0 = x0.clamp(-r, r);
+        let x0 = x0 + g.mul_scalar(level.sigma.powi(2) / level.alpha);
+        let eps = (x.clone() - x0.clone().mul_scalar(level.alpha)).mul_scalar(1.0 / level.sigma);
+        let d = Denoised { x0, eps };
+        match self.clip {
+            Some(r) => d.clipped(x, level, r),
+            None => d,
         }
-        let eps = (x - x0.clone().mul_scalar(level.alpha)).mul_scalar(1.0 / level.sigma);
-        Denoised { x0, eps }
     }
 }

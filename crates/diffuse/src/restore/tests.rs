@@ -122,7 +122,7 @@ fn discrete(method: Sampler, steps: usize) -> Plan {
 #[test]
 fn pigdm_under_ddpm_draws_the_gaussian_posterior() {
     // One measurement, 128 posterior draws: every coefficient's z-score is N(0, 1), measured or not. The
-    // posteriors' standard deviations (0.18 and 0.13 on measured coefficients) stay above the last levels of
+    // posteriors' standard deviations (0.18 and 0.14 on measured coefficients) stay above the last levels of
     // DDPM's grid; a much sharper one would need a finer end of the grid than the linear schedule's.
     let den = prior();
     let plan = discrete(Sampler::Ddpm { large_variance: false }, 1000);
@@ -147,9 +147,10 @@ fn pigdm_under_ddpm_draws_the_gaussian_posterior() {
 
 #[test]
 fn ddrm_is_exact_for_noiseless_measurements() {
-    // σ_y = 0 and η = 0: measured coefficients are ȳ, the others follow the prior (DDIM on the null space), on a
-    // discrete schedule and the flow path. (η > 0 injects η σ' of fresh noise at every step whatever its size,
-    // a variational choice that the paper tunes for 20 steps; it does not converge to the prior's spread.)
+    // σ_y = 0: measured coefficients are ȳ whatever η. With η = 0 the others follow the prior (DDIM on the
+    // null space), on a discrete schedule and the flow path. η > 0 injects η σ' of fresh noise at every step
+    // whatever its size, a variational choice that the paper tunes for 20 steps: at 100 steps with its 0.85
+    // the unmeasured coefficients come out with too little spread.
     let den = prior();
     let b = 128;
     for process in [
@@ -160,40 +161,36 @@ fn ddrm_is_exact_for_noiseless_measurements() {
         for task in ["sr:2", "mri:radial:4"] {
             let op = Degradation::new(Task::parse(task).unwrap(), SHAPE, 0.0, 0).unwrap();
             let uty = op.ut(&op.measure(&draws(1, 4), 1, 5));
-            let (x, mut streams) = sample::start(6, 0, b, SHAPE, 1.0, &device());
-            let mut ctx = Ctx::new(&den, &mut streams);
-            let out = ddrm::run(
-                &mut ctx,
-                &op,
-                &uty.repeat(b),
-                plan.knots(),
-                Ddrm { eta: 0.0, eta_b: 1.0 },
-                &x,
-            );
-            assert_eq!(ctx.nfe, plan.knots().len() - 1, "one call per step");
-            let bar = op.vt(&f64s(out));
-            let s = op.singular();
-            let uty = &uty;
-            let worst = bar
-                .chunks(64)
-                .flat_map(|row| {
-                    (0..64)
-                        .filter(|&j| s[j] > 0.0)
-                        .map(move |j| (row[j] - uty[j] / s[j]).abs())
-                })
-                .fold(0.0, f64::max);
-            assert!(
-                worst < 1e-4,
-                "{task} on {}: measured coefficients off ȳ by {worst}",
-                process.name()
-            );
-            let mu = op.vt(&[MU; 64]);
-            let (mean, var) = z_moments(&op, &bar, &mu, &[S * S; 64], |s| s == 0.0);
-            assert!(
-                mean.abs() < 0.08 && (var - 1.0).abs() < 0.12,
-                "{task} on {}: unmeasured z-scores have mean {mean}, variance {var}",
-                process.name()
-            );
+            for eta in [0.0, 0.85] {
+                let (z, mut streams) = sample::start(6, 0, b, SHAPE, 1.0, &device());
+                let mut ctx = Ctx::new(&den, &mut streams);
+                let p = Ddrm { eta, eta_b: 1.0 };
+                let out = ddrm::run(&mut ctx, &op, &uty.repeat(b), plan.knots(), p, z);
+                assert_eq!(ctx.nfe, plan.knots().len() - 1, "one call per step");
+                let bar = op.vt(&f64s(out));
+                let (s, uty) = (op.singular(), &uty);
+                let worst = bar
+                    .chunks(64)
+                    .flat_map(|row| {
+                        (0..64)
+                            .filter(|&j| s[j] > 0.0)
+                            .map(move |j| (row[j] - uty[j] / s[j]).abs())
+                    })
+                    .fold(0.0, f64::max);
+                let at = format!("{task} on {}, η = {eta}", process.name());
+                assert!(worst < 1e-4, "{at}: measured coefficients off ȳ by {worst}");
+                let mu = op.vt(&[MU; 64]);
+                let (mean, var) = z_moments(&op, &bar, &mu, &[S * S; 64], |s| s == 0.0);
+                let spread_ok = if eta == 0.0 {
+                    (var - 1.0).abs() < 0.12
+                } else {
+                    var > 0.5 && var < 0.85
+                };
+                assert!(
+                    mean.abs() < 0.08 && spread_ok,
+                    "{at}: unmeasured z-scores have mean {mean}, variance {var}"
+                );
+            }
         }
     }
 }

@@ -595,6 +595,12 @@ impl Plan {
 
     /// A short description for summaries: sampler, grid or SDE, steps.
     pub fn describe(&self) -> String {
+        format!("{}, {}", self.method.name(), self.describe_walk())
+    }
+
+    /// The process, steps and grid without the sampler: what another update walking the same grid (DDRM's)
+    /// shares with it.
+    pub fn describe_walk(&self) -> String {
         let mut d = match (&self.process, self.method) {
             // Adaptive: the solver picks its own steps (the NFE says how many).
             (
@@ -602,10 +608,10 @@ impl Plan {
                 Method::Ode {
                     solver: OdeSolver::Rk45 { .. },
                 },
-            ) => format!("{}, {sde} SDE", self.method.name()),
-            (Process::Sde(sde), _) => format!("{}, {sde} SDE, {} steps", self.method.name(), self.steps),
-            (Process::Discrete(_), _) => format!("{}, {} steps", self.method.name(), self.steps),
-            (Process::Flow, _) => format!("{}, flow path, {} steps", self.method.name(), self.steps),
+            ) => format!("{sde} SDE"),
+            (Process::Sde(sde), _) => format!("{sde} SDE, {} steps", self.steps),
+            (Process::Discrete(_), _) => format!("{} steps", self.steps),
+            (Process::Flow, _) => format!("flow path, {} steps", self.steps),
         };
         match self.grid {
             Grid::Timesteps { spacing, offset } if offset > 0 => d += &format!(", {spacing} spacing + {offset}"),
