@@ -16,6 +16,12 @@ configs=(
   "torus wide-flow-2x:--lr 1e-3 --objective flow --hidden 512 --steps 6000"
   "letter default:--lr 1e-3"
   "letter flow-4x:--lr 1e-3 --objective flow --steps 12000"
+  "letter flow-6k:--lr 1e-3 --objective flow --steps 6000"
+  "letter flow-uniform-6k:--lr 1e-3 --objective flow --flow-times uniform --steps 6000"
+  "letter flow-fourier6-6k:--lr 1e-3 --objective flow --fourier 6 --steps 6000"
+  "letter flow-uniform-fourier6-6k:--lr 1e-3 --objective flow --flow-times uniform --fourier 6 --steps 6000"
+  "letter flow-uniform-fourier6-12k:--lr 1e-3 --objective flow --flow-times uniform --fourier 6 --steps 12000"
+  "letter default-fourier6:--lr 1e-3 --fourier 6"
 )
 for c in "${configs[@]}"; do
   name=${c%%:*}; flags=${c#*:}
