@@ -185,6 +185,9 @@ pub fn attach_latent(cfg: &mut RunConfig, space: &LatentSpace, vae_dir: &Path, o
     Ok(())
 }
 
+/// Octaves of Fourier features the point MLP gets by default.
+pub const POINT_FOURIER: usize = 6;
+
 impl RunConfig {
     /// What `diffuse train --data SPEC` trains without other flags: the network for the data's shape, the
     /// linear schedule over 1000 steps, ε prediction, AdamW at 3e-4 with 100 warm-up steps, EMA 0.995, and
@@ -250,10 +253,20 @@ impl RunConfig {
     /// What `diffuse train --data SPEC` trains without flags: [`RunConfig::for_data`], and for images flow
     /// matching (logit-normal times) at its learning rate, with Heun in flow time as the default sampler. The
     /// sweep that chose it is `scripts/sweep-digits.sh` (docs/guide/objectives.md). The network is
-    /// [`UNetConfig::recommended`] (small for greyscale images above 16×16). Points keep DDPM.
+    /// [`UNetConfig::recommended`] (small for greyscale images above 16×16). Points train by flow matching too,
+    /// with uniform times and Fourier features of the coordinates: at equal steps they learn the torus's hole and
+    /// the letter's crossbar where DDPM and logit-normal times did not (`scripts/points.sh`, docs/guide/points.md).
     pub fn recommended(spec: &DataSpec, data: &Dataset) -> RunConfig {
         let mut cfg = Self::for_data(spec, data);
         if cfg.is_points() {
+            if let NetConfig::Mlp(m) = &mut cfg.net {
+                m.fourier = POINT_FOURIER;
+            }
+            let flow = Objective::Flow {
+                times: crate::denoise::FlowTimes::Uniform,
+            };
+            let mut cfg = cfg.with_objective(flow);
+            cfg.train.lr = Self::default_lr(&flow);
             return cfg;
         }
         if let NetConfig::Unet(u) = &mut cfg.net {
@@ -564,10 +577,10 @@ mod tests {
     use super::*;
     use diffuse_math::Sde;
 
-    /// `diffuse train`'s defaults: flow matching with its learning rate and sampler for images, the classic DDPM
-    /// recipe for points; `for_data` stays DDPM for images too.
+    /// `diffuse train`'s defaults: flow matching with its learning rate and sampler for images, and with uniform
+    /// times and Fourier features for points; `for_data` stays DDPM.
     #[test]
-    fn recommended_defaults_are_flow_for_images_and_ddpm_for_points() {
+    fn recommended_defaults_are_flow_for_images_and_points() {
         let spec = DataSpec::Digits;
         let data = spec.load(crate::data::Split::Train).unwrap();
         let cfg = RunConfig::recommended(&spec, &data);
@@ -586,10 +599,12 @@ mod tests {
         );
         let points: DataSpec = "points:circle".parse().unwrap();
         let cloud = points.load(crate::data::Split::Train).unwrap();
-        assert_eq!(
-            RunConfig::recommended(&points, &cloud),
-            RunConfig::for_data(&points, &cloud)
-        );
+        let cfg = RunConfig::recommended(&points, &cloud);
+        cfg.validate().unwrap();
+        let times = crate::denoise::FlowTimes::Uniform;
+        assert_eq!((cfg.objective, cfg.train.lr), (Objective::Flow { times }, 1e-3));
+        assert!(matches!(&cfg.net, NetConfig::Mlp(m) if m.fourier == POINT_FOURIER));
+        assert_eq!(RunConfig::for_data(&points, &cloud).objective, Objective::Diffusion);
     }
 
     /// A config.json in the format every earlier diffuse wrote (names as strings, a relative data path): it
