@@ -2,14 +2,17 @@
 # Data augmentation, measured: the project's classifier trained on the real training split of a data set, on
 # real + k× class-conditional samples, and on samples alone, each over several seeds; the held-out accuracy on
 # real images, with its mean and a 95% confidence interval (Student's t over the seeds).
-#   scripts/augment.sh [RUN] [DATA] [SEEDS] [STEPS]
+#   scripts/augment.sh [RUN] [DATA] [SEEDS] [STEPS] [PER_CLASS]
 # RUN: a class-conditional run of DATA (default runs/augment/digits-cond, trained here by
-# `diffuse train --data digits --conditional` if missing); SEEDS default 5; STEPS: classifier steps (default 1500).
+# `diffuse train --data digits --conditional` if missing); SEEDS default 5; STEPS: classifier steps (default 1500);
+# PER_CLASS: train on the first K real images of each class only (e.g. 10 for MNIST-100; default: all).
 set -euo pipefail
 run=${1:-runs/augment/digits-cond}
 data=${2:-digits}
 seeds=${3:-5}
 steps=${4:-1500}
+subset=()
+if [ -n "${5:-}" ]; then subset=(--per-class "$5"); fi
 bin=${DIFFUSE_BIN:-target/release/diffuse}
 out=runs/augment/classifiers
 if [ ! -f "$run/checkpoint.safetensors" ]; then
@@ -27,7 +30,7 @@ for seed in $(seq 0 $((seeds - 1))); do
     esac
     dir="$out/$mix-$seed"
     rm -rf "$dir"
-    said=$("$bin" classifier train --data "$data" --steps "$steps" --seed "$seed" --out "$dir" "${extra[@]}")
+    said=$("$bin" classifier train --data "$data" --steps "$steps" --seed "$seed" --out "$dir" "${subset[@]}" "${extra[@]}")
     acc=$(echo "$said" | sed -n 's/.*held-out accuracy \([0-9.]*\)%.*/\1/p')
     echo "$mix,$seed,$acc" | tee -a "$results"
   done

@@ -22,6 +22,37 @@ pub struct Mix {
     pub batch_size: usize,
 }
 
+/// A small labelled set: the first `per_class` training images of every class, in the data's order (the
+/// low-data regime where augmentation matters, e.g. 10 of each MNIST digit for 100 images).
+pub fn per_class_subset(real: &Dataset, per_class: usize) -> Result<Dataset> {
+    let Some(labels) = &real.labels else {
+        return Err(Error::Invalid(format!(
+            "{} has no labels to take a per-class subset of",
+            real.name
+        )));
+    };
+    if per_class == 0 {
+        return Err(Error::Invalid(
+            "a per-class subset needs at least one image per class".into(),
+        ));
+    }
+    let mut taken = vec![0usize; real.num_classes()];
+    let keep: Vec<usize> = (0..real.len())
+        .filter(|&i| {
+            let c = labels[i] as usize;
+            taken[c] += 1;
+            taken[c] <= per_class
+        })
+        .collect();
+    if let Some(k) = taken.iter().position(|&n| n < per_class) {
+        return Err(Error::Invalid(format!(
+            "class '{}' of {} has {} training images, fewer than {per_class}",
+            real.class_names[k], real.name, taken[k]
+        )));
+    }
+    Ok(real.subset(&keep))
+}
+
 /// `per_class` labelled samples of every class of `run`, drawn with its default sampler.
 pub fn draw_labelled(
     run: &LoadedRun,
@@ -133,5 +164,26 @@ mod tests {
         let negative = Mix { ratio: -1.0, ..only };
         let e = training_set(&real, None, &negative).unwrap_err().to_string();
         assert!(e.contains("between 0 and 100"), "{e}");
+    }
+
+    #[test]
+    fn per_class_subsets_take_the_first_images_of_every_class() {
+        let real = crate::data::DataSpec::Digits.load(crate::data::Split::Train).unwrap();
+        let small = per_class_subset(&real, 3).unwrap();
+        let labels = small.labels.as_ref().unwrap();
+        assert_eq!(small.len(), 30);
+        for c in 0..10u32 {
+            assert_eq!(labels.iter().filter(|&&l| l == c).count(), 3, "class {c}");
+        }
+        // The first images of each class, in order: the subset's first image is the data's first.
+        assert_eq!(&small.images[..64], &real.images[..64]);
+        assert!(
+            per_class_subset(&real, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("at least one")
+        );
+        let e = per_class_subset(&real, 100_000).unwrap_err().to_string();
+        assert!(e.contains("fewer than 100000"), "{e}");
     }
 }

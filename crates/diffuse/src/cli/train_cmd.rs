@@ -406,6 +406,10 @@ pub struct ClassifierTrainArgs {
     /// Classifier-free guidance of the synthetic draws (1: plain conditional).
     #[arg(long, default_value_t = 1.0, requires = "synthetic")]
     guidance: f64,
+    /// Train on the first K training images of each class only (a small labelled set; --ratio counts per
+    /// image of it).
+    #[arg(long, value_name = "K")]
+    per_class: Option<usize>,
 }
 
 #[derive(Args)]
@@ -464,7 +468,10 @@ fn label_by_name(images: &mut Dataset, names: &[String]) -> anyhow::Result<()> {
 pub fn classifier(c: ClassifierCommand) -> anyhow::Result<()> {
     match c {
         ClassifierCommand::Train(a) => {
-            let real = Dataset::load(&a.data, Split::Train)?;
+            let mut real = Dataset::load(&a.data, Split::Train)?;
+            if let Some(k) = a.per_class {
+                real = diffuse::augment::per_class_subset(&real, k)?;
+            }
             let test = Dataset::load(&a.data, Split::Test)?;
             let run = match &a.synthetic {
                 Some(dir) => Some(diffuse::run::load(
