@@ -235,16 +235,20 @@ mod tests {
         }
     }
 
+    /// The distance of every vertex from the origin.
+    fn radii(mesh: &Mesh) -> Vec<f32> {
+        mesh.vertices
+            .iter()
+            .map(|v| v.iter().map(|c| c * c).sum::<f32>().sqrt())
+            .collect()
+    }
+
     #[test]
     fn surface_nets_give_closed_surfaces_of_the_right_topology() {
         // A ball of radius 1: one closed surface (χ = 2), its vertices on the sphere.
         let ball = surface_nets(&field(|x, y, z| 1.0 - (x * x + y * y + z * z).sqrt()), 0.0);
         assert_eq!(ball.euler_characteristic(), 2);
-        let r: Vec<f32> = ball
-            .vertices
-            .iter()
-            .map(|v| v.iter().map(|c| c * c).sum::<f32>().sqrt())
-            .collect();
+        let r = radii(&ball);
         assert!(
             r.iter().all(|r| (r - 1.0).abs() < 0.05),
             "radii {:?}",
@@ -284,11 +288,7 @@ mod tests {
         let sphere = points::load("sphere", Split::Train).unwrap();
         let mesh = from_points(&sphere.images, GRID, 0.25, 0.99).unwrap();
         assert_eq!(mesh.euler_characteristic(), 4);
-        let r: Vec<f32> = mesh
-            .vertices
-            .iter()
-            .map(|v| v.iter().map(|c| c * c).sum::<f32>().sqrt())
-            .collect();
+        let r = radii(&mesh);
         assert!(r.iter().all(|r| (r - 1.0).abs() < 0.5));
         let ply = mesh.to_ply();
         assert!(ply.contains(&format!("element face {}\n", mesh.quads.len())));

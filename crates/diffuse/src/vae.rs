@@ -57,7 +57,7 @@ impl Default for VaeTrainConfig {
     }
 }
 
-/// Reconstruction quality over held-out images (pixels in [0, 1]).
+/// Quality of images against their references (pixels measured in [0, 1]): VAE reconstructions, restorations.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     pub images: usize,
@@ -228,16 +228,21 @@ fn encode_means(vae: &Vae, data: &Dataset, scale: f32) -> Vec<f32> {
 
 /// PSNR, SSIM and MSE of reconstructions against originals, pixels mapped to [0, 1].
 pub fn quality(originals: &Dataset, recon: &[f32]) -> Quality {
-    let (c, h, w) = (originals.channels, originals.height, originals.width);
+    let shape = [originals.channels, originals.height, originals.width];
+    image_quality(&originals.images, recon, shape)
+}
+
+/// Mean per-image PSNR, SSIM (averaged over channels) and MSE of `got` against `want`, n images of `shape` in
+/// [−1, 1], measured on [0, 1].
+pub fn image_quality(want: &[f32], got: &[f32], shape: [usize; 3]) -> Quality {
+    let [c, h, w] = shape;
     let unit = |v: f32| (v as f64 + 1.0) / 2.0;
     let (mut mse, mut psnr_sum, mut ssim_sum) = (0.0, 0.0, 0.0);
-    let n = originals.len();
+    let n = want.len() / (c * h * w);
     for i in 0..n {
-        let a: Vec<f64> = originals.image(i).iter().map(|&v| unit(v)).collect();
-        let b: Vec<f64> = recon[i * c * h * w..(i + 1) * c * h * w]
-            .iter()
-            .map(|&v| unit(v))
-            .collect();
+        let img = i * c * h * w..(i + 1) * c * h * w;
+        let a: Vec<f64> = want[img.clone()].iter().map(|&v| unit(v)).collect();
+        let b: Vec<f64> = got[img].iter().map(|&v| unit(v)).collect();
         let m = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64;
         mse += m;
         psnr_sum += psnr(m);
@@ -246,9 +251,10 @@ pub fn quality(originals: &Dataset, recon: &[f32]) -> Quality {
             .sum::<f64>()
             / c as f64;
     }
+    let images = n;
     let n = n.max(1) as f64;
     Quality {
-        images: originals.len(),
+        images,
         psnr_db: psnr_sum / n,
         ssim: ssim_sum / n,
         mse: mse / n,

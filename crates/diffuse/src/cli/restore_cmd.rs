@@ -128,8 +128,11 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         diffuse::imageio::write_grid(path, &tiles, 4 * k, shape[0], shape[1], shape[2], k)?;
         eprintln!("grid (rows: original, measured, naive, restored): {}", path.display());
     }
-    let (psnr, ssim) = restore::scores(&b.images, &restored, shape);
-    let (naive_psnr, naive_ssim) = restore::scores(&b.images, &naive, shape);
+    let quality = |got: &[f32]| {
+        let q = diffuse::vae::image_quality(&b.images, got, shape);
+        (q.psnr_db, q.ssim)
+    };
+    let ((psnr, ssim), (naive_psnr, naive_ssim)) = (quality(&restored), quality(&naive));
     let how = match method {
         Some(m) => m.describe(&l.plan),
         None => format!("naive: {}", op.task.naive_name()),

@@ -32,8 +32,8 @@ impl Default for Ddrm {
 }
 
 /// Samples the batch whose measurements have spectral coefficients `uty` (Uᵀy per image, [`Degradation::ut`])
-/// down `knots`, from the standard normal `z` (the start's noise, shaped like the images).
-pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm, z: Tensor<4>) -> Tensor<4> {
+/// down `knots`, from the standard normal `noise` (the start's, shaped like the images).
+pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm, noise: Tensor<4>) -> Tensor<4> {
     let per = op.shape.iter().product::<usize>();
     let s = op.singular();
     // σ_e and ȳ of every coefficient of the batch (σ_e infinite where the measurement sees nothing).
@@ -47,7 +47,7 @@ pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm
         .map(|(j, &u)| if s[j % per] > 0.0 { u / s[j % per] } else { 0.0 })
         .collect();
     let values = |t: Tensor<4>| -> Vec<f64> { crate::sample::to_vec(t).into_iter().map(|v| v as f64).collect() };
-    let like = &z;
+    let like = &noise;
     let spectral_noise = |ctx: &mut Ctx| op.vt(&values(ctx.noise(like)));
     let tensor = |v: Vec<f64>| {
         let v: Vec<f32> = op.v(&v).into_iter().map(|x| x as f32).collect();
@@ -57,7 +57,7 @@ pub fn run(ctx: &mut Ctx, op: &Degradation, uty: &[f64], knots: &[Knot], p: Ddrm
     let cleaner = |j: usize, a: f64, sg: f64| sigma_e[j % per].is_finite() && sg >= a * sigma_e[j % per];
 
     let l0 = knots[0].level;
-    let z = op.vt(&values(z.clone()));
+    let z = op.vt(&values(noise.clone()));
     let start: Vec<f64> = (0..z.len())
         .map(|j| {
             if cleaner(j, l0.alpha, l0.sigma) {

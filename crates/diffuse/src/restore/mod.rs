@@ -126,24 +126,3 @@ pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Poste
     bar.finish_and_clear();
     Ok(operator::clamp(out))
 }
-
-/// Mean per-image PSNR (dB) and SSIM of `got` against `want` (n images of `shape`, pixels in [−1, 1], both
-/// measured on [0, 1]; SSIM averaged over channels).
-pub fn scores(want: &[f32], got: &[f32], shape: [usize; 3]) -> (f64, f64) {
-    let [c, h, w] = shape;
-    let per = c * h * w;
-    let n = want.len() / per;
-    assert!(n > 0 && want.len() == got.len(), "scores of equal, non-empty sets");
-    let unit = |v: &[f32]| -> Vec<f64> { v.iter().map(|&p| (p as f64 + 1.0) / 2.0).collect() };
-    let (mut psnr, mut ssim) = (0.0, 0.0);
-    for (a, b) in want.chunks(per).zip(got.chunks(per)) {
-        psnr += diffuse_math::metrics::psnr(crate::edit::mse(a, b));
-        ssim += a
-            .chunks(h * w)
-            .zip(b.chunks(h * w))
-            .map(|(p, q)| diffuse_math::metrics::ssim(&unit(p), &unit(q), h, w))
-            .sum::<f64>()
-            / c as f64;
-    }
-    (psnr / n as f64, ssim / n as f64)
-}

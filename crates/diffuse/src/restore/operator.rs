@@ -250,7 +250,7 @@ impl Degradation {
 
     /// x̄ = Vᵀx of each of the images (n × c·h·w).
     pub fn vt(&self, x: &[f64]) -> Vec<f64> {
-        self.each(x, self.per(), |img| match &self.basis {
+        each(x, self.per(), |img| match &self.basis {
             Basis::Kron(axes) => kron(img, self.shape, [&axes[0].vt, &axes[1].vt, &axes[2].vt]),
             Basis::Hartley { .. } => self.hartley(img),
         })
@@ -258,7 +258,7 @@ impl Degradation {
 
     /// x = V x̄ of each of the coefficient vectors.
     pub fn v(&self, coef: &[f64]) -> Vec<f64> {
-        self.each(coef, self.per(), |c| match &self.basis {
+        each(coef, self.per(), |c| match &self.basis {
             Basis::Kron(axes) => kron(c, self.shape, [&axes[0].v, &axes[1].v, &axes[2].v]),
             Basis::Hartley { .. } => self.hartley(c), // H is its own inverse
         })
@@ -266,7 +266,7 @@ impl Degradation {
 
     /// The noiseless measurements A x of each image, in the measurement's own shape.
     pub fn apply(&self, x: &[f64]) -> Vec<f64> {
-        self.each(x, self.per(), |img| match &self.basis {
+        each(x, self.per(), |img| match &self.basis {
             Basis::Kron(axes) => kron(img, self.shape, [&axes[0].a, &axes[1].a, &axes[2].a]),
             Basis::Hartley { .. } => {
                 let k = self.hartley(img);
@@ -300,7 +300,7 @@ impl Degradation {
     pub fn ut(&self, y: &[f32]) -> Vec<f64> {
         let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
         let m = self.measured_shape().iter().product::<usize>();
-        self.each(&y, m, |img| match &self.basis {
+        each(&y, m, |img| match &self.basis {
             Basis::Kron(axes) => {
                 let small = kron(img, self.measured_shape(), [&axes[0].ut, &axes[1].ut, &axes[2].ut]);
                 let r = [axes[0].ut.nrows(), axes[1].ut.nrows(), axes[2].ut.nrows()];
@@ -397,11 +397,11 @@ impl Degradation {
         let b = kron(img, [c, h, w], [&id, &cas_h[1], &cos_sin_w[1]]);
         a.iter().zip(&b).map(|(p, q)| p + q).collect()
     }
+}
 
-    /// `f` applied to each `per`-long item of `x`, concatenated.
-    fn each(&self, x: &[f64], per: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
-        x.chunks(per).flat_map(f).collect()
-    }
+/// `f` applied to each `per`-long item of `x`, concatenated.
+fn each(x: &[f64], per: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    x.chunks(per).flat_map(f).collect()
 }
 
 /// Stream of the measurement noise, apart from the samplers' streams of the same seed.
