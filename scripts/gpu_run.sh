@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (see BENCHMARKS.md): the reference-UNet bench of the vulkan build beside
-# PyTorch on the same card, then an MNIST class-conditional model trained and sampled there.
+# One call on a lent GPU machine (see BENCHMARKS.md): the reference-UNet bench of each vulkan build beside
+# PyTorch on the same card, then (when TRAIN_SECONDS > 0) an MNIST class-conditional model trained and sampled.
 #
-# Expects, in the working tree: .gl/*.deb (the Vulkan loader packages), .gpu/diffuse.gz (a release build with
-# `--features vulkan`), .gpu/ref_unet.py, .gpu/mnist/ (the four IDX files). Writes into $OUT.
-# TRAIN_SECONDS bounds the training (default 240).
+# Expects, in the working tree: .gl/*.deb (the Vulkan loader packages), .gpu/*.xz (stripped release builds
+# with `--features vulkan` or `--features vulkan-fusion`, xz-compressed to fit the trip; each is benched in
+# turn), .gpu/ref_unet.py, and for training .gpu/mnist/ (the four IDX files). Writes into $OUT.
+# LEVELS: burn's autotune levels to bench each build at (default "minimal"); ROUNDS, BENCH_SECONDS per bench;
+# BATCHES: training batch sizes (default 32, the reference's); TRAIN_SECONDS bounds the training (default 0).
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -12,26 +14,53 @@ for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
-gunzip -c .gpu/diffuse.gz >/tmp/diffuse && chmod +x /tmp/diffuse
-D=/tmp/diffuse
 export XDG_RUNTIME_DIR=/tmp
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/log.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 
-log "PyTorch CUDA alone"
-timeout 60 python3 scripts/torch_bench.py 32 --device cuda --ref .gpu/ref_unet.py 2>&1 | tee -a "$OUT/log.txt"
-log "bench: reference UNet, vulkan vs PyTorch CUDA"
-# burn's autotuner tries many kernels on each new shape; its shortest level keeps the first run short.
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-timeout "${BENCH_SECONDS:-150}" $D bench --reference-unet --rounds "${ROUNDS:-3}" --torch python3 \
-  --torch-script scripts/torch_bench.py --torch-arg=--device=cuda --torch-arg=--ref=.gpu/ref_unet.py 2>&1 |
-  tee "$OUT/bench_ref.txt"
-rc=${PIPESTATUS[0]}
-if [ "$rc" -ne 0 ]; then log "bench failed ($rc)"; exit 1; fi
+# The card's memory while `$@` runs, sampled every 100 ms: the peak in use, and each process's peak (PyTorch
+# and diffuse alternate within one bench).
+peak_gpu_mb() {
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >/tmp/mem.csv &
+  local total=$!
+  nvidia-smi --query-compute-apps=process_name,used_memory --format=csv,noheader,nounits -lms 100 >/tmp/apps.csv &
+  local apps=$!
+  "$@"
+  local rc=$?
+  kill "$total" "$apps" 2>/dev/null; wait "$total" "$apps" 2>/dev/null
+  log "peak GPU memory in use: $(sort -n /tmp/mem.csv | tail -1) MiB (idle: $(head -1 /tmp/mem.csv) MiB)"
+  log "per process (peak MiB): $(awk -F', ' 'NF==2 && $2+0>m[$1] {m[$1]=$2+0} END {for (p in m) printf "%s %d; ", p, m[p]}' /tmp/apps.csv)"
+  return $rc
+}
 
-log "train: MNIST, class-conditional, ${TRAIN_SECONDS:-240} s at most"
+log "PyTorch CUDA alone"
+peak_gpu_mb timeout 60 python3 scripts/torch_bench.py 32 --device cuda --ref .gpu/ref_unet.py 2>&1 |
+  tee -a "$OUT/log.txt"
+for packed in .gpu/*.xz; do
+  name=$(basename "$packed" .xz)
+  # xz where the machine has it, else Python's lzma.
+  xz -dc "$packed" >"/tmp/$name" 2>/dev/null ||
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$packed" "/tmp/$name"
+  chmod +x "/tmp/$name"
+  for level in ${LEVELS:-minimal}; do
+    for batch in ${BATCHES:-32}; do
+      log "bench: $name, autotune $level, batch $batch, against PyTorch CUDA"
+      # burn's autotuner tries many kernels on each new shape; its shortest level keeps the first run short.
+      CUBECL_AUTOTUNE_LEVEL=$level peak_gpu_mb timeout "${BENCH_SECONDS:-150}" "/tmp/$name" bench \
+        --reference-unet --batch "$batch" --warmup 3 --rounds "${ROUNDS:-3}" --torch python3 \
+        --torch-script scripts/torch_bench.py --torch-arg=--device=cuda --torch-arg=--ref=.gpu/ref_unet.py \
+        >"$OUT/bench-$name-$level-$batch.txt" 2>&1
+      log "bench done ($?)"; tail -8 "$OUT/bench-$name-$level-$batch.txt" | tee -a "$OUT/log.txt"
+    done
+  done
+done
+
+[ "${TRAIN_SECONDS:-0}" -gt 0 ] || exit 0
+D=/tmp/$(basename "$(ls .gpu/*.xz | head -1)" .xz)
+log "train: MNIST, class-conditional, $TRAIN_SECONDS s at most, with $D"
 R=/tmp/mnist-cond
-timeout "${TRAIN_SECONDS:-240}" $D train --data mnist:.gpu/mnist --conditional --out $R --steps 40000 \
+timeout "$TRAIN_SECONDS" $D train --data mnist:.gpu/mnist --conditional --out $R --steps 40000 \
   --batch-size 128 --ema-decay 0.999 --checkpoint-every 100 --sample-every 100000 --quiet >>"$OUT/log.txt" 2>&1
 log "train stopped ($?)"; tail -3 $R/loss.csv 2>/dev/null | tee -a "$OUT/log.txt"
 

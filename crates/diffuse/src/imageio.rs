@@ -119,7 +119,12 @@ pub fn write_grid(path: &Path, images: &[f32], n: usize, c: usize, h: usize, w: 
 }
 
 pub fn write_rgb(path: &Path, img: RgbImage) -> Result<()> {
-    crate::atomic::write(path, &encode(DynamicImage::ImageRgb8(img)))
+    crate::atomic::write(path, &png_bytes(img))
+}
+
+/// A picture as PNG bytes.
+pub fn png_bytes(img: RgbImage) -> Vec<u8> {
+    encode(DynamicImage::ImageRgb8(img))
 }
 
 #[cfg(test)]

@@ -1,66 +1,11 @@
 //! The `diffuse` binary as a user runs it: outputs, determinism, and clear errors for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
-fn diffuse(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = diffuse(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Runs a command that must fail cleanly: exit 1, a one-line `error:` message containing `needle`, no panic.
-fn fails(args: &[&str], needle: &str) {
-    let o = diffuse(args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {err}");
-    assert!(
-        err.starts_with("error: ") && err.contains(needle),
-        "{args:?}: expected '{needle}' in: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("diffuse-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Trains a tiny UNet (8 base channels, batch 8) on the digits into `out`; returns its config.json.
-fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value {
-    let steps = steps.to_string();
-    let base = [
-        "train",
-        "--data",
-        "digits",
-        "--out",
-        s(out),
-        "--steps",
-        &steps,
-        "--batch-size",
-        "8",
-    ];
-    ok(&[&base[..], &["--base-channels", "8", "--heads", "2", "--quiet"], extra].concat());
-    serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
-}
+mod common;
+use common::{diffuse, fails, ok, s, tmp, train_tiny};
 
 /// A tiny trained DDPM run shared by the tests of this file (the classic recipe, whose discrete schedule the
 /// sampler and editing tests walk).

@@ -67,6 +67,9 @@ pub struct LabArgs {
     /// Print a JSON object: mean, std, nfe, w1, quantiles, and the target's.
     #[arg(long)]
     json: bool,
+    /// Also write that JSON object to this file (one run, not a sweep).
+    #[arg(long, value_name = "PATH", conflicts_with = "sweep")]
+    json_out: Option<PathBuf>,
     /// Sweep these samplers (comma-separated names) over --sweep-steps instead of one run; rk45 sweeps tolerance.
     #[arg(long)]
     sweep: Option<String>,
@@ -246,7 +249,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
         bail!("--samples must be at least 2");
     }
     // Output folders must exist before minutes of sampling, not after.
-    for path in [&a.table, &a.plot, &a.scatter].into_iter().flatten() {
+    for path in [&a.table, &a.plot, &a.scatter, &a.json_out].into_iter().flatten() {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             bail!("{}: the folder {} does not exist", path.display(), dir.display());
         }
@@ -275,7 +278,7 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
             .collect::<serde_json::Map<_, _>>()
     };
     let target_q = |t: &Target| PROBS.iter().map(|&p| t.quantile(p)).collect::<Vec<f64>>();
-    if a.json {
+    if a.json || a.json_out.is_some() {
         // 1-D targets report numbers; 2-D ones an array per field, one entry per axis (w1: their mean).
         let per_axis = |f: &dyn Fn(usize) -> serde_json::Value| {
             if target.dims() == 1 {
@@ -299,28 +302,33 @@ pub fn lab(a: LabArgs) -> anyhow::Result<()> {
                 "quantiles": per_axis(&|i| json!(q(&target_q(&marginals[i])))),
             },
         });
-        println!("{out}");
-    } else {
+        if let Some(path) = &a.json_out {
+            diffuse::atomic::write(path, serde_json::to_string_pretty(&out)?.as_bytes())?;
+        }
+        if a.json {
+            println!("{out}");
+            return Ok(());
+        }
+    }
+    println!(
+        "{} on {} samples: NFE {}, {:.2} s, W1 {:.5}",
+        plan.describe(),
+        a.samples,
+        o.nfe,
+        o.seconds,
+        o.w1()
+    );
+    for (i, (ax, t)) in o.axes.iter().zip(&marginals).enumerate() {
         println!(
-            "{} on {} samples: NFE {}, {:.2} s, W1 {:.5}",
-            plan.describe(),
-            a.samples,
-            o.nfe,
-            o.seconds,
-            o.w1()
+            "  axis {i}: mean {:.5} (target {:.5}), std {:.5} (target {:.5}), W1 {:.5}",
+            ax.mean,
+            t.mean(),
+            ax.std,
+            t.std_dev(),
+            ax.w1
         );
-        for (i, (ax, t)) in o.axes.iter().zip(&marginals).enumerate() {
-            println!(
-                "  axis {i}: mean {:.5} (target {:.5}), std {:.5} (target {:.5}), W1 {:.5}",
-                ax.mean,
-                t.mean(),
-                ax.std,
-                t.std_dev(),
-                ax.w1
-            );
-            for ((p, qv), tv) in PROBS.iter().zip(&ax.quantiles).zip(target_q(t)) {
-                println!("    quantile {p:<4}: {qv:>9.5} (target {tv:>9.5})");
-            }
+        for ((p, qv), tv) in PROBS.iter().zip(&ax.quantiles).zip(target_q(t)) {
+            println!("    quantile {p:<4}: {qv:>9.5} (target {tv:>9.5})");
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ mod sample_cmd;
 mod sampler_args;
 mod schedule_cmd;
 mod schedule_flags;
+mod serve;
 mod train_cmd;
 mod vae_cmd;
 
@@ -79,6 +80,8 @@ enum Command {
     Export(diffusers_cmd::ExportArgs),
     /// Time training steps and inference of the reference UNet and the default models (and PyTorch's).
     Bench(bench_cmd::BenchArgs),
+    /// A local web studio: browse runs, sample with live previews, inpaint with a drawn mask, the lab.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -101,6 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(a) => compare_cmd::compare(a),
         Command::Import(a) => diffusers_cmd::import(a),
         Command::Export(a) => diffusers_cmd::export(a),
+        Command::Serve(a) => serve::serve(a),
     }
 }
 

@@ -106,7 +106,9 @@ pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Poste
         let mut tick = |_: usize| bar.inc(1);
         let restored = match method {
             Posterior::Ddrm(p) => {
-                let mut ctx = Ctx::new(&plain, &mut streams).with_on_step(&mut tick);
+                let mut ctx = Ctx::new(&plain, &mut streams)
+                    .with_on_step(&mut tick)
+                    .walking(ed.plan.knots().len());
                 ddrm::run(&mut ctx, op, &uty, ed.plan.knots(), p, z)
             }
             Posterior::Pigdm { data_std } => {

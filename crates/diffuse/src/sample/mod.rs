@@ -15,6 +15,7 @@ pub mod heun;
 pub mod ode;
 pub mod onestep;
 pub mod sde;
+pub mod watch;
 
 use crate::denoise::{Cond, Denoised, Denoiser};
 use crate::{Error, Result, rng};
@@ -725,6 +726,8 @@ pub struct Ctx<'a> {
     kept: Vec<Tensor<4>>,
     on_step: Option<&'a mut dyn FnMut(usize)>,
     cond: Cond,
+    /// Steps of the grid being walked (for the thread's [`watch`] observer).
+    steps: usize,
     pub nfe: usize,
 }
 
@@ -740,6 +743,7 @@ impl<'a> Ctx<'a> {
             kept: Vec::new(),
             on_step: None,
             cond: Cond::default(),
+            steps: 0,
             nfe: 0,
         }
     }
@@ -747,6 +751,12 @@ impl<'a> Ctx<'a> {
     /// The same context, conditioned on `cond`.
     pub fn with_cond(mut self, cond: Cond) -> Ctx<'a> {
         self.cond = cond;
+        self
+    }
+
+    /// The same context, walking a grid of `knots` knots (its step count is told to the thread's observer).
+    pub fn walking(mut self, knots: usize) -> Ctx<'a> {
+        self.steps = knots.saturating_sub(1);
         self
     }
 
@@ -785,6 +795,7 @@ impl<'a> Ctx<'a> {
         if let Some(f) = self.on_step.as_mut() {
             f(i);
         }
+        watch::notify(i, self.steps, self.nfe, shown);
     }
 }
 
@@ -820,6 +831,7 @@ pub fn run(
         kept: Vec::new(),
         on_step: Some(on_step),
         cond,
+        steps: 0,
         nfe: 0,
     };
     walk(ctx, plan, x)
@@ -842,8 +854,9 @@ pub(crate) fn run_replaying(
 }
 
 /// The walk of [`run`] with its context.
-fn walk(mut ctx: Ctx, plan: &Plan, x: Tensor<4>) -> Sampled {
+fn walk(ctx: Ctx, plan: &Plan, x: Tensor<4>) -> Sampled {
     let knots = plan.knots();
+    let mut ctx = ctx.walking(knots.len());
     let x = match plan.method {
         Method::Ddpm { .. } | Method::Ddim { .. } | Method::EulerAncestral { .. } => {
             let coefs = onestep::coefs(plan.method).expect("a one-step sampler");
