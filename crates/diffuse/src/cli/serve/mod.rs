@@ -235,18 +235,15 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
         uploads.push((name.to_string(), decode_image(data).map_err(ApiError::bad)?));
         Ok(at(name))
     };
+    // Images, a file each, and a grid of them.
+    let images_out = [
+        format!("--out-dir={}", at("images")),
+        format!("--grid={}", at("grid.png")),
+    ];
     match kind {
-        Kind::Sample => {
-            words.extend([
-                format!("--out-dir={}", at("images")),
-                format!("--grid={}", at("grid.png")),
-            ]);
-        }
+        Kind::Sample => words.extend(images_out),
         Kind::Inpaint | Kind::Outpaint | Kind::Sdedit => {
-            words.extend([
-                format!("--out-dir={}", at("images")),
-                format!("--grid={}", at("grid.png")),
-            ]);
+            words.extend(images_out);
             if let Some(img) = &req.image {
                 words.push(format!("--input={}", upload("input.png", img)?));
             }
@@ -258,13 +255,13 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
             }
         }
         Kind::Interpolate => {
-            words.push(format!("--out-dir={}", at("images")));
+            words.extend(images_out);
             if let Some(pair) = &req.images {
                 let [a, b] = pair.as_slice() else {
                     return Err(ApiError::bad("interpolation takes two images"));
                 };
                 let (a, b) = (upload("a.png", a)?, upload("b.png", b)?);
-                words.push(format!("--images={a},{b}"));
+                words.extend(["--images".to_string(), a, b]);
             }
         }
         Kind::Lab => {

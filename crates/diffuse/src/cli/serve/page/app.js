@@ -93,7 +93,7 @@ function settings(form, skip = []) {
 async function runJob(panel, request) {
   panel.replaceChildren();
   const status = el('p', 'status', 'sending…');
-  const preview = el('img', 'preview');
+  const preview = el('img', 'preview', null, { hidden: true });
   const cancel = el('button', '', 'cancel');
   const files = el('div', 'files');
   panel.append(status, cancel, preview, files);
@@ -112,10 +112,12 @@ async function runJob(panel, request) {
     const s = JSON.parse(e.data);
     status.textContent = describe(s);
     status.classList.toggle('error', s.state === 'failed');
-    if (s.preview) preview.src = s.preview;
+    if (s.preview) { preview.src = s.preview; preview.hidden = false; }
     if (s.state === 'done' || s.state === 'failed' || s.state === 'cancelled') {
       events.close();
       cancel.remove();
+      // The final pictures replace the last preview; a stopped job keeps it.
+      if (s.state === 'done') preview.remove();
       showFiles(files, s);
     }
   });
@@ -137,7 +139,15 @@ function showFiles(box, s) {
   const pictures = s.files.filter(f => /(grid|lab|scatter|strip)\.png$/.test(f));
   const images = s.files.filter(f => f.includes('/images/') && f.endsWith('.png'));
   box.replaceChildren(
-    ...pictures.map(f => el('img', 'result', null, { src: url(f), alt: f })),
+    ...pictures.map(f => {
+      // Whole-number upscaling keeps pixels square and sharp; small grids grow, large ones stay as drawn.
+      const img = el('img', 'result', null, { src: url(f), alt: f });
+      img.onload = () => {
+        const k = Math.max(1, Math.floor(Math.min(640 / img.naturalWidth, 400 / img.naturalHeight)));
+        img.style.width = img.naturalWidth * k + 'px';
+      };
+      return img;
+    }),
     el('pre', 'command', 'diffuse ' + s.command.join(' ')),
   );
   const links = el('p', 'links');
@@ -250,24 +260,30 @@ paint.addEventListener('pointerdown', e => { down = true; last = null; paint.set
 paint.addEventListener('pointermove', e => { if (down) brushAt(e); });
 paint.addEventListener('pointerup', () => { down = false; last = null; });
 
+// An image file drawn at the run's size, on a canvas.
+async function atRunSize(file) {
+  const img = await createImageBitmap(file);
+  const c = document.createElement('canvas');
+  c.width = run.config.width;
+  c.height = run.config.height;
+  const g = c.getContext('2d');
+  g.imageSmoothingQuality = 'high';
+  g.drawImage(img, 0, 0, c.width, c.height);
+  return c;
+}
+
 editForm.upload.addEventListener('change', async () => {
   const file = editForm.upload.files[0];
   if (!file || !run) return;
-  const img = await createImageBitmap(file);
-  background = document.createElement('canvas');
-  background.width = run.config.width;
-  background.height = run.config.height;
-  const b = background.getContext('2d');
-  b.imageSmoothingQuality = 'high';
-  b.drawImage(img, 0, 0, background.width, background.height);
+  background = await atRunSize(file);
   redraw();
 });
 
-editForm.addEventListener('submit', e => {
+editForm.addEventListener('submit', async e => {
   e.preventDefault();
   if (!run) return;
   const kind = editForm.kind.value;
-  const s = settings(editForm, ['kind', 'brush', 'upload']);
+  const s = settings(editForm, ['kind', 'brush', 'upload', 'pair']);
   const request = { kind, run: run.name, settings: s };
   if (kind !== 'interpolate') {
     if (background) {
@@ -276,6 +292,12 @@ editForm.addEventListener('submit', e => {
     } else {
       s.data = s.data || editForm.data.placeholder;
     }
+  }
+  const pair = editForm.pair.files;
+  if (kind === 'interpolate' && pair.length) {
+    if (pair.length !== 2) { alert('pick two images, or none to use the seeds'); return; }
+    request.images = await Promise.all([...pair].map(async f => (await atRunSize(f)).toDataURL('image/png')));
+    delete s.seeds;
   }
   if (kind === 'inpaint' && painted) {
     request.mask = mask.toDataURL('image/png');
