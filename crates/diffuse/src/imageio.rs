@@ -35,6 +35,13 @@ pub fn read_png(path: &Path, channels: Option<usize>) -> Result<PngImage> {
     })
 }
 
+/// The width and height a PNG declares, read from its header without decoding it.
+pub fn png_size(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
+    let decoder = PngDecoder::new(Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    Ok((w as usize, h as usize))
+}
+
 /// [`read_png`] of bytes already in memory.
 pub fn decode_png(bytes: &[u8], channels: Option<usize>) -> std::result::Result<PngImage, String> {
     let bad = |e: image::ImageError| e.to_string();

@@ -102,7 +102,12 @@ impl Studio {
 
     fn file(&self, path: &str) -> Vec<u8> {
         let mut tcp = TcpStream::connect(&self.addr).unwrap();
-        write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
         let mut out = Vec::new();
         tcp.read_to_end(&mut out).unwrap();
         let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
@@ -181,7 +186,12 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
     let id = studio.submit(&json!({"kind": "sample", "run": "tiny",
         "settings": {"sampler": "ddim", "steps": 12, "n": 6, "seed": 3, "batch-size": 4}}));
     let mut events = TcpStream::connect(&studio.addr).unwrap();
-    write!(events, "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        events,
+        "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+        studio.addr
+    )
+    .unwrap();
     let mut previews = 0;
     let mut last = Value::Null;
     for line in BufReader::new(events).lines() {
@@ -285,6 +295,9 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
     // Queued behind a long job, then both cancelled: neither writes its images.
     let long = json!({"kind": "sample", "run": "tiny", "settings": {"sampler": "ddpm", "steps": 1000, "n": 64}});
     let first = studio.submit(&long);
+    while studio.json("GET", &format!("/api/jobs/{first}"), &Value::Null).1["state"] == "queued" {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let second = studio.submit(&long);
     let (_, queued) = studio.json("GET", &format!("/api/jobs/{second}"), &Value::Null);
     assert_eq!(
@@ -319,7 +332,7 @@ fn hostile_requests_get_json_errors_and_write_nothing() {
     let runs = base.join("runs");
     train_tiny(&runs.join("tiny"), 5, &["--seed", "2", "--objective", "diffusion"]);
     std::fs::write(base.join("secret.png"), b"not for the web").unwrap();
-    let studio = Studio::start(&runs, &["--max-body-kib", "64"]);
+    let studio = Studio::start(&runs, &["--max-body-kib", "64", "--job-seconds", "2"]);
     let before: Vec<_> = snapshot(&base);
 
     let bad_jobs: Vec<String> = [
@@ -392,12 +405,42 @@ fn hostile_requests_get_json_errors_and_write_nothing() {
         "{{\"kind\": \"inpaint\", \"run\": \"tiny\", \"image\": \"{}\"}}",
         "A".repeat(100_000)
     );
-    assert_eq!(studio.request("POST", "/api/jobs", &huge).0, 413);
+    let (status, text) = studio.request("POST", "/api/jobs", &huge);
+    assert_eq!(status, 413);
+    assert!(text.contains("\"error\""), "{text}");
     assert_eq!(studio.request("PUT", "/api/runs", "").0, 405);
+    assert_eq!(studio.request("GET", "/files/runs/tiny/%FF.png", "").0, 400);
+    // Another site: a rebinding name as the Host, a foreign Origin, a form post that needs no CORS preflight.
+    let job = json!({"kind": "sample", "run": "tiny", "settings": {"n": 1, "steps": 2}}).to_string();
+    let foreign = [
+        format!(
+            "POST /api/jobs HTTP/1.1\r\nHost: evil.example:80\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{job}",
+            job.len()
+        ),
+        "GET /api/runs HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".to_string(),
+        format!(
+            "POST /api/jobs HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{job}",
+            studio.addr,
+            job.len()
+        ),
+        format!(
+            "POST /api/jobs HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{job}",
+            studio.addr,
+            job.len()
+        ),
+    ];
+    for (request, want) in foreign.iter().zip([403, 403, 403, 415]) {
+        let (status, text) = studio.raw(request);
+        assert_eq!(status, want, "{request}: {text}");
+        assert!(text.contains("\"error\""), "{text}");
+    }
     let (status, _) = studio.raw("NONSENSE\r\n\r\n");
     assert!(status == 0 || (400..500).contains(&status), "{status}");
     let (status, _) = studio.raw_with(
-        "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n\r\n{}",
+        &format!(
+            "POST /api/jobs HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 9999\r\n\r\n{{}}",
+            studio.addr
+        ),
         true,
     );
     assert!(status == 0 || (400..500).contains(&status), "{status}");
@@ -412,6 +455,13 @@ fn hostile_requests_get_json_errors_and_write_nothing() {
         after.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
     assert!(before == after, "a file changed");
+
+    // A job that asks for too much in all (each setting within its cap) stops at the time limit.
+    let id = studio
+        .submit(&json!({"kind": "sample", "run": "tiny", "settings": {"sampler": "ddpm", "steps": 1000, "n": 256}}));
+    let v = studio.wait(id);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("limit of 2 s"), "{v}");
 }
 
 /// `SERVE_LOAD_CLIENTS` clients (default 16) for `SERVE_LOAD_SECONDS` (default 5) each submit a small sample
@@ -459,8 +509,9 @@ fn bounded_load_on_loopback_is_served_without_errors() {
         q(1.0)
     );
     assert!(latencies.len() >= clients as usize);
-    if let (Some(a), Some(b)) = (rss_before, rss_after) {
-        assert!(b < a * 2 + 100 * 1024, "memory grew from {a} to {b} KiB");
+    // Measured: about 105 MB after 30 s of 50 clients, 109 MB after 90 s (the registry of the last 256 jobs).
+    if let Some(b) = rss_after {
+        assert!(b < 200 * 1024, "the studio grew to {b} KiB (from {rss_before:?})");
     }
 }
 
@@ -558,6 +609,28 @@ impl Browser {
         }
     }
 
+    /// Waits for the job shown in the page's `panel` to end, asserts that it is done, waits for its first
+    /// picture; the command line the panel shows, as words after `diffuse`.
+    fn job_done(&self, panel: &str) -> Vec<String> {
+        let status = self.until(
+            &format!(
+                "const s = document.querySelector('[data-job={panel}] .status')?.textContent || '';
+                 return /done|failed|refused/.test(s) && s"
+            ),
+            &format!("the {panel} job"),
+        );
+        assert!(status.as_str().unwrap().contains("done"), "{status}");
+        self.until(
+            &format!("return document.querySelector('[data-job={panel}] img.result')?.complete"),
+            &format!("the {panel} job's picture"),
+        );
+        let command = self.js(
+            &format!("return document.querySelector('[data-job={panel}] .command').textContent"),
+            json!([]),
+        );
+        command.as_str().unwrap().split(' ').skip(1).map(String::from).collect()
+    }
+
     fn screenshot(&self, name: &str) {
         let Ok(dir) = std::env::var("DIFFUSE_SCREENSHOTS") else {
             return;
@@ -619,22 +692,8 @@ fn a_browser_samples_and_inpaints_a_painted_mask() {
          f.querySelector('button[type=submit]').click();",
         json!([]),
     );
-    let status = browser.until(
-        "const s = document.querySelector('[data-job=sample] .status')?.textContent || '';
-         return /done|failed|refused/.test(s) && s",
-        "the sample job",
-    );
-    assert!(status.as_str().unwrap().contains("done"), "{status}");
-    browser.until(
-        "return document.querySelector('[data-job=sample] img.result')?.complete",
-        "the grid",
-    );
+    let words = browser.job_done("sample");
     browser.screenshot("studio-sample.png");
-    let command = browser.js(
-        "return document.querySelector('[data-job=sample] .command').textContent",
-        json!([]),
-    );
-    let words: Vec<&str> = command.as_str().unwrap().split(' ').skip(1).collect();
     let job_dir = words
         .iter()
         .find_map(|w| w.strip_prefix("--out-dir="))
@@ -705,27 +764,9 @@ fn a_browser_samples_and_inpaints_a_painted_mask() {
         "document.querySelector('#edit-form button[type=submit]').click()",
         json!([]),
     );
-    let status = browser.until(
-        "const s = document.querySelector('[data-job=edit] .status')?.textContent || '';
-         return /done|failed|refused/.test(s) && s",
-        "the inpainting job",
-    );
-    assert!(status.as_str().unwrap().contains("done"), "{status}");
-    browser.until(
-        "return document.querySelector('[data-job=edit] img.result')?.complete",
-        "the edit grid",
-    );
+    let words = browser.job_done("edit");
     browser.screenshot("studio-inpaint.png");
-    let command = browser.js(
-        "return document.querySelector('[data-job=edit] .command').textContent",
-        json!([]),
-    );
-    let job = command
-        .as_str()
-        .unwrap()
-        .split(' ')
-        .find_map(|w| w.strip_prefix("--out-dir="))
-        .unwrap();
+    let job = words.iter().find_map(|w| w.strip_prefix("--out-dir=")).unwrap();
     let job = Path::new(job.trim_end_matches("/images"));
     let mask = image::open(job.join("mask.png")).unwrap().to_luma8();
     let painted = mask.pixels().filter(|p| p.0[0] >= 128).count() as f64 / mask.len() as f64;
@@ -745,12 +786,7 @@ fn a_browser_samples_and_inpaints_a_painted_mask() {
          f.querySelector('button[type=submit]').click();",
         json!([]),
     );
-    let status = browser.until(
-        "const s = document.querySelector('[data-job=lab] .status')?.textContent || '';
-         return /done|failed|refused/.test(s) && s",
-        "the lab job",
-    );
-    assert!(status.as_str().unwrap().contains("done"), "{status}");
+    browser.job_done("lab");
     browser.until(
         "return document.querySelector('[data-job=lab] pre.table')",
         "the lab table",

@@ -69,12 +69,17 @@ impl Job {
         self.tx.subscribe()
     }
 
+    /// Event streams following the job now.
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         self.tx.borrow().clone()
     }
 
     /// Asks the job to stop: a queued job never starts, a running one stops at its next sampler step.
-    pub fn cancel(&self) {
+    fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
         self.tx.send_if_modified(|s| {
             if s.state == State::Queued {
@@ -103,6 +108,8 @@ pub struct Jobs {
     registry: Mutex<Registry>,
     slots: Arc<Semaphore>,
     queue_cap: usize,
+    /// A job still sampling after this long is stopped.
+    time_limit: Duration,
     pub out: PathBuf,
 }
 
@@ -114,13 +121,21 @@ struct Registry {
 }
 
 impl Jobs {
-    pub fn new(out: PathBuf, slots: usize, queue_cap: usize) -> Jobs {
+    pub fn new(out: PathBuf, slots: usize, queue_cap: usize, time_limit: Duration) -> Jobs {
         Jobs {
             registry: Mutex::new(Registry::default()),
             slots: Arc::new(Semaphore::new(slots.max(1))),
             queue_cap,
+            time_limit,
             out,
         }
+    }
+
+    /// Cancels `job`; a queued one leaves the queue at once, so that the jobs behind it move up.
+    pub fn cancel(&self, job: &Job) {
+        job.cancel();
+        self.lock().waiting.retain(|&w| w != job.id);
+        self.tell_positions();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -202,10 +217,14 @@ impl Jobs {
                 return;
             }
             let j = job2.clone();
-            let out = jobs.out.clone();
-            let done = tokio::task::spawn_blocking(move || run(&j, &out, shape)).await;
-            if let Err(e) = done {
-                job2.update(|s| (s.state, s.error) = (State::Failed, Some(format!("the job crashed: {e}"))));
+            let (out, limit) = (jobs.out.clone(), jobs.time_limit);
+            let started = Instant::now();
+            let done = tokio::task::spawn_blocking(move || run(&j, &out, shape, limit)).await;
+            if done.is_err() {
+                job2.update(|s| {
+                    (s.state, s.seconds) = (State::Failed, started.elapsed().as_secs_f64());
+                    s.error = Some("the job crashed; the studio's log says more".into());
+                });
             }
             drop(permit);
         });
@@ -231,19 +250,42 @@ impl Jobs {
 /// Least time between two previews: encoding one costs a few milliseconds, and a watcher needs no more.
 const PREVIEW_EVERY: Duration = Duration::from_millis(150);
 
-/// Runs the job's command on this thread, watching its sampler.
-fn run(job: &Arc<Job>, out: &std::path::Path, shape: PreviewShape) {
+/// Runs the job's command on this thread, watching its sampler; stops it when cancelled or past `limit`.
+fn run(job: &Arc<Job>, out: &std::path::Path, shape: PreviewShape, limit: Duration) {
     let started = Instant::now();
-    job.update(|s| (s.state, s.position) = (State::Running, None));
+    // Queued to running in one step, so that a cancel that came first is not undone.
+    let mut cancelled_first = false;
+    job.tx.send_if_modified(|s| {
+        cancelled_first = job.cancelled();
+        (s.state, s.position) = (
+            if cancelled_first {
+                State::Cancelled
+            } else {
+                State::Running
+            },
+            None,
+        );
+        true
+    });
+    if cancelled_first {
+        return;
+    }
     let watched = job.clone();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let timed_out_seen = timed_out.clone();
     let mut last_preview: Option<Instant> = None;
-    let mut last_step = None;
+    let mut first = true;
     let observer = move |step: watch::Step<'_>| {
+        if started.elapsed() > limit {
+            timed_out_seen.store(true, Ordering::SeqCst);
+            return Flow::Stop;
+        }
         if watched.cancelled() {
             return Flow::Stop;
         }
-        let new_walk = last_step.is_none_or(|l| step.index < l);
-        last_step = Some(step.index);
+        // A walk (a batch, an edit's pass) starts at its grid's first step; RePaint's jumps back do not.
+        let new_walk = first || step.index == 0;
+        first = false;
         let last = step.index + 1 == step.total;
         let preview = if last || last_preview.is_none_or(|t| t.elapsed() >= PREVIEW_EVERY) {
             last_preview = Some(Instant::now());
@@ -263,8 +305,8 @@ fn run(job: &Arc<Job>, out: &std::path::Path, shape: PreviewShape) {
     };
     let words = std::iter::once("diffuse".to_string()).chain(job.command.iter().cloned());
     let result = watch::watching(observer, || {
-        let cli = <super::super::Cli as clap::Parser>::try_parse_from(words)?;
-        super::super::run(cli)
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(words)?;
+        crate::cli::run(cli)
     });
     let files = list_files(&job.dir, out);
     job.update(|s| {
@@ -276,16 +318,21 @@ fn run(job: &Arc<Job>, out: &std::path::Path, shape: PreviewShape) {
                 s.state = State::Failed;
                 s.error = Some(format!("{e:#}"));
             }
+            Err(watch::Stopped) if timed_out.load(Ordering::SeqCst) => {
+                s.state = State::Failed;
+                s.error = Some(format!("stopped at the studio's limit of {} s a job", limit.as_secs()));
+            }
             Err(watch::Stopped) => s.state = State::Cancelled,
         }
     });
 }
 
-/// Up to 16 images of the walk's current x̂₀ as one PNG data URL, when they are pictures of the run's shape.
+/// Up to 16 images of the walk's current x̂₀ as one PNG data URL, when they are pictures with the run's
+/// channels (an outpainting canvas is larger than the run's images; a latent or a lab sample is no picture).
 fn preview(shown: &burn::prelude::Tensor<4>, shape: PreviewShape) -> Option<String> {
     use base64::Engine;
     let [n, c, h, w] = shown.dims();
-    if shape.0 != Some([c, h, w]) || !matches!(c, 1 | 3) {
+    if shape.0.is_none_or(|[rc, ..]| rc != c) || !matches!(c, 1 | 3) || h.max(w) > 1024 {
         return None;
     }
     let k = n.min(16);

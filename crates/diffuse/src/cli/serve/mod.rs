@@ -12,9 +12,11 @@ mod jobs;
 use anyhow::{Context, bail};
 use argv::Kind;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -53,6 +55,10 @@ pub struct ServeArgs {
     /// Largest request body (uploaded PNGs as base64 included), in KiB.
     #[arg(long, default_value_t = 2048)]
     max_body_kib: usize,
+    /// A job still sampling after this many seconds is stopped (the caps on each setting do not bound their
+    /// product).
+    #[arg(long, default_value_t = 900)]
+    job_seconds: u64,
 }
 
 /// Largest uploaded image side, in pixels; the runs' images are far smaller.
@@ -61,6 +67,9 @@ const MAX_UPLOAD_SIDE: usize = 1024;
 struct App {
     runs: PathBuf,
     jobs: Arc<Jobs>,
+    max_body: usize,
+    /// The Host values requests must carry when listening on loopback (None: any, when exposed on purpose).
+    hosts: Option<Vec<String>>,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -81,10 +90,6 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             runs.display()
         );
     }
-    let app = Arc::new(App {
-        runs,
-        jobs: Arc::new(Jobs::new(out, a.jobs, a.queue)),
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,19 +98,40 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(a.host, a.port))
             .await
             .with_context(|| format!("listening on {}:{}", a.host, a.port))?;
+        let bound = listener.local_addr()?;
+        // On loopback, only requests addressed to it are answered: a page elsewhere that rebinds its own name
+        // to 127.0.0.1 sends its own name as the Host.
+        let hosts = a.host.is_loopback().then(|| {
+            let p = bound.port();
+            vec![format!("127.0.0.1:{p}"), format!("localhost:{p}"), format!("[::1]:{p}")]
+        });
+        let app = Arc::new(App {
+            runs,
+            jobs: Arc::new(Jobs::new(out, a.jobs, a.queue, Duration::from_secs(a.job_seconds))),
+            max_body: a.max_body_kib * 1024,
+            hosts,
+        });
         // The address first, on its own line: scripts and tests read it (port 0 picks one).
-        println!("diffuse studio: http://{}/", listener.local_addr()?);
+        println!("diffuse studio: http://{bound}/");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        // From here on, what jobs print goes to stderr: a reader of stdout that stops once it has the address
+        // must not end the studio through a closed pipe.
+        #[cfg(unix)]
+        // SAFETY: duplicating the process's own stderr descriptor onto stdout; both stay open.
+        unsafe {
+            libc::dup2(2, 1);
+        }
         eprintln!(
             "runs from {}, jobs written to {}; Ctrl-C stops",
             app.runs.display(),
             app.jobs.out.display()
         );
-        axum::serve(listener, router(app, a.max_body_kib * 1024)).await?;
+        axum::serve(listener, router(app)).await?;
         Ok(())
     })
 }
 
-fn router(app: Arc<App>, max_body: usize) -> Router {
+fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(include_str!("page/index.html")) }))
         .route(
@@ -125,8 +151,45 @@ fn router(app: Arc<App>, max_body: usize) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "that method is not served here")
         })
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(app.clone(), same_origin))
         .with_state(app)
+}
+
+/// Answers only requests addressed to the studio, from its own page or from no page at all (scripts): a
+/// request with a foreign Host or Origin is refused, and jobs are posted as JSON, which a foreign page cannot
+/// send without asking first (CORS), and the studio never says yes.
+async fn same_origin(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let text = |h: &HeaderMap, name| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = text(headers, header::HOST);
+    if let Some(allowed) = &app.hosts
+        && !host.as_ref().is_some_and(|h| allowed.contains(h))
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this studio answers requests to its own address only",
+        )
+        .into_response();
+    }
+    if let Some(origin) = text(headers, header::ORIGIN)
+        && Some(origin.as_str()) != host.map(|h| format!("http://{h}")).as_deref()
+    {
+        return ApiError::new(StatusCode::FORBIDDEN, "requests from other sites are refused").into_response();
+    }
+    let json = text(headers, header::CONTENT_TYPE).is_some_and(|t| t.starts_with("application/json"));
+    if request.method() == Method::POST && !json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "jobs are posted as application/json",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// A path of a URL, or a 400 with a JSON error (a part that is not UTF-8, say).
+fn url_path(p: Result<UrlPath<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|UrlPath(s)| s).map_err(|e| ApiError::bad(e.body_text()))
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -157,11 +220,24 @@ async fn list_runs(State(app): State<Arc<App>>) -> Response {
     let root = app.runs.clone();
     match tokio::task::spawn_blocking(move || files::catalogue(&root, &skip)).await {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(_) => internal(),
     }
 }
 
-async fn file(State(app): State<Arc<App>>, UrlPath(path): UrlPath<String>) -> Response {
+/// A 500 that tells the client nothing of the server's insides.
+fn internal() -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the studio failed at this; its log says more",
+    )
+    .into_response()
+}
+
+async fn file(State(app): State<Arc<App>>, path: Result<UrlPath<String>, PathRejection>) -> Response {
+    let path = match url_path(path) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let found = match path.split_once('/') {
         Some(("runs", rel)) => files::resolve(&app.runs, rel),
         Some(("jobs", rel)) => files::resolve(&app.jobs.out, rel),
@@ -194,11 +270,15 @@ struct JobRequest {
     images: Option<Vec<String>>,
 }
 
-async fn create_job(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn create_job(State(app): State<Arc<App>>, body: Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, app.max_body).await else {
+        let why = format!("the request is over the studio's {} KiB", app.max_body / 1024);
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, why).into_response();
+    };
     match tokio::task::spawn_blocking(move || prepare(&app, &body)).await {
         Ok(Ok(snapshot)) => (StatusCode::ACCEPTED, axum::Json(snapshot)).into_response(),
         Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(_) => internal(),
     }
 }
 
@@ -208,6 +288,12 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
     let req: JobRequest = serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("bad request: {e}")))?;
     let kind = req.kind;
     let settings = argv::flags(kind, &req.settings).map_err(ApiError::bad)?;
+    if (req.image.is_some() && !kind.takes_inputs()) || (req.images.is_some() && kind != Kind::Interpolate) {
+        return Err(ApiError::bad(format!("{kind:?} jobs take no uploaded images")));
+    }
+    if req.mask.is_some() && kind != Kind::Inpaint {
+        return Err(ApiError::bad("only inpainting takes a mask"));
+    }
     let mut words: Vec<String> = kind.subcommand().iter().map(|s| s.to_string()).collect();
     let mut shape = PreviewShape(None);
     match (&req.run, kind.needs_run()) {
@@ -221,7 +307,7 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
             words.push(format!("--run={}", dir.display()));
         }
         (None, true) => return Err(ApiError::bad(format!("{kind:?} jobs need a run"))),
-        (Some(_), false) => return Err(ApiError::bad("lab jobs take no run")),
+        (Some(_), false) => return Err(ApiError::bad(format!("{kind:?} jobs take no run"))),
         (None, false) => {}
     }
     let (id, dir) = app
@@ -248,9 +334,6 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
                 words.push(format!("--input={}", upload("input.png", img)?));
             }
             if let Some(mask) = &req.mask {
-                if kind != Kind::Inpaint {
-                    return Err(ApiError::bad("only inpainting takes a mask"));
-                }
                 words.push(format!("--mask={}", upload("mask.png", mask)?));
             }
         }
@@ -265,21 +348,18 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
             }
         }
         Kind::Lab => {
-            if req.settings.get("sweep").is_some_and(|v| !v.is_null()) {
+            // Outputs by what the flags ask: a sweep's table and plot, or one run's numbers (and a 2-D
+            // target's scatter).
+            let given = |prefix: &str| settings.iter().any(|w| w.starts_with(prefix));
+            if given("--sweep=") {
                 words.extend([format!("--table={}", at("lab.md")), format!("--plot={}", at("lab.png"))]);
             } else {
                 words.push(format!("--json-out={}", at("lab.json")));
-                if matches!(
-                    req.settings.get("target").and_then(Value::as_str),
-                    Some("ring" | "grid")
-                ) {
+                if given("--target=ring") || given("--target=grid") {
                     words.push(format!("--scatter={}", at("scatter.png")));
                 }
             }
         }
-    }
-    if (req.image.is_some() && !kind.takes_inputs()) || (req.images.is_some() && kind != Kind::Interpolate) {
-        return Err(ApiError::bad(format!("{kind:?} jobs take no uploaded images")));
     }
     words.extend(settings);
     let argv = std::iter::once("diffuse".to_string()).chain(words.iter().cloned());
@@ -293,7 +373,8 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
         return Err(ApiError::bad(first.to_string()));
     }
     let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
+        // Not create_dir_all: a folder another studio took in the meantime is an error, not shared.
+        std::fs::create_dir(&dir)?;
         for (name, bytes) in &uploads {
             std::fs::write(dir.join(name), bytes)?;
         }
@@ -317,58 +398,72 @@ fn decode_image(data: &str) -> Result<Vec<u8>, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|e| format!("an image is not base64: {e}"))?;
-    let img = diffuse::imageio::decode_png(&bytes, None).map_err(|e| format!("an image is not a PNG: {e}"))?;
-    if img.width.max(img.height) > MAX_UPLOAD_SIDE {
+    let not_png = |e: String| format!("an image is not a PNG: {e}");
+    // The size it declares first, so that a small file claiming a huge image is never decoded.
+    let (w, h) = diffuse::imageio::png_size(&bytes).map_err(not_png)?;
+    if w.max(h) > MAX_UPLOAD_SIDE {
         return Err(format!(
-            "an image is {}×{}; the studio takes at most {MAX_UPLOAD_SIDE} pixels a side",
-            img.width, img.height
+            "an image is {w}×{h}; the studio takes at most {MAX_UPLOAD_SIDE} pixels a side"
         ));
     }
+    diffuse::imageio::decode_png(&bytes, None).map_err(not_png)?;
     Ok(bytes)
 }
 
-fn job_of(app: &App, id: &str) -> Result<Arc<jobs::Job>, ApiError> {
+fn job_of(app: &App, id: Result<UrlPath<String>, PathRejection>) -> Result<Arc<jobs::Job>, ApiError> {
+    let id = url_path(id)?;
     id.parse::<u64>()
         .ok()
         .and_then(|id| app.jobs.get(id))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no job '{id}'")))
 }
 
-async fn job_state(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    match job_of(&app, &id) {
+async fn job_state(State(app): State<Arc<App>>, id: Result<UrlPath<String>, PathRejection>) -> Response {
+    match job_of(&app, id) {
         Ok(job) => axum::Json(job.snapshot()).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn cancel_job(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    match job_of(&app, &id) {
+async fn cancel_job(State(app): State<Arc<App>>, id: Result<UrlPath<String>, PathRejection>) -> Response {
+    match job_of(&app, id) {
         Ok(job) => {
-            job.cancel();
+            app.jobs.cancel(&job);
             (StatusCode::ACCEPTED, axum::Json(job.snapshot())).into_response()
         }
         Err(e) => e.into_response(),
     }
 }
 
-/// Cancels an unfinished job when its event stream goes away (the page was closed or the request dropped).
-struct CancelOnDrop(Arc<jobs::Job>);
+/// Cancels an unfinished job when its last event stream goes away (the page was closed), after a grace period
+/// in which a reconnecting page (EventSource does that by itself) or another watcher keeps it.
+struct CancelOnDrop(Arc<Jobs>, Arc<jobs::Job>);
+
+/// How long a job with no watcher runs on.
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if !self.0.snapshot().state.finished() {
-            self.0.cancel();
-        }
+        let (jobs, job) = (self.0.clone(), self.1.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(ORPHAN_GRACE).await;
+            if job.watchers() == 0 && !job.snapshot().state.finished() {
+                jobs.cancel(&job);
+            }
+        });
     }
 }
 
-async fn job_events(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    let job = match job_of(&app, &id) {
+async fn job_events(State(app): State<Arc<App>>, id: Result<UrlPath<String>, PathRejection>) -> Response {
+    let job = match job_of(&app, id) {
         Ok(job) => job,
         Err(e) => return e.into_response(),
     };
     let rx = job.subscribe();
-    let start = (rx, true, false, CancelOnDrop(job));
+    let start = (rx, true, false, CancelOnDrop(app.jobs.clone(), job));
     let stream = futures_util::stream::unfold(start, |(mut rx, first, ended, guard)| async move {
         if ended || (!first && rx.changed().await.is_err()) {
             return None;

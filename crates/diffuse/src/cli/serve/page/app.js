@@ -89,8 +89,11 @@ function settings(form, skip = []) {
   return out;
 }
 
-// A job: submit, follow its events, show previews and files; one panel per tab.
+// A job: submit, follow its events, show previews and files; one panel per tab, one stream per panel (the
+// browser allows few connections to one server, and a stream left open holds one).
+const streams = new Map();
 async function runJob(panel, request) {
+  streams.get(panel)?.close();
   panel.replaceChildren();
   const status = el('p', 'status', 'sending…');
   const preview = el('img', 'preview', null, { hidden: true });
@@ -108,6 +111,11 @@ async function runJob(panel, request) {
   }
   cancel.addEventListener('click', () => api(`/api/jobs/${job.id}`, { method: 'DELETE' }));
   const events = new EventSource(`/api/jobs/${job.id}/events`);
+  streams.set(panel, events);
+  events.onerror = () => {
+    // EventSource reconnects by itself; say so only when it has given up.
+    if (events.readyState === EventSource.CLOSED) status.textContent += ' (lost the connection to the studio)';
+  };
   events.addEventListener('update', e => {
     const s = JSON.parse(e.data);
     status.textContent = describe(s);
@@ -127,7 +135,12 @@ function describe(s) {
   const t = `${s.seconds.toFixed(1)} s`;
   switch (s.state) {
     case 'queued': return `job ${s.id}: queued` + (s.position ? `, ${s.position} in line` : '');
-    case 'running': return s.step ? `job ${s.id}: step ${s.step} of ${s.steps}` + (s.walk > 1 ? ` (walk ${s.walk})` : '') + `, NFE ${s.nfe}, ${t}` : `job ${s.id}: running, ${t}`;
+    case 'running': {
+      if (!s.step) return `job ${s.id}: running, ${t}`;
+      // An adaptive solver takes as many steps as it needs, not the grid's count.
+      const of = s.step <= s.steps ? ` of ${s.steps}` : '';
+      return `job ${s.id}: step ${s.step}${of}` + (s.walk > 1 ? ` (walk ${s.walk})` : '') + `, NFE ${s.nfe}, ${t}`;
+    }
     case 'done': return `job ${s.id}: done in ${t}`;
     case 'cancelled': return `job ${s.id}: cancelled after ${t}`;
     default: return `job ${s.id} failed: ${s.error}`;
@@ -148,7 +161,7 @@ function showFiles(box, s) {
       };
       return img;
     }),
-    el('pre', 'command', 'diffuse ' + s.command.join(' ')),
+    el('pre', 'command', 'diffuse ' + s.command.map(w => /^[\w.,:=\/+-]+$/.test(w) ? w : `'${w}'`).join(' ')),
   );
   const links = el('p', 'links');
   for (const f of s.files.filter(f => !images.includes(f))) links.append(el('a', '', f.split('/').pop(), { href: url(f), download: '' }), ' ');
