@@ -279,6 +279,26 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
         .filter(|f| f.as_str().unwrap().contains("/images/"));
     assert_eq!(frames.count(), 4, "{done}");
 
+    // Inverting an upload, and restoring it from a 2× smaller measurement.
+    for (kind, extra, want) in [
+        ("invert", json!({}), "images/input.png"),
+        ("restore", json!({"task": "sr:2", "noise": 0.05}), "images/scores.json"),
+    ] {
+        let mut settings = json!({"sampler": "ddim", "steps": 5});
+        settings
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let id = studio.submit(&json!({"kind": kind, "run": "tiny", "image": b64(&input), "settings": settings}));
+        let done = studio.wait(id);
+        assert_eq!(done["state"], "done", "{done}");
+        let want = format!("job-{id:06}/{want}");
+        assert!(
+            done["files"].as_array().unwrap().iter().any(|f| f == &json!(want)),
+            "{kind}: {done}"
+        );
+    }
+
     // The lab needs no run; a sweep writes its table and plot.
     let id = studio.submit(
         &json!({"kind": "lab", "settings": {"target": "gaussian", "samples": 2048,
@@ -293,7 +313,7 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
     );
 
     // Queued behind a long job, then both cancelled: neither writes its images.
-    let long = json!({"kind": "sample", "run": "tiny", "settings": {"sampler": "ddpm", "steps": 1000, "n": 64}});
+    let long = json!({"kind": "sample", "run": "tiny", "settings": {"sampler": "ddpm", "steps": 1000, "n": 256}});
     let first = studio.submit(&long);
     while studio.json("GET", &format!("/api/jobs/{first}"), &Value::Null).1["state"] == "queued" {
         std::thread::sleep(Duration::from_millis(20));
@@ -323,6 +343,25 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
         started.elapsed() < Duration::from_secs(20),
         "cancelling took {:?}",
         started.elapsed()
+    );
+
+    // A page that closes its event stream (and does not come back) cancels its job after a grace period.
+    let id = studio.submit(&long);
+    let mut events = TcpStream::connect(&studio.addr).unwrap();
+    write!(
+        events,
+        "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
+        studio.addr
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    events.read_exact(&mut first).unwrap();
+    drop(events);
+    let v = studio.wait(id);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        v["seconds"].as_f64().unwrap() >= 4.0,
+        "cancelled before the grace period: {v}"
     );
 }
 

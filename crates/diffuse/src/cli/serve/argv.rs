@@ -14,7 +14,9 @@ pub enum Kind {
     Inpaint,
     Outpaint,
     Sdedit,
+    Invert,
     Interpolate,
+    Restore,
     Lab,
 }
 
@@ -99,7 +101,9 @@ impl Kind {
             Kind::Inpaint => &["edit", "inpaint"],
             Kind::Outpaint => &["edit", "outpaint"],
             Kind::Sdedit => &["edit", "sdedit"],
+            Kind::Invert => &["edit", "invert"],
             Kind::Interpolate => &["edit", "interpolate"],
+            Kind::Restore => &["edit", "restore"],
             Kind::Lab => &["lab"],
         }
     }
@@ -111,7 +115,10 @@ impl Kind {
 
     /// Whether the job edits input images (an upload, or --data's held-out ones).
     pub fn takes_inputs(self) -> bool {
-        matches!(self, Kind::Inpaint | Kind::Outpaint | Kind::Sdedit)
+        matches!(
+            self,
+            Kind::Inpaint | Kind::Outpaint | Kind::Sdedit | Kind::Invert | Kind::Restore
+        )
     }
 
     fn flags(self) -> Vec<&'static [Flag]> {
@@ -127,6 +134,21 @@ impl Kind {
             ],
             Kind::Outpaint => vec![SAMPLER, DRAW, INPUTS, REPAINT, &[Flag("pad", List(4, 64.0))]],
             Kind::Sdedit => vec![SAMPLER, DRAW, INPUTS, &[Flag("strength", Number(0.0, 1.0))]],
+            Kind::Invert => vec![SAMPLER, DRAW, INPUTS, &[Flag("to-class", Word)]],
+            Kind::Restore => vec![
+                SAMPLER,
+                DRAW,
+                INPUTS,
+                &[
+                    Flag("task", Word),
+                    Flag("noise", Number(0.0, 2.0)),
+                    Flag("method", Word),
+                    Flag("ddrm-eta", Number(0.0, 1.0)),
+                    Flag("ddrm-eta-b", Number(0.0, 1.0)),
+                    Flag("data-std", Number(1e-3, 100.0)),
+                    Flag("mask-seed", Number(0.0, SEED_MAX)),
+                ],
+            ],
             Kind::Interpolate => vec![
                 SAMPLER,
                 DRAW,
@@ -245,6 +267,13 @@ fn known_name(flag: &str, value: &str) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!("{flag}: {e}")),
         "sde" => value.parse::<Sde>().map(drop).map_err(|e| format!("{flag}: {e}")),
+        "task" => diffuse::restore::Task::parse(value)
+            .map(drop)
+            .map_err(|e| format!("{flag}: {e}")),
+        "method" => value
+            .parse::<diffuse::restore::Solver>()
+            .map(drop)
+            .map_err(|e| format!("{flag}: {e}")),
         _ => Ok(()),
     }
 }

@@ -328,7 +328,7 @@ fn prepare(app: &App, body: &[u8]) -> Result<jobs::Snapshot, ApiError> {
     ];
     match kind {
         Kind::Sample => words.extend(images_out),
-        Kind::Inpaint | Kind::Outpaint | Kind::Sdedit => {
+        Kind::Inpaint | Kind::Outpaint | Kind::Sdedit | Kind::Invert | Kind::Restore => {
             words.extend(images_out);
             if let Some(img) = &req.image {
                 words.push(format!("--input={}", upload("input.png", img)?));

@@ -203,7 +203,7 @@ let painted = false;
 
 function showKindFields() {
   const kind = editForm.kind.value;
-  for (const k of ['inpaint', 'outpaint', 'sdedit', 'interpolate']) $(`.for-${k}`, editForm).hidden = k !== kind;
+  for (const k of ['inpaint', 'outpaint', 'sdedit', 'invert', 'interpolate', 'restore']) $(`.for-${k}`, editForm).hidden = k !== kind;
   $('.inputs', editForm).hidden = kind === 'interpolate';
 }
 editForm.kind.addEventListener('change', showKindFields);
