@@ -1937,3 +1937,60 @@ fn edits_take_the_inputs_of_one_class() {
         "--to-class needs a class-conditional run",
     );
 }
+
+#[test]
+fn clip_score_matches_transformers_and_names_bad_folders() {
+    // The fixture of scripts/make_clip_fixture.py: a tiny random CLIP and transformers' scores with it.
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(f.join("expected.json")).unwrap()).unwrap();
+    let out = ok(&[
+        "clip-score",
+        "--clip",
+        s(&f.join("model")),
+        "--images",
+        s(&f.join("images")),
+        "--prompt",
+        "a red heart",
+        "--json",
+    ]);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = expected["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for entry in got["images"].as_array().unwrap() {
+        let path = entry["image"].as_str().unwrap();
+        let i = names.iter().position(|n| path.ends_with(n)).unwrap();
+        // "a red heart" is the first text; the resized image is within 0.1 of transformers' preprocessing.
+        let want = expected["scores"][i][0].as_f64().unwrap();
+        let score = entry["score"].as_f64().unwrap();
+        assert!((score - want).abs() < 0.1, "{path}: {score} against {want}");
+    }
+    fails(
+        &[
+            "clip-score",
+            "--clip",
+            s(&f),
+            "--images",
+            s(&f.join("images")),
+            "--prompt",
+            "x",
+        ],
+        "no config.json",
+    );
+    let long = "red heart ".repeat(20);
+    fails(
+        &[
+            "clip-score",
+            "--clip",
+            s(&f.join("model")),
+            "--images",
+            s(&f.join("images")),
+            "--prompt",
+            &long,
+        ],
+        "at most 16",
+    );
+}

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod bench_cmd;
+mod clip_cmd;
 mod compare_cmd;
 mod diffusers_cmd;
 mod distill_cmd;
@@ -70,6 +71,8 @@ enum Command {
     Lpips(lpips_cmd::LpipsArgs),
     /// FID between two image sets in the reference Inception's features.
     Fid(fid_cmd::FidArgs),
+    /// CLIP score: how well images match a prompt, in a user-provided CLIP model's embedding space.
+    ClipScore(clip_cmd::ClipScoreArgs),
     /// Download the Inception weights, MNIST or Fashion-MNIST into the cache, checking SHA-256.
     Fetch(fetch_cmd::FetchArgs),
     /// Train (or reuse) the five variants on the same data and measure them into one table.
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(c) => edit_cmd::edit(c),
         Command::Bench(a) => bench_cmd::bench(a),
         Command::Fid(a) => fid_cmd::fid(a),
+        Command::ClipScore(a) => clip_cmd::clip_score(a),
         Command::Lpips(a) => lpips_cmd::lpips(a),
         Command::Eval(a) => eval_cmd::eval(a),
         Command::Fetch(a) => fetch_cmd::fetch(a),

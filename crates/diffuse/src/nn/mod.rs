@@ -2,6 +2,7 @@
 //! evaluation classifier.
 
 pub mod classifier_net;
+pub mod clip;
 pub mod inception;
 pub mod lpips;
 pub mod mlp;

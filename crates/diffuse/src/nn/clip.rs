@@ -1,0 +1,616 @@
+//! CLIP (Radford et al. 2021) read from a transformers `CLIPModel` folder, for the CLIP score (Hessel et al.
+//! 2021): the vision transformer, the text transformer and their projections, inference only, with the
+//! folder's own tokenizer (`tokenizer.json`, read by the `tokenizers` crate) and image preprocessing
+//! (`preprocessor_config.json`). The weights stay tensors by their transformers names; nothing here trains.
+
+use crate::diffusers::read_weights;
+use crate::safetensors_io::NamedTensor;
+use crate::{Error, Result};
+use burn::prelude::*;
+use burn::tensor::activation;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One tower's settings, as transformers' `text_config` / `vision_config` hold them.
+#[derive(Clone, Debug, Deserialize)]
+struct TowerConfig {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    // Text only.
+    #[serde(default)]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    eos_token_id: Option<u32>,
+    // Vision only.
+    #[serde(default)]
+    image_size: usize,
+    #[serde(default)]
+    patch_size: usize,
+}
+
+fn default_act() -> String {
+    "quick_gelu".into()
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct ClipConfig {
+    text_config: TowerConfig,
+    vision_config: TowerConfig,
+}
+
+/// The image preprocessing of `preprocessor_config.json` (CLIPImageProcessor): resize the shorter side, crop
+/// the centre, scale to [0, 1], normalise per channel.
+#[derive(Clone, Debug, Deserialize)]
+struct Preprocess {
+    size: Side,
+    crop_size: Crop,
+    image_mean: [f32; 3],
+    image_std: [f32; 3],
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Side {
+    shortest_edge: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Crop {
+    height: usize,
+    width: usize,
+}
+
+/// A linear map y = x Wᵀ + b.
+struct Linear {
+    /// [in, out]: Wᵀ, transposed once at load.
+    wt: Tensor<2>,
+    b: Option<Tensor<1>>,
+}
+
+impl Linear {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let out = self.wt.dims()[1];
+        let y = x.reshape([b * l, d]).matmul(self.wt.clone());
+        let y = match &self.b {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, l, out])
+    }
+}
+
+struct LayerNorm {
+    w: Tensor<1>,
+    b: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let mean = x.clone().mean_dim(D - 1);
+        let centred = x - mean;
+        let var = centred.clone().square().mean_dim(D - 1);
+        let normed = centred / (var + self.eps).sqrt();
+        normed * self.w.clone().unsqueeze::<D>() + self.b.clone().unsqueeze::<D>()
+    }
+}
+
+/// One pre-norm transformer layer: x + attention(LN x), then x + MLP(LN x).
+struct Layer {
+    ln1: LayerNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+struct Tower {
+    layers: Vec<Layer>,
+    heads: usize,
+    act: String,
+}
+
+impl Tower {
+    /// The encoder over `x` [B, L, D]; `causal` masks each position from the ones after it (the text tower).
+    fn forward(&self, mut x: Tensor<3>, causal: bool) -> Tensor<3> {
+        let [b, l, d] = x.dims();
+        let (h, dh) = (self.heads, d / self.heads);
+        let device = x.device();
+        let mask = causal.then(|| {
+            let m: Vec<f32> = (0..l * l)
+                .map(|i| if i % l > i / l { f32::NEG_INFINITY } else { 0.0 })
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(m, [l, l]), &device).unsqueeze::<4>()
+        });
+        let split = |t: Tensor<3>| t.reshape([b, l, h, dh]).swap_dims(1, 2);
+        for layer in &self.layers {
+            let y = layer.ln1.forward(x.clone());
+            let (q, k, v) = (
+                split(layer.q.forward(y.clone())),
+                split(layer.k.forward(y.clone())),
+                split(layer.v.forward(y)),
+            );
+            let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
+            if let Some(m) = &mask {
+                scores = scores + m.clone();
+            }
+            let attended = activation::softmax(scores, 3)
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([b, l, d]);
+            x = x + layer.o.forward(attended);
+            let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
+            let y = match self.act.as_str() {
+                // x·σ(1.702x), the original CLIP's approximation.
+                "quick_gelu" => y.clone() * activation::sigmoid(y.mul_scalar(1.702)),
+                _ => activation::gelu(y),
+            };
+            x = x + layer.fc2.forward(y);
+        }
+        x
+    }
+}
+
+/// A CLIP model and its tokenizer and preprocessing.
+pub struct Clip {
+    tokenizer: tokenizers::Tokenizer,
+    preprocess: Preprocess,
+    max_tokens: usize,
+    eos: u32,
+    token_embedding: Tensor<2>,
+    text_positions: Tensor<2>,
+    text: Tower,
+    final_ln: LayerNorm,
+    text_projection: Linear,
+    patch: usize,
+    image_size: usize,
+    /// [3·p·p, D]: the patch convolution (stride p, no bias) as a matrix.
+    patch_embedding: Tensor<2>,
+    class_embedding: Tensor<1>,
+    vision_positions: Tensor<2>,
+    pre_ln: LayerNorm,
+    vision: Tower,
+    post_ln: LayerNorm,
+    visual_projection: Linear,
+}
+
+/// A folder's file, or an error naming what the folder lacks.
+fn file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::Invalid(format!(
+            "{}: no {name} (a transformers CLIPModel folder has config.json, model.safetensors, tokenizer.json and preprocessor_config.json)",
+            dir.display()
+        )))
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// The folder's tensors, taken by name and checked against the shapes the config implies.
+struct Weights {
+    tensors: BTreeMap<String, NamedTensor>,
+    device: Device,
+}
+
+impl Weights {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| Error::Invalid(format!("model.safetensors has no {name}")))?;
+        if t.shape != shape {
+            return Err(Error::Invalid(format!(
+                "model.safetensors: {name} is {:?}, the config needs {shape:?}",
+                t.shape
+            )));
+        }
+        Ok(t.data)
+    }
+
+    fn vector(&mut self, name: &str, d: usize) -> Result<Tensor<1>> {
+        Ok(Tensor::from_data(
+            TensorData::new(self.take(name, &[d])?, [d]),
+            &self.device,
+        ))
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Tensor<2>> {
+        let data = self.take(name, &[rows, cols])?;
+        Ok(Tensor::from_data(TensorData::new(data, [rows, cols]), &self.device))
+    }
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            wt: self.matrix(&format!("{name}.weight"), out, inp)?.transpose(),
+            b: if bias {
+                Some(self.vector(&format!("{name}.bias"), out)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn norm(&mut self, name: &str, d: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            w: self.vector(&format!("{name}.weight"), d)?,
+            b: self.vector(&format!("{name}.bias"), d)?,
+            eps,
+        })
+    }
+
+    fn tower(&mut self, prefix: &str, c: &TowerConfig) -> Result<Tower> {
+        let (d, m) = (c.hidden_size, c.intermediate_size);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("{prefix}.encoder.layers.{i}");
+                Ok(Layer {
+                    ln1: self.norm(&format!("{p}.layer_norm1"), d, c.layer_norm_eps)?,
+                    q: self.linear(&format!("{p}.self_attn.q_proj"), d, d, true)?,
+                    k: self.linear(&format!("{p}.self_attn.k_proj"), d, d, true)?,
+                    v: self.linear(&format!("{p}.self_attn.v_proj"), d, d, true)?,
+                    o: self.linear(&format!("{p}.self_attn.out_proj"), d, d, true)?,
+                    ln2: self.norm(&format!("{p}.layer_norm2"), d, c.layer_norm_eps)?,
+                    fc1: self.linear(&format!("{p}.mlp.fc1"), m, d, true)?,
+                    fc2: self.linear(&format!("{p}.mlp.fc2"), d, m, true)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tower {
+            layers,
+            heads: c.num_attention_heads,
+            act: c.hidden_act.clone(),
+        })
+    }
+}
+
+impl Clip {
+    /// Reads a transformers `CLIPModel` folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<Clip> {
+        let config: ClipConfig = json(&file(dir, "config.json")?)?;
+        let preprocess: Preprocess = json(&file(dir, "preprocessor_config.json")?)?;
+        let tokenizer_path = file(dir, "tokenizer.json")?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", tokenizer_path.display())))?;
+        let (tc, vc) = (&config.text_config, &config.vision_config);
+        for (what, t) in [("text", tc), ("vision", vc)] {
+            if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+                return Err(Error::Invalid(format!(
+                    "{what}_config: {} heads do not divide the width {}",
+                    t.num_attention_heads, t.hidden_size
+                )));
+            }
+        }
+        if vc.patch_size == 0 || vc.image_size % vc.patch_size != 0 {
+            return Err(Error::Invalid(format!(
+                "vision_config: patches of {} do not tile images of {}",
+                vc.patch_size, vc.image_size
+            )));
+        }
+        let (crop, side) = (&preprocess.crop_size, preprocess.size.shortest_edge);
+        if (crop.height, crop.width) != (vc.image_size, vc.image_size) || side < vc.image_size {
+            return Err(Error::Invalid(format!(
+                "preprocessor_config.json crops {}×{} from a shorter side of {side}; the model takes {}×{}",
+                crop.width, crop.height, vc.image_size, vc.image_size
+            )));
+        }
+        let eos = tc
+            .eos_token_id
+            .ok_or_else(|| Error::Invalid("text_config has no eos_token_id".into()))?;
+        let mut w = Weights {
+            tensors: read_weights(&file(dir, "model.safetensors")?)?,
+            device: device.clone(),
+        };
+        let (dt, dv, p) = (tc.hidden_size, vc.hidden_size, vc.patch_size);
+        let vocab = w
+            .tensors
+            .get("text_model.embeddings.token_embedding.weight")
+            .map_or(0, |t| t.shape[0]);
+        let projection = w.tensors.get("text_projection.weight").map_or(0, |t| t.shape[0]);
+        let patches = (vc.image_size / p).pow(2);
+        Ok(Clip {
+            tokenizer,
+            preprocess,
+            max_tokens: tc.max_position_embeddings,
+            eos,
+            token_embedding: w.matrix("text_model.embeddings.token_embedding.weight", vocab, dt)?,
+            text_positions: w.matrix(
+                "text_model.embeddings.position_embedding.weight",
+                tc.max_position_embeddings,
+                dt,
+            )?,
+            text: w.tower("text_model", tc)?,
+            final_ln: w.norm("text_model.final_layer_norm", dt, tc.layer_norm_eps)?,
+            text_projection: w.linear("text_projection", projection, dt, false)?,
+            patch: p,
+            image_size: vc.image_size,
+            patch_embedding: {
+                let data = w.take("vision_model.embeddings.patch_embedding.weight", &[dv, 3, p, p])?;
+                Tensor::<2>::from_data(TensorData::new(data, [dv, 3 * p * p]), device).transpose()
+            },
+            class_embedding: w.vector("vision_model.embeddings.class_embedding", dv)?,
+            vision_positions: w.matrix("vision_model.embeddings.position_embedding.weight", patches + 1, dv)?,
+            // transformers spells it so.
+            pre_ln: w.norm("vision_model.pre_layrnorm", dv, vc.layer_norm_eps)?,
+            vision: w.tower("vision_model", vc)?,
+            post_ln: w.norm("vision_model.post_layernorm", dv, vc.layer_norm_eps)?,
+            visual_projection: w.linear("visual_projection", projection, dv, false)?,
+        })
+    }
+
+    /// Token ids of `texts`, each with its start and end tokens, padded with the end token to the model's
+    /// length; a text longer than that is an error (CLIP was trained on 77 tokens at most, and a cut text is
+    /// not the text asked about).
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        texts
+            .iter()
+            .map(|text| {
+                let enc = self
+                    .tokenizer
+                    .encode(*text, true)
+                    .map_err(|e| Error::Invalid(format!("tokenizing {text:?}: {e}")))?;
+                let mut ids = enc.get_ids().to_vec();
+                if ids.len() > self.max_tokens {
+                    return Err(Error::Invalid(format!(
+                        "{text:?} is {} tokens; this CLIP takes at most {}",
+                        ids.len(),
+                        self.max_tokens
+                    )));
+                }
+                ids.resize(self.max_tokens, self.eos);
+                Ok(ids)
+            })
+            .collect()
+    }
+
+    /// Projected text embeddings (not normalised), [n, projection].
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        let ids = self.tokenize(texts)?;
+        let (n, l) = (ids.len(), self.max_tokens);
+        let device = self.token_embedding.device();
+        let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
+        if flat.iter().any(|&i| i as usize >= self.token_embedding.dims()[0]) {
+            return Err(Error::Invalid(
+                "the tokenizer gives ids beyond the model's vocabulary".into(),
+            ));
+        }
+        let index = Tensor::<1, Int>::from_data(TensorData::new(flat, [n * l]), &device);
+        let d = self.token_embedding.dims()[1];
+        let x = self.token_embedding.clone().select(0, index).reshape([n, l, d])
+            + self.text_positions.clone().unsqueeze::<3>();
+        let x = self.final_ln.forward(self.text.forward(x, true));
+        // Each text is read at its first end token (the pooled output).
+        let at: Vec<i64> = ids
+            .iter()
+            .map(|t| t.iter().position(|&i| i == self.eos).unwrap_or(l - 1) as i64)
+            .collect();
+        let rows: Vec<i64> = at.iter().enumerate().map(|(i, &p)| i as i64 * l as i64 + p).collect();
+        let pooled = x
+            .reshape([n * l, d])
+            .select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device));
+        let out = self.text_projection.wt.dims()[1];
+        Ok(self.text_projection.forward(pooled.unsqueeze::<3>()).reshape([n, out]))
+    }
+
+    /// The pixels the model sees of an RGB image (h × w × 3 bytes): the shorter side resized to the
+    /// preprocessor's (bicubic), the centre cropped, scaled to [0, 1] and normalised; 3 × s × s, channels first.
+    pub fn pixels(&self, rgb: &image::RgbImage) -> Vec<f32> {
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let side = self.preprocess.size.shortest_edge;
+        let resized = if w.min(h) == side {
+            rgb.clone()
+        } else {
+            // The shorter side to `side`, the other in proportion (rounded as transformers rounds it).
+            let (nw, nh) = if w <= h {
+                (side, (h as f64 * side as f64 / w as f64) as usize)
+            } else {
+                ((w as f64 * side as f64 / h as f64) as usize, side)
+            };
+            image::imageops::resize(rgb, nw as u32, nh as u32, image::imageops::FilterType::CatmullRom)
+        };
+        let s = self.image_size;
+        let (rw, rh) = (resized.width() as usize, resized.height() as usize);
+        let (x0, y0) = ((rw - s) / 2, (rh - s) / 2);
+        let mut out = vec![0f32; 3 * s * s];
+        for c in 0..3 {
+            let (mean, std) = (self.preprocess.image_mean[c], self.preprocess.image_std[c]);
+            for y in 0..s {
+                for x in 0..s {
+                    let v = resized.get_pixel((x0 + x) as u32, (y0 + y) as u32).0[c] as f32 / 255.0;
+                    out[(c * s + y) * s + x] = (v - mean) / std;
+                }
+            }
+        }
+        out
+    }
+
+    /// Projected image embeddings (not normalised), [n, projection], of preprocessed pixels (n × 3 × s × s).
+    pub fn embed_pixels(&self, pixels: &[f32], n: usize) -> Tensor<2> {
+        let (s, p) = (self.image_size, self.patch);
+        let g = s / p;
+        let device = self.patch_embedding.device();
+        let x = Tensor::<1>::from_data(TensorData::new(pixels.to_vec(), [pixels.len()]), &device);
+        // The stride-p convolution as one product: each patch's 3·p·p values in the weights' order (c, y, x).
+        let patches = x
+            .reshape([n, 3, g, p, g, p])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([n * g * g, 3 * p * p])
+            .matmul(self.patch_embedding.clone());
+        let d = self.patch_embedding.dims()[1];
+        let class = self.class_embedding.clone().reshape([1, 1, d]).repeat_dim(0, n);
+        let x = Tensor::cat(vec![class, patches.reshape([n, g * g, d])], 1)
+            + self.vision_positions.clone().unsqueeze::<3>();
+        let x = self.vision.forward(self.pre_ln.forward(x), false);
+        let pooled = self.post_ln.forward(x.narrow(1, 0, 1));
+        let out = self.visual_projection.wt.dims()[1];
+        self.visual_projection.forward(pooled).reshape([n, out])
+    }
+
+    /// The CLIP score of each image–text pair: 100 · max(cos(image, text), 0) (Hessel et al. 2021).
+    pub fn scores(&self, images: &Tensor<2>, texts: &Tensor<2>) -> Vec<f32> {
+        let unit = |t: Tensor<2>| t.clone() / t.square().sum_dim(1).sqrt();
+        let cos = (unit(images.clone()) * unit(texts.clone())).sum_dim(1);
+        crate::sample::to_vec(cos.unsqueeze::<4>())
+            .into_iter()
+            .map(|c| 100.0 * c.max(0.0))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip")
+    }
+
+    fn expected() -> Value {
+        serde_json::from_slice(&std::fs::read(fixture().join("expected.json")).unwrap()).unwrap()
+    }
+
+    fn rows(v: &Value) -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    fn image(name: &str) -> image::RgbImage {
+        image::open(fixture().join("images").join(name)).unwrap().to_rgb8()
+    }
+
+    /// Against `scripts/make_clip_fixture.py`: transformers' CLIPModel and CLIPTokenizer on a tiny random
+    /// model.
+    #[test]
+    fn matches_transformers_tokens_pixels_embeddings_and_scores() {
+        let e = expected();
+        let device = crate::device::device();
+        let clip = Clip::load(&fixture().join("model"), &device).unwrap();
+        let texts: Vec<&str> = e["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let ids: Vec<Vec<u32>> = rows(&e["input_ids"])
+            .iter()
+            .map(|r| r.iter().map(|&x| x as u32).collect())
+            .collect();
+        assert_eq!(clip.tokenize(&texts).unwrap(), ids);
+
+        let names: Vec<&str> = e["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let want_pixels = rows(&e["pixel_values"]);
+        let mut pixels = Vec::new();
+        for (name, want) in names.iter().zip(&want_pixels) {
+            let got = clip.pixels(&image(name));
+            let d = max_diff(&got, want);
+            // At the model's size the preprocessing is exact; resizing another size differs from PIL's bicubic
+            // by a few grey levels (one level is 1/255/std ≈ 0.015 after normalising).
+            let tolerance = if *name == "wide.png" { 0.25 } else { 1e-5 };
+            assert!(d <= tolerance, "{name}: pixels differ by {d}");
+            pixels.extend(got);
+        }
+
+        // Embeddings of transformers' own pixels, so that only the network is compared.
+        let exact: Vec<f32> = want_pixels.concat();
+        let images = clip.embed_pixels(&exact, names.len());
+        let want_images = rows(&e["image_embeds"]).concat();
+        let got_images = crate::sample::to_vec(images.clone().unsqueeze::<4>());
+        assert!(
+            max_diff(&got_images, &want_images) < 1e-4,
+            "{}",
+            max_diff(&got_images, &want_images)
+        );
+        let text = clip.embed_texts(&texts).unwrap();
+        let want_text = rows(&e["text_embeds"]).concat();
+        let got_text = crate::sample::to_vec(text.clone().unsqueeze::<4>());
+        assert!(
+            max_diff(&got_text, &want_text) < 1e-4,
+            "{}",
+            max_diff(&got_text, &want_text)
+        );
+
+        // Every image against every text, both clamped and positive scores among them.
+        let want_scores = rows(&e["scores"]);
+        let [n, d] = images.dims();
+        for (i, want_row) in want_scores.iter().enumerate() {
+            let image_i = images.clone().narrow(0, i, 1).repeat_dim(0, texts.len());
+            let got = clip.scores(&image_i, &text);
+            assert!(
+                max_diff(&got, want_row) < 1e-3,
+                "image {i}: {got:?} against {want_row:?}"
+            );
+        }
+        let all = want_scores.concat();
+        assert!(all.contains(&0.0) && all.iter().any(|&s| s > 1.0));
+
+        // From the files, through this preprocessing: the resized image's scores stay near transformers'.
+        let ours = clip.embed_pixels(&pixels, names.len());
+        for (i, want_row) in want_scores.iter().enumerate() {
+            let image_i = ours.clone().narrow(0, i, 1).repeat_dim(0, texts.len());
+            let got = clip.scores(&image_i, &text);
+            let d = max_diff(&got, want_row);
+            // Measured: 0.017 points for wide.png (2026-12-01).
+            assert!(d < if names[i] == "wide.png" { 0.1 } else { 1e-3 }, "{}: {d}", names[i]);
+        }
+        assert_eq!((n, d), (3, 16));
+    }
+
+    #[test]
+    fn long_prompts_and_incomplete_folders_are_refused() {
+        let device = crate::device::device();
+        let clip = Clip::load(&fixture().join("model"), &device).unwrap();
+        let long = "red heart ".repeat(20);
+        let err = clip.tokenize(&[&long]).unwrap_err().to_string();
+        assert!(err.contains("at most 16"), "{err}");
+        let dir = std::env::temp_dir().join(format!("diffuse-clip-partial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.json", "preprocessor_config.json", "model.safetensors"] {
+            std::fs::copy(fixture().join("model").join(f), dir.join(f)).unwrap();
+        }
+        let err = Clip::load(&dir, &device).err().unwrap().to_string();
+        assert!(err.contains("no tokenizer.json"), "{err}");
+        std::fs::write(dir.join("tokenizer.json"), b"{ not json").unwrap();
+        let err = Clip::load(&dir, &device).err().unwrap().to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
