@@ -76,6 +76,9 @@ for seed in range(100):
     with torch.no_grad():
         tok = fast(texts, padding='max_length', max_length=16, truncation=True, return_tensors='pt')
         text_embeds = model.get_text_features(input_ids=tok['input_ids'], attention_mask=tok['attention_mask'])
+        # The text encoder's last hidden states (after its final layer norm), which Stable Diffusion's UNet
+        # attends to; the causal mask alone is used there, as diffusers' pipelines call CLIPTextModel.
+        hidden = model.text_model(input_ids=tok['input_ids']).last_hidden_state
         pil = [Image.open(os.path.join(out, 'images', n)).convert('RGB') for n in images]
         pixel_values = processor(images=pil, return_tensors='pt')['pixel_values']
         image_embeds = model.get_image_features(pixel_values=pixel_values)
@@ -95,6 +98,7 @@ expected = {
     'input_ids': tok['input_ids'].tolist(),
     'pixel_values': pixel_values.flatten(1).tolist(),
     'text_embeds': text_embeds.tolist(),
+    'text_hidden': hidden.flatten(1).tolist(),
     'image_embeds': image_embeds.tolist(),
     'seed': seed,
     'cosines': cosines.tolist(),

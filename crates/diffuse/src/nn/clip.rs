@@ -382,8 +382,9 @@ impl Clip {
             .collect()
     }
 
-    /// Projected text embeddings (not normalised), [n, projection].
-    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor<2>> {
+    /// The text encoder's last hidden states, after its final layer norm, [n, positions, width]: what a
+    /// text-conditioned UNet attends to (CLIPTextModel's `last_hidden_state`). With the token ids.
+    pub fn text_hidden(&self, texts: &[&str]) -> Result<(Tensor<3>, Vec<Vec<u32>>)> {
         let ids = self.tokenize(texts)?;
         let (n, l) = (ids.len(), self.max_tokens);
         let device = self.token_embedding.device();
@@ -397,16 +398,21 @@ impl Clip {
         let d = self.token_embedding.dims()[1];
         let x = self.token_embedding.clone().select(0, index).reshape([n, l, d])
             + self.text_positions.clone().unsqueeze::<3>();
-        let x = self.final_ln.forward(self.text.forward(x, true));
-        // Each text is read at its first end token (the pooled output).
-        let at: Vec<i64> = ids
+        Ok((self.final_ln.forward(self.text.forward(x, true)), ids))
+    }
+
+    /// Projected text embeddings (not normalised), [n, projection]: each text's hidden state at its first end
+    /// token (the pooled output), projected.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        let (x, ids) = self.text_hidden(texts)?;
+        let [n, l, d] = x.dims();
+        let rows: Vec<i64> = ids
             .iter()
-            .map(|t| t.iter().position(|&i| i == self.eos).unwrap_or(l - 1) as i64)
+            .enumerate()
+            .map(|(i, t)| (i * l + t.iter().position(|&id| id == self.eos).unwrap_or(l - 1)) as i64)
             .collect();
-        let rows: Vec<i64> = at.iter().enumerate().map(|(i, &p)| i as i64 * l as i64 + p).collect();
-        let pooled = x
-            .reshape([n * l, d])
-            .select(0, Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device));
+        let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &x.device());
+        let pooled = x.reshape([n * l, d]).select(0, index);
         let out = self.text_projection.wt.dims()[1];
         Ok(self.text_projection.forward(pooled.unsqueeze::<3>()).reshape([n, out]))
     }
@@ -558,6 +564,14 @@ mod tests {
             max_diff(&got_images, &want_images) < 1e-4,
             "{}",
             max_diff(&got_images, &want_images)
+        );
+        let (hidden, _) = clip.text_hidden(&texts).unwrap();
+        let want_hidden = rows(&e["text_hidden"]).concat();
+        let got_hidden = crate::sample::to_vec(hidden.unsqueeze::<4>());
+        assert!(
+            max_diff(&got_hidden, &want_hidden) < 1e-4,
+            "{}",
+            max_diff(&got_hidden, &want_hidden)
         );
         let text = clip.embed_texts(&texts).unwrap();
         let want_text = rows(&e["text_embeds"]).concat();
