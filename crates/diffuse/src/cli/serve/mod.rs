@@ -80,8 +80,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or_else(|| runs.join("serve"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize()?;
-    if a.jobs == 0 {
-        bail!("--jobs must be at least 1");
+    if a.jobs == 0 || a.queue == 0 || a.max_body_kib == 0 || a.job_seconds == 0 {
+        bail!("--jobs, --queue, --max-body-kib and --job-seconds must be at least 1");
     }
     if !a.host.is_loopback() {
         eprintln!(
