@@ -6,7 +6,10 @@
 # with `--features vulkan` or `--features vulkan-fusion`, xz-compressed to fit the trip; each is benched in
 # turn), .gpu/ref_unet.py, and for training .gpu/mnist/ (the four IDX files). Writes into $OUT.
 # LEVELS: burn's autotune levels to bench each build at (default "minimal"); ROUNDS, BENCH_SECONDS per bench;
-# BATCHES: training batch sizes (default 32, the reference's); TRAIN_SECONDS bounds the training (default 0).
+# BATCHES: training batch sizes (default 32, the reference's); TASKS: how many kernels cubecl's wgpu backend
+# queues before it submits them (CUBECL_WGPU_MAX_TASKS, default 32: more means fewer submissions, which is
+# what a small network waits on); PROFILE=1 adds one run of the first build with cubecl's per-kernel
+# profiling log in $OUT; TRAIN_SECONDS bounds the training (default 0).
 set -u
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -45,16 +48,30 @@ for packed in .gpu/*.xz; do
   chmod +x "/tmp/$name"
   for level in ${LEVELS:-minimal}; do
     for batch in ${BATCHES:-32}; do
-      log "bench: $name, autotune $level, batch $batch, against PyTorch CUDA"
-      # burn's autotuner tries many kernels on each new shape; its shortest level keeps the first run short.
-      CUBECL_AUTOTUNE_LEVEL=$level peak_gpu_mb timeout "${BENCH_SECONDS:-150}" "/tmp/$name" bench \
-        --reference-unet --batch "$batch" --warmup 3 --rounds "${ROUNDS:-3}" --torch python3 \
-        --torch-script scripts/torch_bench.py --torch-arg=--device=cuda --torch-arg=--ref=.gpu/ref_unet.py \
-        >"$OUT/bench-$name-$level-$batch.txt" 2>&1
-      log "bench done ($?)"; tail -8 "$OUT/bench-$name-$level-$batch.txt" | tee -a "$OUT/log.txt"
+      for tasks in ${TASKS:-32}; do
+        tag="$name-$level-$batch-$tasks"
+        log "bench: $name, autotune $level, batch $batch, $tasks tasks a submission, against PyTorch CUDA"
+        # burn's autotuner tries many kernels on each new shape; its shortest level keeps the first run short.
+        CUBECL_AUTOTUNE_LEVEL=$level CUBECL_WGPU_MAX_TASKS=$tasks peak_gpu_mb timeout "${BENCH_SECONDS:-150}" \
+          "/tmp/$name" bench --reference-unet --batch "$batch" --warmup 3 --rounds "${ROUNDS:-3}" --torch python3 \
+          --torch-script scripts/torch_bench.py --torch-arg=--device=cuda --torch-arg=--ref=.gpu/ref_unet.py \
+          >"$OUT/bench-$tag.txt" 2>&1
+        log "bench done ($?)"; tail -8 "$OUT/bench-$tag.txt" | tee -a "$OUT/log.txt"
+      done
     done
   done
 done
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  first=/tmp/$(basename "$(ls .gpu/*.xz | head -1)" .xz)
+  log "profile: one round of $first with cubecl's per-kernel log"
+  CUBECL_AUTOTUNE_LEVEL=minimal CUBECL_DEBUG_LOG=/tmp/cubecl.log CUBECL_DEBUG_OPTION=profile-medium \
+    timeout "${BENCH_SECONDS:-150}" "$first" bench --reference-unet --rounds 1 --warmup 3 --repeats 3 \
+    >>"$OUT/log.txt" 2>&1
+  log "profile done ($?)"
+  # The compilation log is long; its end holds the timed repeats.
+  tail -c 15000000 /tmp/cubecl.log >"$OUT/cubecl-profile.log"
+fi
 
 [ "${TRAIN_SECONDS:-0}" -gt 0 ] || exit 0
 D=/tmp/$(basename "$(ls .gpu/*.xz | head -1)" .xz)
