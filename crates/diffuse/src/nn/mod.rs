@@ -6,6 +6,7 @@ pub mod clip;
 pub mod inception;
 pub mod lpips;
 pub mod mlp;
+pub mod transformer;
 pub mod unet;
 pub mod vae;
 
