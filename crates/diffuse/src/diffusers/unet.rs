@@ -255,6 +255,7 @@ impl UNet2DModelConfig {
             } else {
                 DownsamplePad::Centered
             },
+            context_dim: None,
         };
         cfg.validate()?;
         Ok(cfg)

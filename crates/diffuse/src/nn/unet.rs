@@ -2,6 +2,7 @@
 //! SiLU and a per-channel time shift, self-attention at chosen resolutions, skip connections between the
 //! down and up paths.
 
+use super::transformer::{SpatialTransformer, SpatialTransformerConfig};
 use super::{DownsamplePad, Norm, downsample};
 use crate::kernels::{conv2d, group_norm};
 use crate::{Error, Result};
@@ -68,6 +69,11 @@ pub struct UNetConfig {
     /// Where the stride-2 downsampling convolutions pad (diffusers' `downsample_padding` 0 is right-bottom).
     #[serde(default, skip_serializing_if = "is_centered")]
     pub downsample_pad: DownsamplePad,
+    /// Text-conditioned models: the width of the context sequence (a text encoder's hidden states). Every
+    /// attention block, the middle's included, is then a spatial transformer, self-attention and
+    /// cross-attention to the context (latent diffusion's; SD 1.x's `CrossAttnDownBlock2D` and kin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_dim: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -123,6 +129,7 @@ impl UNetConfig {
             freq_shift: 0.0,
             scale_shift: false,
             downsample_pad: DownsamplePad::Centered,
+            context_dim: None,
         }
     }
 
@@ -202,6 +209,7 @@ impl UNetConfig {
                 ("head_dim", self.head_dim.unwrap_or(1), size),
                 ("max_groups", self.max_groups, size),
                 ("num_classes", self.num_classes.unwrap_or(0), size),
+                ("context_dim", self.context_dim.unwrap_or(1), size),
             ],
         )?;
         let levels = self.channel_mults.len();
@@ -266,6 +274,9 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.context_dim == Some(0) {
+            return bad("a text-conditioned UNet needs a context width above 0".into());
         }
         Ok(())
     }
@@ -439,6 +450,9 @@ impl AttnBlock {
 pub struct DownLevel {
     blocks: Vec<ResBlock>,
     attns: Vec<AttnBlock>,
+    /// A text-conditioned UNet's attention (in place of `attns`, which then stays empty, as `texts` does
+    /// otherwise: a field of its own keeps the parameter paths of existing checkpoints).
+    texts: Vec<SpatialTransformer>,
     down: Option<Conv2d>,
 }
 
@@ -448,6 +462,7 @@ pub struct DownLevel {
 pub struct UpLevel {
     blocks: Vec<ResBlock>,
     attns: Vec<AttnBlock>,
+    texts: Vec<SpatialTransformer>,
     up: Option<Conv2d>,
 }
 
@@ -459,7 +474,9 @@ pub struct UNet {
     conv_in: Conv2d,
     down: Vec<DownLevel>,
     mid1: ResBlock,
-    mid_attn: AttnBlock,
+    /// The middle's attention: self-attention, or for a text-conditioned UNet a spatial transformer.
+    mid_attn: Option<AttnBlock>,
+    mid_text: Option<SpatialTransformer>,
     mid2: ResBlock,
     up: Vec<UpLevel>,
     norm_out: GroupNorm,
@@ -496,6 +513,18 @@ impl UNet {
             }
         };
         let attn = |c| AttnBlock::new(c, cfg.heads_for(c), norm, device);
+        let text = |c| {
+            cfg.context_dim.map(|context_dim| {
+                SpatialTransformerConfig {
+                    channels: c,
+                    heads: cfg.heads_for(c),
+                    context_dim,
+                    layers: 1,
+                    groups: super::groups_for(c, cfg.max_groups),
+                }
+                .init(device)
+            })
+        };
         let levels = cfg.channel_mults.len();
         let mut skips = vec![base];
         let (mut ch, mut res) = (base, cfg.height);
@@ -503,13 +532,15 @@ impl UNet {
         for (i, m) in cfg.channel_mults.iter().enumerate() {
             let out = base * m;
             let attn_here = cfg.attends(true, res);
-            let mut blocks = Vec::new();
-            let mut attns = Vec::new();
+            let (mut blocks, mut attns, mut texts) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..cfg.blocks_per_level {
                 blocks.push(block(ch, out));
                 ch = out;
                 if attn_here {
-                    attns.push(attn(ch));
+                    match text(ch) {
+                        Some(t) => texts.push(t),
+                        None => attns.push(attn(ch)),
+                    }
                 }
                 skips.push(ch);
             }
@@ -522,28 +553,32 @@ impl UNet {
             down.push(DownLevel {
                 blocks,
                 attns,
+                texts,
                 down: down_conv,
             });
         }
         let mid1 = block(ch, ch);
-        let mid_attn = if cfg.scale_shift {
-            attn(ch).without_norm()
-        } else {
-            attn(ch)
+        let mid_text = text(ch);
+        let mid_attn = match (&mid_text, cfg.scale_shift) {
+            (Some(_), _) => None,
+            (None, true) => Some(attn(ch).without_norm()),
+            (None, false) => Some(attn(ch)),
         };
         let mid2 = block(ch, ch);
         let mut up = Vec::new();
         for (i, m) in cfg.channel_mults.iter().enumerate().rev() {
             let out = base * m;
             let attn_here = cfg.attends(false, res);
-            let mut blocks = Vec::new();
-            let mut attns = Vec::new();
+            let (mut blocks, mut attns, mut texts) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..=cfg.blocks_per_level {
                 let skip = skips.pop().expect("one skip per down block");
                 blocks.push(block(ch + skip, out));
                 ch = out;
                 if attn_here {
-                    attns.push(attn(ch));
+                    match text(ch) {
+                        Some(t) => texts.push(t),
+                        None => attns.push(attn(ch)),
+                    }
                 }
             }
             let up_conv = (i > 0).then(|| conv3(ch, ch, device));
@@ -553,6 +588,7 @@ impl UNet {
             up.push(UpLevel {
                 blocks,
                 attns,
+                texts,
                 up: up_conv,
             });
         }
@@ -571,6 +607,7 @@ impl UNet {
             down,
             mid1,
             mid_attn,
+            mid_text,
             mid2,
             up,
             norm_out: norm.init(ch, device),
@@ -584,6 +621,33 @@ impl UNet {
     /// `x`: [b, c, h, w] noisy images; `t`: [b] time inputs; `classes`: [b] class indices of a conditional
     /// model (`num_classes` = null; absent = all null). Returns the network output (ε, x₀ or v).
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
+        self.forward_with(x, t, classes, None)
+    }
+
+    /// Whether the network attends to a context sequence (a text).
+    pub fn takes_context(&self) -> bool {
+        self.mid_text.is_some()
+    }
+
+    /// [`UNet::forward`] with `context` [b, m, context_dim], which a text-conditioned network attends to (the
+    /// encoding of the empty text is its unconditional input).
+    pub fn forward_with(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        classes: Option<Tensor<1, Int>>,
+        context: Option<Tensor<3>>,
+    ) -> Tensor<4> {
+        assert!(
+            context.is_some() == self.takes_context(),
+            "a text-conditioned UNet needs a context and only it takes one (callers check)"
+        );
+        // The attention after block i of a level: self-attention, or the spatial transformer over the context.
+        let attend = |h: Tensor<4>, attn: Option<&AttnBlock>, text: Option<&SpatialTransformer>| match (attn, text) {
+            (Some(a), _) => a.forward(h),
+            (None, Some(tr)) => tr.forward(h, context.clone().expect("checked above")),
+            (None, None) => h,
+        };
         let mut temb = self.time.forward(t);
         assert!(
             classes.is_some() || self.num_classes.is_none() || self.has_null_class(),
@@ -600,9 +664,7 @@ impl UNet {
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
                 h = block.forward(h, Some(temb.clone()));
-                if let Some(attn) = level.attns.get(i) {
-                    h = attn.forward(h);
-                }
+                h = attend(h, level.attns.get(i), level.texts.get(i));
                 skips.push(h.clone());
             }
             if let Some(down) = &level.down {
@@ -611,15 +673,13 @@ impl UNet {
             }
         }
         h = self.mid1.forward(h, Some(temb.clone()));
-        h = self.mid_attn.forward(h);
+        h = attend(h, self.mid_attn.as_ref(), self.mid_text.as_ref());
         h = self.mid2.forward(h, Some(temb.clone()));
         for level in &self.up {
             for (i, block) in level.blocks.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up block");
                 h = block.forward(Tensor::cat(vec![h, skip], 1), Some(temb.clone()));
-                if let Some(attn) = level.attns.get(i) {
-                    h = attn.forward(h);
-                }
+                h = attend(h, level.attns.get(i), level.texts.get(i));
             }
             if let Some(up) = &level.up {
                 let [_, _, hh, ww] = h.dims();
@@ -659,6 +719,61 @@ mod tests {
             assert_eq!(net.forward(x, t, None).dims(), [2, c, h, w]);
             assert!(net.num_params() > 1000);
         }
+    }
+
+    #[test]
+    fn a_text_conditioned_unet_attends_to_its_context_everywhere_it_attends() {
+        let device = crate::device::device();
+        let cfg = UNetConfig {
+            context_dim: Some(6),
+            ..tiny(1, 8, 8, vec![1, 2])
+        };
+        let mut net = crate::device::init_seeded(2, &device, |d| cfg.init(d).unwrap());
+        // The output convolution starts at zero (so a new network predicts 0); a random one lets the context show.
+        net.conv_out = crate::device::init_seeded(3, &device, |d| conv3(8, 1, d));
+        assert!(net.takes_context() && !tiny(1, 8, 8, vec![1, 2]).init(&device).unwrap().takes_context());
+        // Spatial transformers where self-attention was: after the down path's block at 4×4, the up path's two
+        // there, and in the middle.
+        let count = |f: &dyn Fn(&[AttnBlock], &[SpatialTransformer]) -> usize| {
+            net.down.iter().map(|l| f(&l.attns, &l.texts)).sum::<usize>()
+                + net.up.iter().map(|l| f(&l.attns, &l.texts)).sum::<usize>()
+        };
+        let (texts, attns) = (count(&|_, t| t.len()), count(&|a, _| a.len()));
+        assert_eq!((texts, attns), (3, 0));
+        assert!(net.mid_text.is_some() && net.mid_attn.is_none());
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([2, 1, 8, 8], normal, &device);
+        let t = Tensor::<1>::from_floats([10.0, 500.0], &device);
+        let a = Tensor::<3>::random([2, 5, 6], normal, &device);
+        let b = Tensor::<3>::random([2, 3, 6], normal, &device);
+        let ya = net.forward_with(x.clone(), t.clone(), None, Some(a.clone()));
+        let yb = net.forward_with(x.clone(), t.clone(), None, Some(b));
+        assert_eq!(ya.dims(), [2, 1, 8, 8]);
+        let changed = crate::sample::to_vec(ya.clone() - yb)
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(changed > 1e-4, "the output ignores the context ({changed})");
+        // The same context, the same output: nothing else varies.
+        let again = crate::sample::to_vec(net.forward_with(x, t, None, Some(a)) - ya);
+        assert!(again.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn configs_without_a_context_keep_their_format() {
+        let plain = serde_json::to_value(UNetConfig::for_image(1, 8, 8)).unwrap();
+        assert!(plain.get("context_dim").is_none());
+        let text = UNetConfig {
+            context_dim: Some(768),
+            ..UNetConfig::for_image(1, 8, 8)
+        };
+        let v = serde_json::to_value(&text).unwrap();
+        assert_eq!(v["context_dim"], 768);
+        assert_eq!(serde_json::from_value::<UNetConfig>(v).unwrap(), text);
+        let zero = UNetConfig {
+            context_dim: Some(0),
+            ..UNetConfig::for_image(1, 8, 8)
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]
