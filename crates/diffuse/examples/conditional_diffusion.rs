@@ -26,9 +26,7 @@ fn main() -> Result<()> {
     // A row per class at w = 3.
     let per = 8;
     let classes: Vec<u32> = (0..10).flat_map(|c| std::iter::repeat_n(c, per)).collect();
-    let cond = Cond {
-        classes: Some(classes.clone()),
-    };
+    let cond = Cond::of_classes(classes.clone());
     println!("a row per class, guidance 3:");
     let images = draw(&run, &plan, classes.len(), 1, &cond, 3.0)?;
     grid(&dir.join("classes-w3.png"), &run, &images, classes.len(), per)?;
@@ -37,9 +35,7 @@ fn main() -> Result<()> {
     let classifier = digits_classifier()?;
     let per = 20;
     let classes: Vec<u32> = (0..10).flat_map(|c| std::iter::repeat_n(c, per)).collect();
-    let cond = Cond {
-        classes: Some(classes.clone()),
-    };
+    let cond = Cond::of_classes(classes.clone());
     let mut table = String::from("| w | asked class | Inception-style score |\n|---|---|---|\n");
     for w in [0.0, 1.0, 3.0, 7.5] {
         println!("guidance {w}:");

@@ -26,17 +26,55 @@ impl Denoised {
     }
 }
 
-/// What a batch is conditioned on: one class per item, for class-conditional models.
+/// What a batch is conditioned on: one class per item, for class-conditional models; one context sequence
+/// per item (a text's encoding), for text-conditioned ones.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Cond {
     pub classes: Option<Vec<u32>>,
+    pub context: Option<Context>,
+}
+
+/// Context sequences of `len` vectors of `dim` values: one per item, and the null one that classifier-free
+/// guidance steers away from (the empty prompt's encoding, or a negative prompt's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Context {
+    pub len: usize,
+    pub dim: usize,
+    /// items × len × dim.
+    pub items: Vec<f32>,
+    /// len × dim.
+    pub null: Vec<f32>,
+}
+
+impl Context {
+    fn per_item(&self) -> usize {
+        self.len * self.dim
+    }
+
+    /// The items' sequences as a tensor [b, len, dim] (the null one b times, when `null`).
+    fn tensor(&self, null: bool, b: usize, device: &Device) -> Tensor<3> {
+        let data = if null { self.null.repeat(b) } else { self.items.clone() };
+        Tensor::from_data(TensorData::new(data, [b, self.len, self.dim]), device)
+    }
 }
 
 impl Cond {
+    /// One class per item.
+    pub fn of_classes(classes: Vec<u32>) -> Cond {
+        Cond {
+            classes: Some(classes),
+            context: None,
+        }
+    }
+
     /// The items `range` of this conditioning (one batch of a larger draw).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Cond {
         Cond {
-            classes: self.classes.as_ref().map(|c| c[range].to_vec()),
+            classes: self.classes.as_ref().map(|c| c[range.clone()].to_vec()),
+            context: self.context.as_ref().map(|c| Context {
+                items: c.items[range.start * c.per_item()..range.end * c.per_item()].to_vec(),
+                ..c.clone()
+            }),
         }
     }
 }
@@ -184,25 +222,43 @@ pub struct NetDenoiser<'a> {
 
 impl NetDenoiser<'_> {
     fn output(&self, x: Tensor<4>, t: Tensor<1>, level: Level, cond: &Cond) -> Tensor<4> {
-        let (Some(classes), Some(k)) = (&cond.classes, self.net.num_classes()) else {
-            return self.net.forward(x, t, None);
-        };
         let device = x.device();
-        let b = classes.len();
+        let b = x.dims()[0];
         let labels = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device);
-        let cls = labels(classes.iter().map(|&c| c as i64).collect());
-        let w = self.guidance.scale_at(level);
-        if w == 1.0 {
-            return self.net.forward(x, t, Some(cls));
-        }
-        if w == 0.0 {
+        // The conditional input and its null: the class and the null class, the context and the null context.
+        let classes = match (&cond.classes, self.net.num_classes()) {
+            (Some(c), Some(k)) => Some((labels(c.iter().map(|&c| c as i64).collect()), labels(vec![k as i64; b]))),
+            _ => None,
+        };
+        let context = self.net.takes_context().then(|| {
+            let c = cond
+                .context
+                .as_ref()
+                .expect("a text-conditioned network is sampled with a context (callers check)");
+            (c.tensor(false, b, &device), c.tensor(true, b, &device))
+        });
+        if classes.is_none() && context.is_none() {
             return self.net.forward(x, t, None);
         }
-        let null = labels(vec![k as i64; b]);
-        let out = self.net.forward(
+        let pick = |null: bool| {
+            let class = classes.as_ref().map(|(c, u)| if null { u.clone() } else { c.clone() });
+            let ctx = context.as_ref().map(|(c, u)| if null { u.clone() } else { c.clone() });
+            (class, ctx)
+        };
+        let w = self.guidance.scale_at(level);
+        if w == 1.0 || w == 0.0 {
+            let (class, ctx) = pick(w == 0.0);
+            return self.net.forward_with(x, t, class, ctx);
+        }
+        // Both halves in one batched call.
+        let ((cls, ctx), (null_cls, null_ctx)) = (pick(false), pick(true));
+        let both =
+            |a: Option<Tensor<1, Int>>, b: Option<Tensor<1, Int>>| a.zip(b).map(|(a, b)| Tensor::cat(vec![a, b], 0));
+        let out = self.net.forward_with(
             Tensor::cat(vec![x.clone(), x], 0),
             Tensor::cat(vec![t.clone(), t], 0),
-            Some(Tensor::cat(vec![cls, null], 0)),
+            both(cls, null_cls),
+            ctx.zip(null_ctx).map(|(a, b)| Tensor::cat(vec![a, b], 0)),
         );
         let mut halves = out.chunk(2, 0).into_iter();
         let (c, u) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
@@ -405,6 +461,78 @@ mod tests {
     }
 
     #[test]
+    fn text_guidance_steers_from_the_null_context_in_one_batched_call() {
+        let device = crate::device::device();
+        let cfg = crate::nn::UNetConfig {
+            base_channels: 8,
+            heads: 2,
+            context_dim: Some(6),
+            ..crate::nn::UNetConfig::for_image(1, 8, 8)
+        };
+        let net = crate::device::init_seeded(0, &device, |d| crate::nn::NetConfig::Unet(cfg).init(d).unwrap());
+        let net = net.map(&mut Perturb);
+        assert!(net.takes_context());
+        let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
+        let c = LevelInput::Discrete(s.clone());
+        let den = |w| NetDenoiser {
+            net: &net,
+            cond: &c,
+            precond: Precond::Vp(diffuse_math::Prediction::Eps),
+            clip: None,
+            guidance: Guidance::scale(w),
+        };
+        let normals = |stream, n| crate::rng::normals(&mut crate::rng::stream(1, stream), n);
+        let x = Tensor::<4>::from_data(TensorData::new(normals(0, 128), [2, 1, 8, 8]), &device);
+        let level = Level::vp(s.alphas_cumprod[500]);
+        // Two items' texts of 3 vectors each, and two null sequences (an empty prompt, a negative one).
+        let text = |null: Vec<f32>| Cond {
+            classes: None,
+            context: Some(Context {
+                len: 3,
+                dim: 6,
+                items: normals(1, 36),
+                null,
+            }),
+        };
+        let (empty, negative) = (text(normals(2, 18)), text(normals(3, 18)));
+        let eps = |w: f64, cond: &Cond| -> Vec<f32> {
+            den(w)
+                .denoise(x.clone(), level, cond)
+                .eps
+                .into_data()
+                .try_into_vec()
+                .unwrap()
+        };
+        let (cond1, uncond) = (eps(1.0, &empty), eps(0.0, &empty));
+        assert!(
+            cond1.iter().zip(&uncond).any(|(a, b)| (a - b).abs() > 1e-4),
+            "the text must matter"
+        );
+        // w = 0 is the null context for every item.
+        let null_only = Cond {
+            classes: None,
+            context: empty.context.clone().map(|c| Context {
+                items: c.null.repeat(2),
+                ..c
+            }),
+        };
+        assert_eq!(eps(1.0, &null_only), uncond);
+        for ((g, u), c) in eps(3.0, &empty).iter().zip(&uncond).zip(&cond1) {
+            let want = u + 3.0 * (c - u);
+            assert!(
+                (g - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "batched {g} vs separate {want}"
+            );
+        }
+        // A negative prompt replaces the null: guided outputs move, the plain conditional one does not.
+        assert_eq!(eps(1.0, &negative), cond1);
+        assert_ne!(eps(3.0, &negative), eps(3.0, &empty));
+        // Slicing a draw's conditioning keeps each item's own sequence.
+        let second = empty.slice(1..2);
+        assert_eq!(second.context.as_ref().unwrap().items, normals(1, 36)[18..].to_vec());
+    }
+
+    #[test]
     fn guidance_is_one_batched_call_with_the_identities_of_w0_and_w1() {
         let device = crate::device::device();
         let cfg = crate::nn::UNetConfig {
@@ -438,9 +566,7 @@ mod tests {
                 .try_into_vec()
                 .unwrap()
         };
-        let labelled = Cond {
-            classes: Some(vec![0, 2]),
-        };
+        let labelled = Cond::of_classes(vec![0, 2]);
         let (uncond, cond1) = (eps(1.0, &Cond::default()), eps(1.0, &labelled));
         assert!(
             uncond.iter().zip(&cond1).any(|(a, b)| (a - b).abs() > 1e-4),

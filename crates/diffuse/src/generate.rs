@@ -83,6 +83,7 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
     }
     let cond = Cond {
         classes: req.classes.clone(),
+        ..Cond::default()
     };
     let bar = plan.progress(n, req.batch_size, req.progress);
     let started = Instant::now();

@@ -250,9 +250,7 @@ fn conditional_tiny_unet_overfits_one_digit_per_class_and_draws_each_on_request(
     train::train(&cfg, &data, &out, &quiet()).unwrap();
     // Asked for class c, every sample is the one digit of class c: nearer to it than to the other two.
     for (c, &pick) in picks.iter().enumerate() {
-        let cond = Cond {
-            classes: Some(vec![c as u32; 4]),
-        };
+        let cond = Cond::of_classes(vec![c as u32; 4]);
         let images = ddim_samples_of(&out, 25, 4, 5, true, &cond);
         for img in images.chunks(64) {
             let d: Vec<f32> = picks.iter().map(|&p| mse(img, all.image(p))).collect();

@@ -320,12 +320,13 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
             bail!("the inputs have labels beyond the run's {k} classes");
         }
         c.draw.guide.check_null_class(&l.run.net)?;
-        return Ok(Cond {
-            classes: Some(labels.to_vec()),
-        });
+        return Ok(Cond::of_classes(labels.to_vec()));
     }
     let (classes, _) = c.draw.guide.classes(n, &l.run.config.class_names, &l.run.net)?;
-    Ok(Cond { classes })
+    Ok(Cond {
+        classes,
+        ..Cond::default()
+    })
 }
 
 pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {
@@ -470,9 +471,7 @@ fn invert(a: InvertArgs) -> anyhow::Result<()> {
                 bail!("--to-class needs a class-conditional run");
             }
             let class = super::class_index(spec, &l.run.config.class_names)?;
-            Cond {
-                classes: Some(vec![class as u32; n]),
-            }
+            Cond::of_classes(vec![class as u32; n])
         }
     };
     let recon = l.from_noise(&noise, n, &target, false)?;

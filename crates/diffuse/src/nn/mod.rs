@@ -155,9 +155,28 @@ impl Net {
 
     /// `classes`: per-item class indices of a class-conditional UNet (the MLP takes none).
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>, classes: Option<Tensor<1, Int>>) -> Tensor<4> {
+        self.forward_with(x, t, classes, None)
+    }
+
+    /// Whether the network attends to a context sequence (a text-conditioned UNet).
+    pub fn takes_context(&self) -> bool {
+        matches!(self, Net::UNet(n) if n.takes_context())
+    }
+
+    /// [`Net::forward`] with the context [b, len, dim] of a text-conditioned UNet.
+    pub fn forward_with(
+        &self,
+        x: Tensor<4>,
+        t: Tensor<1>,
+        classes: Option<Tensor<1, Int>>,
+        context: Option<Tensor<3>>,
+    ) -> Tensor<4> {
         match self {
-            Net::UNet(n) => n.forward(x, t, classes),
-            Net::Mlp(n) => n.forward(x, t),
+            Net::UNet(n) => n.forward_with(x, t, classes, context),
+            Net::Mlp(n) => {
+                assert!(context.is_none(), "the point MLP takes no context (callers check)");
+                n.forward(x, t)
+            }
         }
     }
 }

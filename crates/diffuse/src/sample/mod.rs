@@ -959,6 +959,7 @@ pub fn fastest_batch(den: &dyn Denoiser, n: usize, shape: [usize; 3], classes: O
         let x = Tensor::<4>::zeros([b, shape[0], shape[1], shape[2]], device);
         let cond = Cond {
             classes: classes.map(|c| vec![c; b]),
+            ..Cond::default()
         };
         let started = std::time::Instant::now();
         let d = den.denoise(x, Level::vp(0.5), &cond);
