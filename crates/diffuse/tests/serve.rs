@@ -85,19 +85,18 @@ impl Studio {
 
     /// Polls job `id` until it has finished; its last state.
     fn wait(&self, id: u64) -> Value {
-        let started = Instant::now();
-        loop {
-            let (status, v) = self.json("GET", &format!("/api/jobs/{id}"), &Value::Null);
-            assert_eq!(status, 200, "{v}");
-            if ["done", "failed", "cancelled"].contains(&v["state"].as_str().unwrap()) {
-                return v;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "job {id} never finished: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll(
+            Duration::from_secs(300),
+            Duration::from_millis(50),
+            &format!("job {id}"),
+            || {
+                let (status, v) = self.json("GET", &format!("/api/jobs/{id}"), &Value::Null);
+                assert_eq!(status, 200, "{v}");
+                ["done", "failed", "cancelled"]
+                    .contains(&v["state"].as_str().unwrap())
+                    .then_some(v)
+            },
+        )
     }
 
     fn file(&self, path: &str) -> Vec<u8> {
@@ -135,6 +134,18 @@ impl Drop for Studio {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Calls `f` every `every` until it gives a value, for at most `limit`.
+fn poll<T>(limit: Duration, every: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(every);
     }
 }
 
@@ -634,18 +645,10 @@ impl Browser {
 
     /// Waits until `script` returns something truthy; that value.
     fn until(&self, script: &str, what: &str) -> Value {
-        let started = Instant::now();
-        loop {
+        poll(Duration::from_secs(120), Duration::from_millis(100), what, || {
             let v = self.js(script, json!([]));
-            if !(v.is_null() || v == json!(false) || v == json!("")) {
-                return v;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (!(v.is_null() || v == json!(false) || v == json!(""))).then_some(v)
+        })
     }
 
     /// Waits for the job shown in the page's `panel` to end, asserts that it is done, waits for its first
