@@ -207,8 +207,9 @@ impl Default for Guidance {
 
 /// A trained network as a denoiser at any level: the network sees x as its [`Precond`] says and is asked at the
 /// level's time input; its output converts to (x̂₀, ε̂) by the same preconditioning. `clip` clamps x̂₀ to a range, the data's [−1, 1]
-/// for pixel runs (diffusers' `clip_sample`), and recomputes ε̂ to match. Class-conditional models are guided by
-/// `guidance`, the conditional and null-class inputs in one batched call. Outputs combine linearly, so
+/// for pixel runs (diffusers' `clip_sample`), and recomputes ε̂ to match. Class- and text-conditioned models are
+/// guided by `guidance`, the conditional inputs and their nulls (the null class, the null context) in one
+/// batched call. Outputs combine linearly, so
 /// plain guidance is the same rule on ε̂ for every parameterisation; rescaling (a per-image std ratio) acts on
 /// the network's output, as diffusers' `guidance_rescale` does, and so depends on what it predicts.
 pub struct NetDenoiser<'a> {

@@ -391,6 +391,13 @@ impl RunConfig {
             )));
         }
         self.conditioning()?;
+        if matches!(&self.net, crate::nn::NetConfig::Unet(u) if u.context_dim.is_some()) {
+            return Err(Error::Config(
+                "a text-conditioned UNet (context_dim) cannot be trained or sampled as a run yet: nothing \
+                 gives it captions or prompts"
+                    .into(),
+            ));
+        }
         self.objective.validate(self.prediction)?;
         let discrete = self.objective == Objective::Diffusion && self.sde.is_none();
         if self.schedule.zero_terminal_snr && !(discrete && self.prediction != Prediction::Eps) {

@@ -249,6 +249,9 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Contents> {
                 c.blobs.insert(name, bytes.to_vec());
                 continue;
             }
+            // Older transformers files keep each embedding's position indices (0, 1, 2, …) as an integer
+            // buffer; they are no weights, and the positions are known anyway.
+            Dtype::I64 | Dtype::I32 if name.ends_with("position_ids") => continue,
             other => {
                 return Err(bad(format!(
                     "tensor '{name}' has dtype {other:?}; only f32, f16 and bf16 are supported"

@@ -59,15 +59,37 @@ struct Preprocess {
     image_std: [f32; 3],
 }
 
+/// The shorter side's length: `{"shortest_edge": 224}`, or a bare 224 in older files.
 #[derive(Clone, Debug, Deserialize)]
-struct Side {
-    shortest_edge: usize,
+#[serde(untagged)]
+enum Side {
+    Edge { shortest_edge: usize },
+    Bare(usize),
 }
 
+impl Side {
+    fn shortest_edge(&self) -> usize {
+        match self {
+            Side::Edge { shortest_edge } | Side::Bare(shortest_edge) => *shortest_edge,
+        }
+    }
+}
+
+/// The crop: `{"height": 224, "width": 224}`, or a bare 224 (square) in older files.
 #[derive(Clone, Debug, Deserialize)]
-struct Crop {
-    height: usize,
-    width: usize,
+#[serde(untagged)]
+enum Crop {
+    Sides { height: usize, width: usize },
+    Bare(usize),
+}
+
+impl Crop {
+    fn sides(&self) -> (usize, usize) {
+        match self {
+            Crop::Sides { height, width } => (*height, *width),
+            Crop::Bare(s) => (*s, *s),
+        }
+    }
 }
 
 /// A linear map y = x Wᵀ + b.
@@ -121,7 +143,43 @@ struct Layer {
 struct Tower {
     layers: Vec<Layer>,
     heads: usize,
-    act: String,
+    act: Activation,
+}
+
+/// The MLP's activation, by transformers' names.
+#[derive(Clone, Copy, Debug)]
+enum Activation {
+    /// x·σ(1.702x), the original CLIP's approximation (`quick_gelu`).
+    Quick,
+    /// GELU with erf (`gelu`).
+    Exact,
+    /// GELU's tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    Tanh,
+}
+
+impl Activation {
+    fn parse(name: &str) -> std::result::Result<Activation, String> {
+        match name {
+            "quick_gelu" => Ok(Activation::Quick),
+            "gelu" => Ok(Activation::Exact),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::Tanh),
+            other => Err(format!(
+                "hidden_act '{other}' is not supported (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)"
+            )),
+        }
+    }
+
+    fn apply(self, y: Tensor<3>) -> Tensor<3> {
+        match self {
+            Activation::Quick => y.clone() * activation::sigmoid(y.mul_scalar(1.702)),
+            Activation::Exact => activation::gelu(y),
+            Activation::Tanh => {
+                let inner = (y.clone() + y.clone().powi_scalar(3).mul_scalar(0.044715))
+                    .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+                y.mul_scalar(0.5) * (inner.tanh() + 1.0)
+            }
+        }
+    }
 }
 
 impl Tower {
@@ -154,12 +212,7 @@ impl Tower {
                 .reshape([b, l, d]);
             x = x + layer.o.forward(attended);
             let y = layer.fc1.forward(layer.ln2.forward(x.clone()));
-            let y = match self.act.as_str() {
-                // x·σ(1.702x), the original CLIP's approximation.
-                "quick_gelu" => y.clone() * activation::sigmoid(y.mul_scalar(1.702)),
-                _ => activation::gelu(y),
-            };
-            x = x + layer.fc2.forward(y);
+            x = x + layer.fc2.forward(self.act.apply(y));
         }
         x
     }
@@ -171,6 +224,8 @@ pub struct Clip {
     preprocess: Preprocess,
     max_tokens: usize,
     eos: u32,
+    /// Read each text at its largest token id rather than at its first end token (see `load`).
+    legacy_pooling: bool,
     token_embedding: Tensor<2>,
     text_positions: Tensor<2>,
     text: Tower,
@@ -278,7 +333,7 @@ impl Weights {
         Ok(Tower {
             layers,
             heads: c.num_attention_heads,
-            act: c.hidden_act.clone(),
+            act: Activation::parse(&c.hidden_act).map_err(Error::Invalid)?,
         })
     }
 }
@@ -306,16 +361,24 @@ impl Clip {
                 vc.patch_size, vc.image_size
             )));
         }
-        let (crop, side) = (&preprocess.crop_size, preprocess.size.shortest_edge);
-        if (crop.height, crop.width) != (vc.image_size, vc.image_size) || side < vc.image_size {
+        let ((ch, cw), side) = (preprocess.crop_size.sides(), preprocess.size.shortest_edge());
+        if (ch, cw) != (vc.image_size, vc.image_size) || side < vc.image_size {
             return Err(Error::Invalid(format!(
-                "preprocessor_config.json crops {}×{} from a shorter side of {side}; the model takes {}×{}",
-                crop.width, crop.height, vc.image_size, vc.image_size
+                "preprocessor_config.json crops {cw}×{ch} from a shorter side of {side}; the model takes {}×{}",
+                vc.image_size, vc.image_size
             )));
         }
-        let eos = tc
-            .eos_token_id
-            .ok_or_else(|| Error::Invalid("text_config has no eos_token_id".into()))?;
+        for (what, t) in [("text", tc), ("vision", vc)] {
+            Activation::parse(&t.hidden_act).map_err(|e| Error::Invalid(format!("{what}_config: {e}")))?;
+        }
+        // The end-of-text token pads prompts and marks where a text is read.
+        let eos = tokenizer
+            .token_to_id("<|endoftext|>")
+            .or(tc.eos_token_id)
+            .ok_or_else(|| Error::Invalid(format!("{}: no <|endoftext|> token", tokenizer_path.display())))?;
+        // Configs written before transformers knew the end token say 2 (OpenAI's CLIP among them); the text is
+        // then read at its largest id, which the end token has in CLIP's vocabulary (as transformers does).
+        let legacy_pooling = tc.eos_token_id == Some(2);
         let mut w = Weights {
             tensors: read_weights(&file(dir, "model.safetensors")?)?,
             device: device.clone(),
@@ -332,6 +395,7 @@ impl Clip {
             preprocess,
             max_tokens: tc.max_position_embeddings,
             eos,
+            legacy_pooling,
             token_embedding: w.matrix("text_model.embeddings.token_embedding.weight", vocab, dt)?,
             text_positions: w.matrix(
                 "text_model.embeddings.position_embedding.weight",
@@ -349,7 +413,7 @@ impl Clip {
             },
             class_embedding: w.vector("vision_model.embeddings.class_embedding", dv)?,
             vision_positions: w.matrix("vision_model.embeddings.position_embedding.weight", patches + 1, dv)?,
-            // transformers spells it so.
+            // transformers' own spelling of the name.
             pre_ln: w.norm("vision_model.pre_layrnorm", dv, vc.layer_norm_eps)?,
             vision: w.tower("vision_model", vc)?,
             post_ln: w.norm("vision_model.post_layernorm", dv, vc.layer_norm_eps)?,
@@ -369,6 +433,11 @@ impl Clip {
                     .encode(*text, true)
                     .map_err(|e| Error::Invalid(format!("tokenizing {text:?}: {e}")))?;
                 let mut ids = enc.get_ids().to_vec();
+                if !ids.contains(&self.eos) {
+                    return Err(Error::Invalid(format!(
+                        "the tokenizer gave {text:?} no end-of-text token (tokenizer.json needs CLIP's post-processor)"
+                    )));
+                }
                 if ids.len() > self.max_tokens {
                     return Err(Error::Invalid(format!(
                         "{text:?} is {} tokens; this CLIP takes at most {}",
@@ -409,7 +478,14 @@ impl Clip {
         let rows: Vec<i64> = ids
             .iter()
             .enumerate()
-            .map(|(i, t)| (i * l + t.iter().position(|&id| id == self.eos).unwrap_or(l - 1)) as i64)
+            .map(|(i, t)| {
+                let at = if self.legacy_pooling {
+                    (0..l).max_by_key(|&j| (t[j], std::cmp::Reverse(j))).unwrap_or(0)
+                } else {
+                    t.iter().position(|&id| id == self.eos).unwrap_or(0)
+                };
+                (i * l + at) as i64
+            })
             .collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &x.device());
         let pooled = x.reshape([n * l, d]).select(0, index);
@@ -421,7 +497,7 @@ impl Clip {
     /// preprocessor's (bicubic), the centre cropped, scaled to [0, 1] and normalised; 3 × s × s, channels first.
     pub fn pixels(&self, rgb: &image::RgbImage) -> Vec<f32> {
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-        let side = self.preprocess.size.shortest_edge;
+        let side = self.preprocess.size.shortest_edge();
         let resized = if w.min(h) == side {
             rgb.clone()
         } else {
@@ -625,6 +701,29 @@ mod tests {
         std::fs::write(dir.join("tokenizer.json"), b"{ not json").unwrap();
         let err = Clip::load(&dir, &device).err().unwrap().to_string();
         assert!(err.contains("tokenizer.json"), "{err}");
+        std::fs::copy(fixture().join("model/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        let config: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let write = |name: &str, v: &Value| std::fs::write(dir.join(name), serde_json::to_vec(v).unwrap()).unwrap();
+        let mut relu = config.clone();
+        relu["text_config"]["hidden_act"] = "relu".into();
+        write("config.json", &relu);
+        let err = Clip::load(&dir, &device).err().unwrap().to_string();
+        assert!(err.contains("hidden_act 'relu'"), "{err}");
+
+        // A legacy config (end token 2, as OpenAI's CLIP configs say) with the older preprocessor form reads
+        // each text at its largest id, which is the end token here too: the same embeddings.
+        let mut legacy = config;
+        legacy["text_config"]["eos_token_id"] = 2.into();
+        write("config.json", &legacy);
+        let mut pre: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("preprocessor_config.json")).unwrap()).unwrap();
+        (pre["size"], pre["crop_size"]) = (32.into(), 32.into());
+        write("preprocessor_config.json", &pre);
+        let old = Clip::load(&dir, &device).unwrap();
+        let texts = ["a red heart", "smiling face"];
+        let a = crate::sample::to_vec(old.embed_texts(&texts).unwrap().unsqueeze::<4>());
+        let b = crate::sample::to_vec(clip.embed_texts(&texts).unwrap().unsqueeze::<4>());
+        assert_eq!(a, b);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

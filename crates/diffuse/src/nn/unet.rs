@@ -624,7 +624,8 @@ impl UNet {
         self.forward_with(x, t, classes, None)
     }
 
-    /// Whether the network attends to a context sequence (a text).
+    /// Whether the network attends to a context sequence (a text). The middle always attends, so its block
+    /// tells for the whole network.
     pub fn takes_context(&self) -> bool {
         self.mid_text.is_some()
     }
@@ -644,7 +645,8 @@ impl UNet {
         );
         // The attention after block i of a level: self-attention, or the spatial transformer over the context.
         let attend = |h: Tensor<4>, attn: Option<&AttnBlock>, text: Option<&SpatialTransformer>| match (attn, text) {
-            (Some(a), _) => a.forward(h),
+            (Some(_), Some(_)) => unreachable!("a level has self-attention or spatial transformers, not both"),
+            (Some(a), None) => a.forward(h),
             (None, Some(tr)) => tr.forward(h, context.clone().expect("checked above")),
             (None, None) => h,
         };
