@@ -226,40 +226,43 @@ impl NetDenoiser<'_> {
         let device = x.device();
         let b = x.dims()[0];
         let labels = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [b]), &device);
-        // The conditional input and its null: the class and the null class, the context and the null context.
-        let classes = match (&cond.classes, self.net.num_classes()) {
-            (Some(c), Some(k)) => Some((labels(c.iter().map(|&c| c as i64).collect()), labels(vec![k as i64; b]))),
-            _ => None,
-        };
+        let classes = cond.classes.as_ref().zip(self.net.num_classes());
         let context = self.net.takes_context().then(|| {
-            let c = cond
-                .context
+            cond.context
                 .as_ref()
-                .expect("a text-conditioned network is sampled with a context (callers check)");
-            (c.tensor(false, b, &device), c.tensor(true, b, &device))
+                .expect("a text-conditioned network is sampled with a context (callers check)")
         });
         if classes.is_none() && context.is_none() {
             return self.net.forward(x, t, None);
         }
-        let pick = |null: bool| {
-            let class = classes.as_ref().map(|(c, u)| if null { u.clone() } else { c.clone() });
-            let ctx = context.as_ref().map(|(c, u)| if null { u.clone() } else { c.clone() });
-            (class, ctx)
+        // The conditional inputs (null = false) or their nulls: the null class, the null context. Each side is
+        // built only when the guidance scale asks for it.
+        let side = |null: bool| {
+            let class = classes.map(|(c, k)| {
+                labels(if null {
+                    vec![k as i64; b]
+                } else {
+                    c.iter().map(|&c| c as i64).collect()
+                })
+            });
+            (class, context.map(|c| c.tensor(null, b, &device)))
         };
         let w = self.guidance.scale_at(level);
+        assert!(
+            w == 1.0 || classes.is_none() || self.net.has_null_class(),
+            "guidance other than 1 needs the null class (callers check)"
+        );
         if w == 1.0 || w == 0.0 {
-            let (class, ctx) = pick(w == 0.0);
+            let (class, ctx) = side(w == 0.0);
             return self.net.forward_with(x, t, class, ctx);
         }
-        // Both halves in one batched call.
-        let ((cls, ctx), (null_cls, null_ctx)) = (pick(false), pick(true));
-        let both =
-            |a: Option<Tensor<1, Int>>, b: Option<Tensor<1, Int>>| a.zip(b).map(|(a, b)| Tensor::cat(vec![a, b], 0));
+        // Both sides in one batched call: the conditional inputs first, their nulls after.
+        let ((cls, ctx), (null_cls, null_ctx)) = (side(false), side(true));
         let out = self.net.forward_with(
             Tensor::cat(vec![x.clone(), x], 0),
             Tensor::cat(vec![t.clone(), t], 0),
-            both(cls, null_cls),
-            ctx.zip(null_ctx).map(|(a, b)| Tensor::cat(vec![a, b], 0)),
+            cls.zip(null_cls).map(|(c, u)| Tensor::cat(vec![c, u], 0)),
+            ctx.zip(null_ctx).map(|(c, u)| Tensor::cat(vec![c, u], 0)),
         );
         let mut halves = out.chunk(2, 0).into_iter();
         let (c, u) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
@@ -461,30 +464,63 @@ mod tests {
         }
     }
 
+    /// A small UNet with every weight perturbed (its zero-initialised output layers too, so that conditioning
+    /// shows), asked for ε̂ at train step 500 of the linear schedule on a fixed batch of two.
+    struct Guided {
+        net: crate::nn::Net,
+        schedule: NoiseSchedule,
+        x: Tensor<4>,
+    }
+
+    impl Guided {
+        fn base() -> crate::nn::UNetConfig {
+            crate::nn::UNetConfig {
+                base_channels: 8,
+                heads: 2,
+                ..crate::nn::UNetConfig::for_image(1, 8, 8)
+            }
+        }
+
+        fn new(cfg: crate::nn::UNetConfig) -> Guided {
+            let device = crate::device::device();
+            let net = crate::device::init_seeded(0, &device, |d| crate::nn::NetConfig::Unet(cfg).init(d).unwrap());
+            let normals = crate::rng::normals(&mut crate::rng::stream(0, 0), 128);
+            Guided {
+                net: net.map(&mut Perturb),
+                schedule: NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap(),
+                x: Tensor::from_data(TensorData::new(normals, [2, 1, 8, 8]), &device),
+            }
+        }
+
+        fn level(&self) -> Level {
+            Level::vp(self.schedule.alphas_cumprod[500])
+        }
+
+        fn eps(&self, guidance: Guidance, cond: &Cond) -> Vec<f32> {
+            let input = LevelInput::Discrete(self.schedule.clone());
+            let den = NetDenoiser {
+                net: &self.net,
+                cond: &input,
+                precond: Precond::Vp(diffuse_math::Prediction::Eps),
+                clip: None,
+                guidance,
+            };
+            den.denoise(self.x.clone(), self.level(), cond)
+                .eps
+                .into_data()
+                .try_into_vec()
+                .unwrap()
+        }
+    }
+
     #[test]
     fn text_guidance_steers_from_the_null_context_in_one_batched_call() {
-        let device = crate::device::device();
-        let cfg = crate::nn::UNetConfig {
-            base_channels: 8,
-            heads: 2,
+        let h = Guided::new(crate::nn::UNetConfig {
             context_dim: Some(6),
-            ..crate::nn::UNetConfig::for_image(1, 8, 8)
-        };
-        let net = crate::device::init_seeded(0, &device, |d| crate::nn::NetConfig::Unet(cfg).init(d).unwrap());
-        let net = net.map(&mut Perturb);
-        assert!(net.takes_context());
-        let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
-        let c = LevelInput::Discrete(s.clone());
-        let den = |w| NetDenoiser {
-            net: &net,
-            cond: &c,
-            precond: Precond::Vp(diffuse_math::Prediction::Eps),
-            clip: None,
-            guidance: Guidance::scale(w),
-        };
+            ..Guided::base()
+        });
+        assert!(h.net.takes_context());
         let normals = |stream, n| crate::rng::normals(&mut crate::rng::stream(1, stream), n);
-        let x = Tensor::<4>::from_data(TensorData::new(normals(0, 128), [2, 1, 8, 8]), &device);
-        let level = Level::vp(s.alphas_cumprod[500]);
         // Two items' texts of 3 vectors each, and two null sequences (an empty prompt, a negative one).
         let text = |null: Vec<f32>| Cond {
             classes: None,
@@ -496,14 +532,7 @@ mod tests {
             }),
         };
         let (empty, negative) = (text(normals(2, 18)), text(normals(3, 18)));
-        let eps = |w: f64, cond: &Cond| -> Vec<f32> {
-            den(w)
-                .denoise(x.clone(), level, cond)
-                .eps
-                .into_data()
-                .try_into_vec()
-                .unwrap()
-        };
+        let eps = |w: f64, cond: &Cond| h.eps(Guidance::scale(w), cond);
         let (cond1, uncond) = (eps(1.0, &empty), eps(0.0, &empty));
         assert!(
             cond1.iter().zip(&uncond).any(|(a, b)| (a - b).abs() > 1e-4),
@@ -535,38 +564,12 @@ mod tests {
 
     #[test]
     fn guidance_is_one_batched_call_with_the_identities_of_w0_and_w1() {
-        let device = crate::device::device();
-        let cfg = crate::nn::UNetConfig {
-            base_channels: 8,
-            heads: 2,
+        let h = Guided::new(crate::nn::UNetConfig {
             num_classes: Some(3),
-            ..crate::nn::UNetConfig::for_image(1, 8, 8)
-        };
-        let net = crate::device::init_seeded(0, &device, |d| crate::nn::NetConfig::Unet(cfg).init(d).unwrap());
-        // Give the zero-initialised output layers weights, so that the class makes a difference.
-        let net = net.map(&mut Perturb);
-        let s = NoiseSchedule::with_defaults(diffuse_math::BetaSchedule::Linear, 1000).unwrap();
-        let c = LevelInput::Discrete(s.clone());
-        let den = |w| NetDenoiser {
-            net: &net,
-            cond: &c,
-            precond: Precond::Vp(diffuse_math::Prediction::Eps),
-            clip: None,
-            guidance: Guidance::scale(w),
-        };
-        let x = Tensor::<4>::from_data(
-            TensorData::new(crate::rng::normals(&mut crate::rng::stream(0, 0), 128), [2, 1, 8, 8]),
-            &device,
-        );
-        let level = Level::vp(s.alphas_cumprod[500]);
-        let eps = |w: f64, cond: &Cond| -> Vec<f32> {
-            den(w)
-                .denoise(x.clone(), level, cond)
-                .eps
-                .into_data()
-                .try_into_vec()
-                .unwrap()
-        };
+            ..Guided::base()
+        });
+        let level = h.level();
+        let eps = |w: f64, cond: &Cond| h.eps(Guidance::scale(w), cond);
         let labelled = Cond::of_classes(vec![0, 2]);
         let (uncond, cond1) = (eps(1.0, &Cond::default()), eps(1.0, &labelled));
         assert!(
@@ -583,17 +586,7 @@ mod tests {
             );
         }
         // An interval that excludes this level (σ/α ≈ 1.0 here) leaves the plain conditional output.
-        let with = |g: Guidance| -> Vec<f32> {
-            let d = NetDenoiser {
-                guidance: g,
-                ..den(1.0)
-            };
-            d.denoise(x.clone(), level, &labelled)
-                .eps
-                .into_data()
-                .try_into_vec()
-                .unwrap()
-        };
+        let with = |g: Guidance| h.eps(g, &labelled);
         let ratio = level.sigma / level.alpha;
         let interval = |lo, hi| Guidance {
             interval: Some((lo, hi)),

@@ -99,6 +99,13 @@ impl Studio {
         )
     }
 
+    /// An open event stream of job `id`.
+    fn events(&self, id: u64) -> TcpStream {
+        let mut tcp = TcpStream::connect(&self.addr).unwrap();
+        write!(tcp, "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).unwrap();
+        tcp
+    }
+
     fn file(&self, path: &str) -> Vec<u8> {
         let mut tcp = TcpStream::connect(&self.addr).unwrap();
         write!(
@@ -196,13 +203,7 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
     // A sample job, followed by its event stream: previews arrive, then the files.
     let id = studio.submit(&json!({"kind": "sample", "run": "tiny",
         "settings": {"sampler": "ddim", "steps": 12, "n": 6, "seed": 3, "batch-size": 4}}));
-    let mut events = TcpStream::connect(&studio.addr).unwrap();
-    write!(
-        events,
-        "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
-        studio.addr
-    )
-    .unwrap();
+    let events = studio.events(id);
     let mut previews = 0;
     let mut last = Value::Null;
     for line in BufReader::new(events).lines() {
@@ -358,13 +359,7 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
 
     // A page that closes its event stream (and does not come back) cancels its job after a grace period.
     let id = studio.submit(&long);
-    let mut events = TcpStream::connect(&studio.addr).unwrap();
-    write!(
-        events,
-        "GET /api/jobs/{id}/events HTTP/1.1\r\nHost: {}\r\n\r\n",
-        studio.addr
-    )
-    .unwrap();
+    let mut events = studio.events(id);
     let mut first = [0u8; 64];
     events.read_exact(&mut first).unwrap();
     drop(events);

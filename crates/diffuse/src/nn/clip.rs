@@ -202,12 +202,7 @@ impl Tower {
                 split(layer.k.forward(y.clone())),
                 split(layer.v.forward(y)),
             );
-            let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
-            if let Some(m) = &mask {
-                scores = scores + m.clone();
-            }
-            let attended = activation::softmax(scores, 3)
-                .matmul(v)
+            let attended = super::attention(q, k, v, mask.clone())
                 .swap_dims(1, 2)
                 .reshape([b, l, d]);
             x = x + layer.o.forward(attended);

@@ -37,6 +37,18 @@ pub(crate) fn check_sizes(what: &str, sizes: &[(&str, usize, usize)]) -> Result<
 }
 
 /// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
+/// Scaled dot-product attention of heads laid out [b, heads, n, d]: softmax(q kᵀ/√d + mask) v, the one
+/// attention of the UNet's self-attention, the spatial transformer and CLIP.
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4>>) -> Tensor<4> {
+    let d = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
+    let scores = match mask {
+        Some(m) => scores + m,
+        None => scores,
+    };
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
+}
+
 pub fn groups_for(channels: usize, max: usize) -> usize {
     (1..=max.min(channels))
         .rev()

@@ -10,7 +10,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 
 /// The shape of a spatial transformer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,8 +64,7 @@ impl Attention {
             .reshape([b, m, h, dh])
             .swap_dims(1, 2);
         let v = self.to_v.forward(context).reshape([b, m, h, dh]).swap_dims(1, 2);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
-        let out = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        let out = super::attention(q, k, v, None).swap_dims(1, 2).reshape([b, n, d]);
         self.to_out.forward(out)
     }
 }
@@ -183,6 +182,15 @@ mod tests {
     use crate::safetensors_io;
     use std::path::Path;
 
+    /// 8 channels, 2 heads, contexts of width 6, one block.
+    const TINY: SpatialTransformerConfig = SpatialTransformerConfig {
+        channels: 8,
+        heads: 2,
+        context_dim: 6,
+        layers: 1,
+        groups: 2,
+    };
+
     /// diffusers' Transformer2DModel (scripts/make_transformer_fixture.py: 16 channels, 2 heads, 2 blocks,
     /// context width 12, every weight perturbed) against the same weights read here.
     #[test]
@@ -221,13 +229,7 @@ mod tests {
     fn a_tiny_transformer_fits_a_target_that_depends_on_the_context() {
         use burn::optim::{AdamWConfig, GradientsParams};
         let device = crate::device::train_device();
-        let cfg = SpatialTransformerConfig {
-            channels: 8,
-            heads: 2,
-            context_dim: 6,
-            layers: 1,
-            groups: 2,
-        };
+        let cfg = TINY;
         let mut net = crate::device::init_seeded(5, &device, |d| cfg.init(d));
         let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
         let x = Tensor::<4>::random([4, 8, 2, 2], normal, &device);
@@ -254,13 +256,7 @@ mod tests {
     #[test]
     fn the_context_changes_the_output_and_its_length_is_free() {
         let device = crate::device::device();
-        let cfg = SpatialTransformerConfig {
-            channels: 8,
-            heads: 2,
-            context_dim: 6,
-            layers: 1,
-            groups: 2,
-        };
+        let cfg = TINY;
         let net = crate::device::init_seeded(3, &device, |d| cfg.init(d));
         let x = Tensor::<4>::random([2, 8, 3, 3], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let a = Tensor::<3>::random([2, 4, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);

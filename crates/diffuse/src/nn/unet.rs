@@ -12,7 +12,7 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, Initializer, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
@@ -437,8 +437,7 @@ impl AttnBlock {
         // [b, c, h, w] → [b, heads, n, d]
         let mut split = || qkv.next().unwrap().reshape([b, heads, d, n]).swap_dims(2, 3);
         let (q, k, v) = (split(), split(), split());
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
-        let out = softmax(scores, 3).matmul(v); // [b, heads, n, d]
+        let out = super::attention(q, k, v, None); // [b, heads, n, d]
         let out = out.swap_dims(2, 3).reshape([b, c, h, w]);
         x + conv2d(&self.proj, out)
     }

@@ -444,6 +444,9 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        if self.1.snapshot().state.finished() {
+            return;
+        }
         let (jobs, job) = (self.0.clone(), self.1.clone());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
