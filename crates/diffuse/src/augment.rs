@@ -3,7 +3,7 @@
 //! held-out real images.
 
 use crate::data::Dataset;
-use crate::denoise::Guidance;
+use crate::denoise::{Cond, Guidance};
 use crate::generate::{self, Request};
 use crate::run::LoadedRun;
 use crate::{Error, Result};
@@ -77,7 +77,7 @@ pub fn draw_labelled(
         &Request {
             plan: run.default_plan()?,
             guidance: Guidance::scale(guidance),
-            classes: Some(classes.clone()),
+            cond: Cond::of_classes(classes.clone()),
             n,
             seed,
             batch_size,

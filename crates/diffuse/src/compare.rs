@@ -4,7 +4,7 @@
 
 use crate::classifier;
 use crate::data::{DataSpec, Split};
-use crate::denoise::Guidance;
+use crate::denoise::{Cond, Guidance};
 use crate::evaluate::{self, Report};
 use crate::fid::{self, Extractor};
 use crate::generate::{self, Request};
@@ -139,7 +139,10 @@ pub fn run(s: &Settings, rows: &[Row]) -> Result<Vec<(Row, Report)>> {
         let request = Request {
             plan: loaded.plan(Method::from_name(row.sampler)?, row.steps)?,
             guidance: Guidance::scale(if row.guided { 3.0 } else { 1.0 }),
-            classes: row.guided.then(|| generate::every_class(classes, n)),
+            cond: Cond {
+                classes: row.guided.then(|| generate::every_class(classes, n)),
+                ..Cond::default()
+            },
             n,
             seed: s.seed + 1,
             batch_size: 64,

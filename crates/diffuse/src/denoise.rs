@@ -51,6 +51,13 @@ impl Context {
         self.len * self.dim
     }
 
+    /// Each item `n` times in a row (the same prompt for `n` images).
+    pub fn repeat_each(self, n: usize) -> Context {
+        let per = self.per_item();
+        let items = self.items.chunks(per.max(1)).flat_map(|c| c.repeat(n)).collect();
+        Context { items, ..self }
+    }
+
     /// The items' sequences as a tensor [b, len, dim] (the null one b times, when `null`).
     fn tensor(&self, null: bool, b: usize, device: &Device) -> Tensor<3> {
         let data = if null { self.null.repeat(b) } else { self.items.clone() };
@@ -65,6 +72,12 @@ impl Cond {
             classes: Some(classes),
             context: None,
         }
+    }
+
+    /// How many items it conditions, where it says (None: any number, unconditioned).
+    pub fn items(&self) -> Option<usize> {
+        let classes = self.classes.as_ref().map(Vec::len);
+        classes.or_else(|| self.context.as_ref().map(|c| c.items.len() / c.per_item().max(1)))
     }
 
     /// The items `range` of this conditioning (one batch of a larger draw).

@@ -62,6 +62,7 @@ pub fn distill(teacher_dir: &Path, data: &crate::data::Dataset, out: &Path, s: &
     }
     let device = crate::device::device();
     let teacher = run::load(teacher_dir, Weights::Ema, &device)?;
+    teacher.config.refuse_text("distillation")?;
     if teacher.net.num_classes().is_some() {
         return Err(Error::Invalid(
             "distillation of class-conditional runs is not supported yet (guidance would need distilling too)".into(),

@@ -12,9 +12,10 @@ use std::time::Instant;
 pub struct Request {
     pub plan: Plan,
     pub guidance: Guidance,
-    /// One class per image for conditional draws (its length is the number of images then).
-    pub classes: Option<Vec<u32>>,
-    /// Images to draw when `classes` is None.
+    /// One class or prompt encoding per image for conditional draws (their number is the number of images
+    /// then).
+    pub cond: Cond,
+    /// Images to draw when `cond` does not say.
     pub n: usize,
     /// Image i is the same for any n and batch size.
     pub seed: u64,
@@ -55,7 +56,7 @@ pub struct Samples {
 
 /// Draws the request's images from `run`, decoding latent runs' samples.
 pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
-    let n = req.classes.as_ref().map_or(req.n, |c| c.len());
+    let n = req.cond.items().unwrap_or(req.n);
     if n == 0 {
         return Err(Error::Invalid("--n must be at least 1".into()));
     }
@@ -81,10 +82,6 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
     if req.no_clip {
         den.clip = None;
     }
-    let cond = Cond {
-        classes: req.classes.clone(),
-        ..Cond::default()
-    };
     let bar = plan.progress(n, req.batch_size, req.progress);
     let started = Instant::now();
     let drawn = sample::draw(
@@ -95,7 +92,7 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
         shape,
         req.batch_size,
         req.init_noise.as_deref(),
-        &cond,
+        &req.cond,
         &strip_at,
         &crate::device::device(),
         &mut |_| bar.inc(1),
@@ -114,7 +111,7 @@ pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
         images,
         strip,
         n,
-        classes: req.classes.clone(),
+        classes: req.cond.classes.clone(),
         nfe: drawn.nfe_per_image,
         secs: started.elapsed().as_secs_f64(),
         decode_secs,

@@ -2,7 +2,8 @@
 //! optimizer state, step), `loss.csv`, `loss.png`, sample grids; latent runs also `vae/`, their autoencoder.
 
 use crate::data::{DataSpec, Dataset};
-use crate::denoise::{Guidance, LevelInput, NetDenoiser};
+use crate::denoise::{Context, Guidance, LevelInput, NetDenoiser};
+use crate::nn::clip::ClipText;
 use crate::nn::{Net, NetConfig, UNetConfig};
 use crate::objective::Objective;
 use crate::safetensors_io;
@@ -147,6 +148,28 @@ pub struct RunConfig {
     /// 1 for pixel runs (the data range), off for points and latents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_sample: Option<f64>,
+    /// Text-conditioned runs: the text encoder whose hidden states the UNet attends to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextEncoderConfig>,
+}
+
+/// A run's text encoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TextEncoderConfig {
+    /// A transformers `CLIPTextModel` folder and its tokenizer's folder, relative to the run (Stable Diffusion's
+    /// `text_encoder/` and `tokenizer/`, copied in on import).
+    Clip { encoder: String, tokenizer: String },
+}
+
+impl TextEncoderConfig {
+    pub fn load(&self, dir: &Path, device: &Device) -> Result<ClipText> {
+        match self {
+            TextEncoderConfig::Clip { encoder, tokenizer } => {
+                ClipText::load(&dir.join(encoder), &dir.join(tokenizer), device)
+            }
+        }
+    }
 }
 
 fn is_diffusion(o: &Objective) -> bool {
@@ -220,6 +243,7 @@ impl RunConfig {
             sampler: None,
             latent: None,
             clip_sample: None,
+            text: None,
         }
     }
 
@@ -382,6 +406,17 @@ impl RunConfig {
         })
     }
 
+    /// Refuses a text-conditioned run where `what` gives the network no prompts (training on captions and
+    /// likelihoods under a prompt are not built yet).
+    pub fn refuse_text(&self, what: &str) -> Result<()> {
+        match &self.text {
+            Some(_) => Err(Error::Config(format!(
+                "{what} does not take text-conditioned runs yet (sample and edit do, with --prompt)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Checks everything that can be checked before training starts.
     pub fn validate(&self) -> Result<()> {
         if self.format != FORMAT {
@@ -391,11 +426,13 @@ impl RunConfig {
             )));
         }
         self.conditioning()?;
-        if matches!(&self.net, crate::nn::NetConfig::Unet(u) if u.context_dim.is_some()) {
+        let context = match &self.net {
+            crate::nn::NetConfig::Unet(u) => u.context_dim,
+            _ => None,
+        };
+        if context.is_some() != self.text.is_some() {
             return Err(Error::Config(
-                "a text-conditioned UNet (context_dim) cannot be trained or sampled as a run yet: nothing \
-                 gives it captions or prompts"
-                    .into(),
+                "a text-conditioned UNet (context_dim) and a text encoder (text) come together".into(),
             ));
         }
         self.objective.validate(self.prediction)?;
@@ -501,6 +538,8 @@ pub struct LoadedRun {
     pub step: usize,
     /// Latent runs: the VAE that decodes samples.
     pub latent: Option<LatentSpace>,
+    /// Text-conditioned runs: the encoder of prompts.
+    pub text: Option<ClipText>,
 }
 
 impl LoadedRun {
@@ -522,6 +561,20 @@ impl LoadedRun {
     /// The run's denoiser, by its config's policy ([`RunConfig::denoiser`]).
     pub fn denoiser(&self, guidance: Guidance) -> NetDenoiser<'_> {
         self.config.denoiser(&self.net, &self.cond, guidance)
+    }
+
+    /// The context of a text-conditioned run: each prompt's encoding, and the null one of classifier-free
+    /// guidance (`negative`'s; the empty prompt's by default).
+    pub fn encode_prompts(&self, prompts: &[&str], negative: &str) -> Result<Context> {
+        let text = self
+            .text
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("prompts need a text-conditioned run".into()))?;
+        let (hidden, _) = text.hidden(&[prompts, &[negative]].concat())?;
+        let [n, len, dim] = hidden.dims();
+        let mut items = crate::sample::to_vec(hidden.unsqueeze::<4>());
+        let null = items.split_off((n - 1) * len * dim);
+        Ok(Context { len, dim, items, null })
     }
 
     /// `n` samples of the network's space as images: decoded by the VAE for latent runs, as they are
@@ -574,6 +627,7 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         cond: config.conditioning()?,
         step: checkpoint_step(&contents, &path)?,
         latent: config.latent_space(dir)?,
+        text: config.text.as_ref().map(|t| t.load(dir, device)).transpose()?,
         config,
         net,
     })

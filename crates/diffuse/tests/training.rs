@@ -51,6 +51,7 @@ fn tiny_config(steps: usize, prediction: &str) -> RunConfig {
         sampler: None,
         latent: None,
         clip_sample: None,
+        text: None,
     }
 }
 

@@ -322,11 +322,11 @@ fn conditioning(l: &Editor, c: &Common, n: usize, labels: Option<&[u32]>) -> any
         c.draw.guide.check_null_class(&l.run.net)?;
         return Ok(Cond::of_classes(labels.to_vec()));
     }
-    let (classes, _) = c.draw.guide.classes(n, &l.run.config.class_names, &l.run.net)?;
-    Ok(Cond {
-        classes,
-        ..Cond::default()
-    })
+    let (cond, rows) = c.draw.guide.cond(n, &l.run)?;
+    if rows > 1 {
+        bail!("edits take one --prompt");
+    }
+    Ok(cond)
 }
 
 pub fn edit(cmd: EditCommand) -> anyhow::Result<()> {

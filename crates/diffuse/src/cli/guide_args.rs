@@ -1,8 +1,9 @@
-//! Class and classifier-free guidance flags, shared by `sample` and `edit`.
+//! Class, prompt and classifier-free guidance flags, shared by `sample` and `edit`.
 
 use anyhow::{Context, bail};
 use clap::Args;
-use diffuse::denoise::Guidance;
+use diffuse::denoise::{Cond, Guidance};
+use diffuse::run::LoadedRun;
 
 #[derive(Args)]
 pub struct GuideArgs {
@@ -10,6 +11,13 @@ pub struct GuideArgs {
     /// (a grid row per class). Without it a conditional model draws unconditionally (the null class).
     #[arg(long)]
     class: Option<String>,
+    /// Text-conditioned runs (Stable Diffusion folders): what to draw. Given several times, --n images of each
+    /// (a grid row per prompt). Without it, the empty prompt (unconditional).
+    #[arg(long, value_name = "TEXT")]
+    prompt: Vec<String>,
+    /// Text-conditioned runs: what guidance steers away from (default: the empty prompt).
+    #[arg(long, value_name = "TEXT")]
+    negative_prompt: Option<String>,
     /// Classifier-free guidance scale w: ε̂ = ε̂_u + w (ε̂_c − ε̂_u); 1 is plain conditional, 0 unconditional.
     #[arg(long, default_value_t = 1.0)]
     guidance: f64,
@@ -79,14 +87,47 @@ impl GuideArgs {
         Ok(())
     }
 
+    /// Whether any guidance flag asks for more than the plain conditional output.
+    fn guided(&self) -> bool {
+        self.guidance != 1.0 || self.guidance_interval.is_some() || self.guidance_rescale != 0.0
+    }
+
+    /// What every image to draw is conditioned on (a class or a prompt's encoding each), and the number of grid
+    /// rows (one per class with `--class all`, one per prompt).
+    pub fn cond(&self, n: usize, run: &LoadedRun) -> anyhow::Result<(Cond, usize)> {
+        if !run.net.takes_context() {
+            if !self.prompt.is_empty() || self.negative_prompt.is_some() {
+                bail!("--prompt and --negative-prompt need a text-conditioned run (a Stable Diffusion import)");
+            }
+            let (classes, rows) = self.classes(n, &run.config.class_names, &run.net)?;
+            let cond = Cond {
+                classes,
+                ..Cond::default()
+            };
+            return Ok((cond, rows));
+        }
+        if self.class.is_some() {
+            bail!("--class is for class-conditional runs; this one takes --prompt");
+        }
+        if self.prompt.is_empty() && self.guided() {
+            bail!("--guidance needs --prompt");
+        }
+        let prompts: Vec<&str> = match self.prompt.len() {
+            0 => vec![""],
+            _ => self.prompt.iter().map(String::as_str).collect(),
+        };
+        let negative = self.negative_prompt.as_deref().unwrap_or("");
+        let context = run.encode_prompts(&prompts, negative)?.repeat_each(n);
+        let cond = Cond {
+            classes: None,
+            context: Some(context),
+        };
+        Ok((cond, prompts.len()))
+    }
+
     /// The class of every image to draw, and the number of grid rows (one per class with `--class all`).
-    pub fn classes(
-        &self,
-        n: usize,
-        names: &[String],
-        net: &diffuse::nn::Net,
-    ) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
-        let guided = self.guidance != 1.0 || self.guidance_interval.is_some() || self.guidance_rescale != 0.0;
+    fn classes(&self, n: usize, names: &[String], net: &diffuse::nn::Net) -> anyhow::Result<(Option<Vec<u32>>, usize)> {
+        let guided = self.guided();
         let Some(k) = net.num_classes() else {
             if self.class.is_some() || guided {
                 bail!("--class and --guidance need a class-conditional model (train with --conditional)");

@@ -41,6 +41,7 @@ pub struct LikelihoodArgs {
 
 pub fn likelihood(a: LikelihoodArgs) -> anyhow::Result<()> {
     let run = run::load(&a.run, Weights::Ema, &diffuse::device::device())?;
+    run.config.refuse_text("likelihood")?;
     let cfg = &run.config;
     let spec = match &a.data {
         Some(s) => s.parse::<DataSpec>()?,

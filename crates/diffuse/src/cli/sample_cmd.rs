@@ -117,13 +117,12 @@ fn request(
         bail!("--n must be at least 1");
     }
     let cfg = &run.config;
-    let (classes, rows) = a.guide.classes(n, &cfg.class_names, &run.net)?;
+    let (cond, rows) = a.guide.cond(n, run)?;
     let shape = [cfg.channels, cfg.height, cfg.width];
-    let total = classes.as_ref().map_or(n, |c| c.len());
+    let total = cond.items().unwrap_or(n);
     let request = generate::Request {
         plan: a.sampler.plan_for(run)?,
         guidance: a.guide.guidance()?,
-        classes,
         n,
         seed: a.seed,
         batch_size: match a.batch_size {
@@ -131,8 +130,7 @@ fn request(
             Some(b) => b,
             None => {
                 let den = run.denoiser(a.guide.guidance()?);
-                let class = run.net.num_classes().map(|_| 0);
-                let probe = || diffuse::sample::fastest_batch(&den, total, shape, class, &diffuse::device::device());
+                let probe = || diffuse::sample::fastest_batch(&den, total, shape, &cond, &diffuse::device::device());
                 with_precision(a.precision.resolve(), probe)
             }
         },
@@ -140,6 +138,7 @@ fn request(
         no_clip,
         strip,
         progress: true,
+        cond,
     };
     Ok((request, rows))
 }

@@ -73,6 +73,11 @@ impl AutoencoderKlConfig {
         crate::atomic::read_json(&dir.join(CONFIG))
     }
 
+    /// How many times smaller the latents' sides are than the images': one halving between levels.
+    pub fn factor(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
     /// The equivalent VAE shape, for images of `height`×`width`.
     pub fn vae_config(&self, height: usize, width: usize) -> Result<VaeConfig> {
         let bad = |m: String| Err(Error::Config(format!("AutoencoderKL config: {m}")));

@@ -11,6 +11,8 @@ pub mod autoencoder_kl;
 mod parity_tests;
 pub mod pipeline;
 pub mod scheduler;
+#[cfg(test)]
+mod sd_tests;
 pub mod unet;
 
 use crate::safetensors_io::{self, NamedTensor};

@@ -1,13 +1,16 @@
 //! Whole diffusers pipeline folders (`DDPMPipeline`, `DDIMPipeline`: `model_index.json`, `unet/`,
 //! `scheduler/`) to and from run directories, so that every sampler, edit and metric of diffuse applies to
-//! published models, and a model trained here loads in Python.
+//! published models, and a model trained here loads in Python. `StableDiffusionPipeline` folders (SD 1.x: also
+//! `vae/`, `text_encoder/`, `tokenizer/`) import as latent runs that take prompts.
 
+use super::autoencoder_kl::AutoencoderKlConfig;
 use super::scheduler::{self, SchedulerConfig};
 use super::unet::{self as names, UNet2DModelConfig};
 use super::{CONFIG, WEIGHTS};
 use crate::data::DataSpec;
+use crate::nn::clip::ClipText;
 use crate::nn::{Net, NetConfig};
-use crate::run::{self, RunConfig, TrainConfig, Weights};
+use crate::run::{self, LatentConfig, RunConfig, TextEncoderConfig, TrainConfig, Weights};
 use crate::safetensors_io::{self, Contents};
 use crate::sample::{Method, Spec, Walked};
 use crate::{Error, Result};
@@ -47,32 +50,64 @@ pub struct Imported {
 
 /// The pipelines whose folders are a UNet2DModel and a scheduler in pixel space.
 const PIPELINES: [&str; 2] = ["DDPMPipeline", "DDIMPipeline"];
+/// Stable Diffusion 1.x: a UNet2DConditionModel on the latents of `vae/`, attending to `text_encoder/`.
+const TEXT_PIPELINE: &str = "StableDiffusionPipeline";
+/// A text pipeline's folders besides `unet/` and `scheduler/`.
+const VAE: &str = "vae";
+const TEXT_ENCODER: &str = "text_encoder";
+const TOKENIZER: &str = "tokenizer";
 
-/// Where a folder's UNet and scheduler configs are: a pipeline folder (`unet/`, `scheduler/`), or a bare UNet
-/// folder. A pipeline of another kind (latent diffusion's UNet makes latents, not images) is refused by name.
-fn layout(dir: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+/// Where a folder's parts are.
+struct Folder {
+    unet: PathBuf,
+    scheduler: Option<PathBuf>,
+    /// A Stable Diffusion folder (with `vae/`, `text_encoder/` and `tokenizer/`).
+    text: bool,
+}
+
+/// A pipeline folder (`unet/`, `scheduler/`, and Stable Diffusion's other parts), or a bare UNet folder. A
+/// pipeline of another kind is refused by name.
+fn layout(dir: &Path) -> Result<Folder> {
     if !dir.join("unet").join(CONFIG).exists() {
-        return Ok((dir.to_path_buf(), None));
+        return Ok(Folder {
+            unet: dir.to_path_buf(),
+            scheduler: None,
+            text: false,
+        });
     }
     let index = dir.join("model_index.json");
-    if index.exists() {
-        let class = crate::atomic::read_json::<serde_json::Value>(&index)?["_class_name"].clone();
-        if let Some(c) = class.as_str().filter(|c| !PIPELINES.contains(c)) {
-            return Err(Error::Config(format!(
-                "{}: _class_name {c} is not supported ({})",
-                index.display(),
-                PIPELINES.join(", ")
-            )));
-        }
-    }
-    if let Some(d) = ["vae", "vqvae"].iter().find(|d| dir.join(d).exists()) {
+    let class = match index.exists() {
+        true => crate::atomic::read_json::<serde_json::Value>(&index)?["_class_name"].clone(),
+        false => serde_json::Value::Null,
+    };
+    let supported = || format!("{}, {TEXT_PIPELINE}", PIPELINES.join(", "));
+    if let Some(c) = class.as_str().filter(|c| !PIPELINES.contains(c) && *c != TEXT_PIPELINE) {
         return Err(Error::Config(format!(
-            "{}: has {d}/, so its UNet works on latents; import takes pixel-space pipelines ({})",
-            dir.display(),
-            PIPELINES.join(", ")
+            "{}: _class_name {c} is not supported ({})",
+            index.display(),
+            supported()
         )));
     }
-    Ok((dir.join("unet"), Some(dir.join("scheduler").join(scheduler::FILE))))
+    let text = class == TEXT_PIPELINE || dir.join(TEXT_ENCODER).exists();
+    if text {
+        if let Some(d) = [VAE, TEXT_ENCODER, TOKENIZER].iter().find(|d| !dir.join(d).is_dir()) {
+            return Err(Error::Config(format!(
+                "{}: a {TEXT_PIPELINE} folder needs {d}/",
+                dir.display()
+            )));
+        }
+    } else if let Some(d) = [VAE, "vqvae"].iter().find(|d| dir.join(d).exists()) {
+        return Err(Error::Config(format!(
+            "{}: has {d}/ but no {TEXT_ENCODER}/; import takes pixel-space pipelines and Stable Diffusion ({})",
+            dir.display(),
+            supported()
+        )));
+    }
+    Ok(Folder {
+        unet: dir.join("unet"),
+        scheduler: Some(dir.join("scheduler").join(scheduler::FILE)),
+        text,
+    })
 }
 
 /// The UNet's weights file: the f32 one, or the half-precision variant where only it is there.
@@ -92,7 +127,8 @@ fn weights_file(unet: &Path) -> Result<PathBuf> {
 
 /// Reads a diffusers folder into a run's config and network.
 pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Imported, Net)> {
-    let (unet_dir, sched_file) = layout(dir)?;
+    let folder = layout(dir)?;
+    let (unet_dir, sched_file) = (folder.unet.clone(), folder.scheduler.clone());
     let config_path = unet_dir.join(CONFIG);
     if !config_path.exists() {
         return Err(Error::Config(format!(
@@ -101,7 +137,37 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
         )));
     }
     let ucfg = UNet2DModelConfig::read(&config_path)?;
-    let (height, width) = match (opts.size, ucfg.sample_size()?) {
+    if ucfg.is_text() != folder.text {
+        return Err(Error::Config(format!(
+            "{}: a {} in a {} folder",
+            config_path.display(),
+            if ucfg.is_text() {
+                "UNet2DConditionModel"
+            } else {
+                "UNet2DModel"
+            },
+            if folder.text {
+                TEXT_PIPELINE
+            } else {
+                "pixel-space pipeline"
+            },
+        )));
+    }
+    // A text pipeline's UNet works on the VAE's latents: --size names the images, sample_size the latents.
+    let vae = folder
+        .text
+        .then(|| AutoencoderKlConfig::read(&dir.join(VAE)))
+        .transpose()?;
+    let factor = vae.as_ref().map_or(1, |v| v.factor());
+    let given = match opts.size {
+        Some((h, w)) if h % factor != 0 || w % factor != 0 => {
+            return Err(Error::Config(format!(
+                "--size {h}x{w}: the VAE makes latents of 1/{factor} the side, so the size must divide by {factor}"
+            )));
+        }
+        other => other.map(|(h, w)| (h / factor, w / factor)),
+    };
+    let (height, width) = match (given, ucfg.sample_size()?) {
         (Some(s), _) | (None, Some(s)) => s,
         (None, None) => {
             return Err(Error::Config(format!(
@@ -139,6 +205,18 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
     {
         net_cfg.num_classes = Some(k);
         net_cfg.null_class = true;
+    }
+    if folder.text {
+        // Read now, so that a folder that cannot be used is refused before anything is written.
+        let text = ClipText::load(&dir.join(TEXT_ENCODER), &dir.join(TOKENIZER), device)?;
+        if Some(text.width()) != net_cfg.context_dim {
+            return Err(Error::Config(format!(
+                "{}: the text encoder's width is {}, the UNet's cross_attention_dim {:?}",
+                dir.display(),
+                text.width(),
+                net_cfg.context_dim
+            )));
+        }
     }
     // The weights first: a file too large for memory is refused before the network is built.
     let weights = weights_file(&unet_dir)?;
@@ -184,6 +262,7 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
             Some(r) => Some(r),
             None => Some(0.0),
         },
+        text: None,
     }
     .with_objective(sched.objective);
     // The scheduler's own placement of DDIM's timesteps (diffusers' DDPM and DDIM schedulers lead by default).
@@ -204,6 +283,18 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
     {
         config.sampler = r.sampler.clone();
     }
+    if let Some(vae) = &vae {
+        vae.vae_config(height * factor, width * factor)?;
+        config.latent = Some(LatentConfig {
+            vae: run::VAE_DIR.into(),
+            scale: vae.scaling_factor,
+            image: [vae.out_channels, height * factor, width * factor],
+        });
+        config.text = Some(TextEncoderConfig::Clip {
+            encoder: TEXT_ENCODER.into(),
+            tokenizer: TOKENIZER.into(),
+        });
+    }
     config.validate()?;
     let params = net.num_params();
     Ok((Imported { config, params, notes }, net))
@@ -220,15 +311,51 @@ fn fresh_dir(out: &Path) -> Result<()> {
 pub fn import(dir: &Path, out: &Path, opts: &ImportOptions, device: &Device) -> Result<Imported> {
     let (imported, net) = read(dir, opts, device)?;
     fresh_dir(out)?;
+    // The folder was empty or absent: on failure it is left so again.
+    write_run(dir, out, &imported, &net).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(out);
+    })?;
+    Ok(imported)
+}
+
+/// Writes an imported run into the fresh folder `out`: checkpoint and config, and a text pipeline's VAE, text
+/// encoder and tokenizer.
+fn write_run(dir: &Path, out: &Path, imported: &Imported, net: &Net) -> Result<()> {
+    let cfg = &imported.config;
+    if let Some(l) = &cfg.latent {
+        let [_, h, w] = l.image;
+        crate::vae::import(&dir.join(VAE), h, w, None, &out.join(&l.vae))?;
+    }
+    if let Some(TextEncoderConfig::Clip { encoder, tokenizer }) = &cfg.text {
+        let files: [(&str, &[&str]); 2] = [
+            (encoder, &["config.json", "model.safetensors"]),
+            (
+                tokenizer,
+                &[
+                    "tokenizer.json",
+                    "vocab.json",
+                    "merges.txt",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                ],
+            ),
+        ];
+        for (sub, names) in files {
+            std::fs::create_dir_all(out.join(sub)).map_err(|e| Error::io(out, e))?;
+            for name in names.iter().filter(|n| dir.join(sub).join(n).is_file()) {
+                let (from, to) = (dir.join(sub).join(name), out.join(sub).join(name));
+                std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+            }
+        }
+    }
     let mut contents = Contents::default();
-    contents.groups.insert("model".into(), safetensors_io::collect(&net));
+    contents.groups.insert("model".into(), safetensors_io::collect(net));
     contents.metadata.insert("step".into(), "0".into());
     contents
         .metadata
         .insert(run::IMPORTED_FROM.into(), dir.display().to_string());
     safetensors_io::write(&out.join(run::CHECKPOINT_FILE), &contents)?;
-    imported.config.write(out)?;
-    Ok(imported)
+    cfg.write(out)
 }
 
 /// `diffuse export --diffusers RUN --out DIR`: a `DDPMPipeline` folder of a pixel-space run's `weights`.

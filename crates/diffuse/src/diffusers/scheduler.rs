@@ -78,7 +78,9 @@ fn one() -> f64 {
     1.0
 }
 
-const DIFFUSION: [&str; 2] = ["DDPMScheduler", "DDIMScheduler"];
+const DIFFUSION: [&str; 3] = ["DDPMScheduler", "DDIMScheduler", PNDM];
+/// Stable Diffusion 1.x's scheduler: the same training schedule, its own multistep sampler, never clipping.
+const PNDM: &str = "PNDMScheduler";
 const FLOW: &str = "FlowMatchEulerDiscreteScheduler";
 
 /// What a scheduler config says about a model.
@@ -192,15 +194,25 @@ impl SchedulerConfig {
             ));
         };
         if !self.set_alpha_to_one {
-            return bad("set_alpha_to_one false is not supported: diffuse's DDIM steps into ᾱ = 1 at the end".into());
+            notes.push(
+                "set_alpha_to_one false: diffusers' DDIM ends at ᾱ of timestep 0, diffuse's samplers at x̂₀ (ᾱ = 1)"
+                    .into(),
+            );
         }
+        if class == PNDM {
+            notes.push(format!(
+                "{PNDM}: its training schedule is kept; diffuse samples with its own samplers (DDIM by default)"
+            ));
+        }
+        // PNDM has no clipping, whatever the file says.
+        let clip_sample = self.clip_sample && class != PNDM;
         if !(self.clip_sample_range > 0.0 && self.clip_sample_range.is_finite()) {
             return bad(format!(
                 "clip_sample_range must be positive, got {}",
                 self.clip_sample_range
             ));
         }
-        if self.clip_sample {
+        if clip_sample {
             notes.push(
                 "x̂₀ is clipped and ε̂ recomputed from it, as DDIMPipeline does with use_clipped_model_output=True (its \
                  default, False, keeps the raw ε̂)"
@@ -228,7 +240,7 @@ impl SchedulerConfig {
             objective: Objective::Diffusion,
             prediction,
             schedule,
-            clip: self.clip_sample.then_some(self.clip_sample_range),
+            clip: clip_sample.then_some(self.clip_sample_range),
             spacing,
             offset: if spacing == TimestepSpacing::Leading {
                 self.steps_offset
@@ -361,7 +373,15 @@ mod tests {
         assert!(e(r#"{"num_train_timesteps": 2, "trained_betas": [0.1, 1.5]}"#).contains("not in (0, 1)"));
         assert!(e(r#"{"thresholding": true}"#).contains("thresholding"));
         assert!(e(r#"{"variance_type": "learned_range"}"#).contains("learned_range"));
-        assert!(e(r#"{"set_alpha_to_one": false}"#).contains("set_alpha_to_one"));
+        // Stable Diffusion 1.5's scheduler: the scaled-linear schedule, unclipped, with the two differences noted.
+        let sd = cfg(
+            r#"{"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1}"#,
+        )
+        .model_process()
+        .unwrap();
+        assert_eq!((sd.clip, sd.offset, sd.notes.len()), (None, 1, 2), "{:?}", sd.notes);
+        assert!(sd.notes[0].contains("set_alpha_to_one") && sd.notes[1].contains("PNDMScheduler"));
         assert!(e(r#"{"prediction_type": "flow"}"#).contains("prediction_type flow"));
         assert!(e(r#"{"beta_schedule": "exp"}"#).contains("beta_schedule exp"));
         assert!(e(r#"{"timestep_spacing": "karras"}"#).contains("timestep_spacing karras"));

@@ -1,7 +1,8 @@
-//! diffusers' `UNet2DModel` (the network of `DDPMPipeline` and `DDIMPipeline`) as the project's UNet, and back.
-//! The layers are the same (ResBlocks with a time shift or scale-shift, attention with GroupNorm, skips, nearest
-//! ×2 upsampling); the config names them per level instead of per resolution, and the attention's q, k and v
-//! are three `Linear`s there and one 1×1 convolution here.
+//! diffusers' `UNet2DModel` (the network of `DDPMPipeline` and `DDIMPipeline`) as the project's UNet, and back;
+//! and `UNet2DConditionModel` (Stable Diffusion 1.x's), whose cross-attention blocks are the project's UNet with
+//! a context. The layers are the same (ResBlocks with a time shift or scale-shift, attention with GroupNorm,
+//! spatial transformers, skips, nearest ×2 upsampling); the config names them per level instead of per
+//! resolution, and the self-attention's q, k and v are three `Linear`s there and one 1×1 convolution here.
 
 use super::{Layout, Source};
 use crate::nn::{DownsamplePad, UNetConfig};
@@ -55,7 +56,7 @@ pub struct UNet2DModelConfig {
     pub act_fn: String,
     /// Absent: 8; null: one head per attention block.
     #[serde(default = "eight")]
-    pub attention_head_dim: Option<usize>,
+    pub attention_head_dim: Option<PerLevel>,
     #[serde(default = "groups")]
     pub norm_num_groups: Option<usize>,
     #[serde(default)]
@@ -72,7 +73,77 @@ pub struct UNet2DModelConfig {
     pub num_class_embeds: Option<usize>,
     #[serde(default)]
     pub num_train_timesteps: Option<usize>,
+    // UNet2DConditionModel only.
+    /// Width of the text encoding the cross-attention blocks attend to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attention_dim: Option<usize>,
+    /// Heads per block; absent: `attention_head_dim`, which UNet2DConditionModel reads as a head count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_attention_heads: Option<PerLevel>,
+    /// The keys of UNet2DConditionModel options diffuse's UNet does not have, refused when not at their
+    /// defaults (SD 2's linear projections, SDXL's deeper transformers and added embeddings, …).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
 }
+
+/// A value given once for the model or once per level (`[5, 10, 20, 20]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PerLevel {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerLevel {
+    /// The one value, where every level has the same.
+    fn uniform(&self) -> Option<usize> {
+        match self {
+            PerLevel::One(v) => Some(*v),
+            PerLevel::Each(v) => v.first().copied().filter(|f| v.iter().all(|x| x == f)),
+        }
+    }
+}
+
+/// The two UNet classes, by the `_class_name` of their configs.
+const PIXEL: &str = "UNet2DModel";
+const TEXT: &str = "UNet2DConditionModel";
+
+/// UNet2DConditionModel's defaults where they differ from UNet2DModel's (diffusers 0.42): Stable Diffusion's
+/// shape, with latents in and out.
+fn text_defaults() -> Value {
+    serde_json::json!({
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [320, 640, 1280, 1280],
+        "cross_attention_dim": 1280,
+    })
+}
+
+/// UNet2DConditionModel keys with the only value diffuse's UNet can be (null where the option is off).
+const TEXT_FIXED: [(&str, &str); 19] = [
+    ("use_linear_projection", "false"),
+    ("only_cross_attention", "false"),
+    ("dual_cross_attention", "false"),
+    ("transformer_layers_per_block", "1"),
+    ("reverse_transformer_layers_per_block", "null"),
+    ("encoder_hid_dim", "null"),
+    ("encoder_hid_dim_type", "null"),
+    ("addition_embed_type", "null"),
+    ("addition_time_embed_dim", "null"),
+    ("addition_embed_type_num_heads", "64"),
+    ("time_cond_proj_dim", "null"),
+    ("timestep_post_act", "null"),
+    ("time_embedding_act_fn", "null"),
+    ("projection_class_embeddings_input_dim", "null"),
+    ("class_embeddings_concat", "false"),
+    ("conv_in_kernel", "3"),
+    ("conv_out_kernel", "3"),
+    ("attention_type", "\"default\""),
+    ("cross_attention_norm", "null"),
+];
 
 fn two() -> usize {
     2
@@ -80,8 +151,8 @@ fn two() -> usize {
 fn one_f() -> f64 {
     1.0
 }
-fn eight() -> Option<usize> {
-    Some(8)
+fn eight() -> Option<PerLevel> {
+    Some(PerLevel::One(8))
 }
 fn groups() -> Option<usize> {
     Some(32)
@@ -117,10 +188,26 @@ fn up_blocks() -> Vec<String> {
 
 const DOWN: [&str; 2] = ["DownBlock2D", "AttnDownBlock2D"];
 const UP: [&str; 2] = ["UpBlock2D", "AttnUpBlock2D"];
+/// A text UNet's blocks with attention (spatial transformers), in place of `DOWN[1]`, `UP[1]` and the middle.
+const TEXT_BLOCKS: [&str; 3] = ["CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "UNetMidBlock2DCrossAttn"];
 
 impl UNet2DModelConfig {
+    /// Reads a `UNet2DModel` or `UNet2DConditionModel` config, each with its own class's defaults.
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        crate::atomic::read_json(path)
+        let mut v: Value = crate::atomic::read_json(path)?;
+        if v["_class_name"] == TEXT
+            && let (Some(obj), Value::Object(defaults)) = (v.as_object_mut(), text_defaults())
+        {
+            for (k, d) in defaults {
+                obj.entry(k).or_insert(d);
+            }
+        }
+        serde_json::from_value(v).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Whether this is a UNet2DConditionModel (Stable Diffusion's), which attends to a text.
+    pub fn is_text(&self) -> bool {
+        self.class_name.as_deref() == Some(TEXT)
     }
 
     /// The image (height, width) the config names, if it names one.
@@ -146,24 +233,61 @@ impl UNet2DModelConfig {
     pub fn unet_config(&self, height: usize, width: usize) -> Result<UNetConfig> {
         let bad = |m: String| Err(Error::Config(format!("UNet2DModel config: {m}")));
         if let Some(c) = &self.class_name
-            && c != "UNet2DModel"
+            && c != PIXEL
+            && c != TEXT
         {
-            return bad(format!("_class_name is {c}, not UNet2DModel"));
+            return bad(format!("_class_name is {c}, not {PIXEL} or {TEXT}"));
         }
+        let text = self.is_text();
+        // A text UNet's attention is every spatial transformer, a pixel UNet's self-attention.
+        let (down, up, mid) = if text {
+            ([DOWN[0], TEXT_BLOCKS[0]], [UP[0], TEXT_BLOCKS[1]], TEXT_BLOCKS[2])
+        } else {
+            (DOWN, UP, "UNetMidBlock2D")
+        };
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return bad("block_out_channels, down_block_types and up_block_types must have one entry per level".into());
         }
-        if let Some(t) = self.down_block_types.iter().find(|t| !DOWN.contains(&t.as_str())) {
-            return bad(format!("down block type {t} is not supported ({})", DOWN.join(", ")));
+        if let Some(t) = self.down_block_types.iter().find(|t| !down.contains(&t.as_str())) {
+            return bad(format!("down block type {t} is not supported ({})", down.join(", ")));
         }
-        if let Some(t) = self.up_block_types.iter().find(|t| !UP.contains(&t.as_str())) {
-            return bad(format!("up block type {t} is not supported ({})", UP.join(", ")));
+        if let Some(t) = self.up_block_types.iter().find(|t| !up.contains(&t.as_str())) {
+            return bad(format!("up block type {t} is not supported ({})", up.join(", ")));
         }
         match self.mid_block_type.as_deref() {
-            Some("UNetMidBlock2D") => {}
-            other => return bad(format!("mid_block_type {other:?} is not supported (UNetMidBlock2D)")),
+            Some(m) if m == mid => {}
+            other => return bad(format!("mid_block_type {other:?} is not supported ({mid})")),
         }
+        if let Some((key, want)) = TEXT_FIXED.iter().find(|(key, want)| {
+            self.other
+                .get(*key)
+                .is_some_and(|v| *v != serde_json::from_str::<Value>(want).expect("a JSON value"))
+        }) {
+            return bad(format!("{key} {} is not supported ({want})", self.other[*key]));
+        }
+        if text && self.cross_attention_dim.is_none_or(|d| d == 0) {
+            return bad("cross_attention_dim must be a positive width".into());
+        }
+        // UNet2DModel's attention_head_dim is channels per head; UNet2DConditionModel reads it as a head count
+        // where num_attention_heads is absent (a naming diffusers keeps for Stable Diffusion's configs).
+        let per_level = |v: &Option<PerLevel>, key: &str| match v {
+            None => Ok(None),
+            Some(p) => p.uniform().filter(|h| *h > 0).map(Some).ok_or_else(|| {
+                Error::Config(format!(
+                    "UNet config: {key} {p:?} is not one positive value for every level"
+                ))
+            }),
+        };
+        let (heads, head_dim) = if text {
+            let heads = match per_level(&self.num_attention_heads, "num_attention_heads")? {
+                Some(h) => h,
+                None => per_level(&self.attention_head_dim, "attention_head_dim")?.unwrap_or(1),
+            };
+            (heads, None)
+        } else {
+            (1, per_level(&self.attention_head_dim, "attention_head_dim")?)
+        };
         let unsupported = [
             (
                 self.time_embedding_type != "positional",
@@ -228,8 +352,8 @@ impl UNet2DModelConfig {
         }
         // Level i is at height >> i; the up path's block i is level n − 1 − i.
         let at = |attn: &dyn Fn(usize) -> bool| (0..n).filter(|&i| attn(i)).map(|i| height >> i).collect::<Vec<_>>();
-        let down_at = at(&|i| self.down_block_types[i] == "AttnDownBlock2D");
-        let up_at = at(&|i| self.up_block_types[n - 1 - i] == "AttnUpBlock2D");
+        let down_at = at(&|i| self.down_block_types[i] == down[1]);
+        let up_at = at(&|i| self.up_block_types[n - 1 - i] == up[1]);
         let cfg = UNetConfig {
             in_channels: self.in_channels,
             height,
@@ -240,8 +364,8 @@ impl UNet2DModelConfig {
             down_attention: down_at == up_at,
             down_attention_resolutions: (down_at != up_at).then_some(down_at),
             attention_resolutions: up_at,
-            heads: 1,
-            head_dim: self.attention_head_dim,
+            heads,
+            head_dim,
             max_groups: groups,
             dropout: self.dropout,
             num_classes: self.num_class_embeds,
@@ -255,7 +379,7 @@ impl UNet2DModelConfig {
             } else {
                 DownsamplePad::Centered
             },
-            context_dim: None,
+            context_dim: self.cross_attention_dim.filter(|_| text),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -264,6 +388,11 @@ impl UNet2DModelConfig {
     /// The `UNet2DModel` config of one of the project's UNets: every key written, so that the file does not
     /// depend on diffusers' defaults. A conditional model's null class is its last class embedding.
     pub fn of(cfg: &UNetConfig) -> Result<UNet2DModelConfig> {
+        if cfg.context_dim.is_some() {
+            return Err(Error::Config(
+                "a text-conditioned UNet: export writes UNet2DModel, which has no cross-attention".into(),
+            ));
+        }
         let levels = cfg.channel_mults.len();
         // diffusers names one head size per model; ours may name a head count, which gives one size if every
         // block with attention (and the middle) has the same width.
@@ -344,7 +473,7 @@ impl UNet2DModelConfig {
             upsample_type: conv(),
             dropout: cfg.dropout,
             act_fn: super::default::silu(),
-            attention_head_dim: head_dim,
+            attention_head_dim: head_dim.map(PerLevel::One),
             norm_num_groups: Some(groups),
             attn_norm_num_groups: None,
             norm_eps: cfg.norm_eps,
@@ -353,6 +482,9 @@ impl UNet2DModelConfig {
             class_embed_type: None,
             num_class_embeds: cfg.num_classes.map(|k| k + usize::from(cfg.null_class)),
             num_train_timesteps: None,
+            cross_attention_dim: None,
+            num_attention_heads: None,
+            other: Default::default(),
         })
     }
 }
@@ -361,6 +493,19 @@ impl UNet2DModelConfig {
 /// `down_blocks.1.attentions.0.to_{q,k,v}.weight`).
 pub fn source(ours: &str) -> Source {
     let parts: Vec<&str> = ours.split('.').collect();
+    // A spatial transformer (`down.0.texts.1.*`, `mid_text.*`): the block's attention, named inside as
+    // diffusers' Transformer2DModel.
+    let text = match parts[..] {
+        [level @ ("down" | "up"), l, "texts", i, ..] => Some((format!("{level}_blocks.{l}.attentions.{i}"), 4)),
+        ["mid_text", ..] => Some(("mid_block.attentions.0".to_string(), 1)),
+        _ => None,
+    };
+    if let Some((block, inner)) = text {
+        let Source::One(name, layout) = crate::nn::transformer::source(&parts[inner..].join(".")) else {
+            unreachable!("a transformer's parameters are single tensors")
+        };
+        return Source::One(format!("{block}.{name}"), layout);
+    }
     let n = parts.len();
     let mut out: Vec<&str> = Vec::new();
     let (mut layout, mut qkv) = (Layout::Same, false);

@@ -213,18 +213,27 @@ impl Tower {
     }
 }
 
-/// A CLIP model and its tokenizer and preprocessing.
-pub struct Clip {
+/// CLIP's text side: the tokenizer and the text transformer up to its final layer norm. Stable Diffusion 1.x
+/// attends to its hidden states (a `CLIPTextModel` folder with its `tokenizer/`); CLIP's score pools and
+/// projects them.
+pub struct ClipText {
     tokenizer: tokenizers::Tokenizer,
-    preprocess: Preprocess,
     max_tokens: usize,
     eos: u32,
+    /// The token that fills a prompt out to `max_tokens`.
+    pad: u32,
     /// Read each text at its largest token id rather than at its first end token (see `load`).
     legacy_pooling: bool,
     token_embedding: Tensor<2>,
-    text_positions: Tensor<2>,
-    text: Tower,
+    positions: Tensor<2>,
+    tower: Tower,
     final_ln: LayerNorm,
+}
+
+/// A CLIP model and its tokenizer and preprocessing.
+pub struct Clip {
+    text: ClipText,
+    preprocess: Preprocess,
     text_projection: Linear,
     patch: usize,
     image_size: usize,
@@ -245,7 +254,8 @@ fn file(dir: &Path, name: &str) -> Result<PathBuf> {
         Ok(p)
     } else {
         Err(Error::Invalid(format!(
-            "{}: no {name} (a transformers CLIPModel folder has config.json, model.safetensors, tokenizer.json and preprocessor_config.json)",
+            "{}: no {name} (a transformers CLIPModel folder has config.json, model.safetensors, tokenizer.json and \
+             preprocessor_config.json)",
             dir.display()
         )))
     }
@@ -333,92 +343,178 @@ impl Weights {
     }
 }
 
-impl Clip {
-    /// Reads a transformers `CLIPModel` folder.
-    pub fn load(dir: &Path, device: &Device) -> Result<Clip> {
-        let config: ClipConfig = json(&file(dir, "config.json")?)?;
-        let preprocess: Preprocess = json(&file(dir, "preprocessor_config.json")?)?;
-        let tokenizer_path = file(dir, "tokenizer.json")?;
-        let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", tokenizer_path.display())))?;
-        let (tc, vc) = (&config.text_config, &config.vision_config);
-        for (what, t) in [("text", tc), ("vision", vc)] {
-            if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
-                return Err(Error::Invalid(format!(
-                    "{what}_config: {} heads do not divide the width {}",
-                    t.num_attention_heads, t.hidden_size
-                )));
-            }
-        }
-        if vc.patch_size == 0 || vc.image_size % vc.patch_size != 0 {
+/// CLIP's byte-level BPE over `vocab.json` and `merges.txt`, as transformers' CLIPTokenizerFast builds it: NFC,
+/// runs of whitespace to one space and lower case; words, single digits and runs of other symbols as pieces;
+/// bytes as characters; words marked at their end by `</w>`; the start and end tokens around each text.
+fn clip_bpe(dir: &Path) -> Result<tokenizers::Tokenizer> {
+    let vocab_path = dir.join("vocab.json");
+    let vocab: serde_json::Map<String, serde_json::Value> = json(&vocab_path)?;
+    let merges_path = dir.join("merges.txt");
+    let text = std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
+    let merges: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .collect();
+    if let Some(bad) = merges.iter().find(|l| l.split(' ').count() != 2) {
+        return Err(Error::Invalid(format!(
+            "{}: {bad:?} is not a merge of two tokens",
+            merges_path.display()
+        )));
+    }
+    let id = |token: &str| {
+        vocab
+            .get(token)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::Invalid(format!("{}: no {token} token", vocab_path.display())))
+    };
+    let (bos, eos) = (id(BOS)?, id(EOS)?);
+    let special = |token: &str, id: u64| {
+        serde_json::json!({"id": id, "content": token, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true})
+    };
+    let spec = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [special(BOS, bos), special(EOS, eos)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFC"},
+            {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+            {"type": "Lowercase"}]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "behavior": "Removed", "invert": true, "pattern": {"Regex":
+                "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"}},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "post_processor": {"type": "RobertaProcessing", "sep": [EOS, eos], "cls": [BOS, bos],
+            "trim_offsets": false, "add_prefix_space": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": EOS, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "</w>", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges},
+    });
+    spec.to_string()
+        .parse()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", dir.display())))
+}
+
+const BOS: &str = "<|startoftext|>";
+const EOS: &str = "<|endoftext|>";
+
+/// A folder's tokenizer: its `tokenizer.json`, or CLIP's BPE over `vocab.json` and `merges.txt` (what Stable
+/// Diffusion's `tokenizer/` holds). Also the padding token its config names (`<|endoftext|>` if none).
+fn read_tokenizer(dir: &Path) -> Result<(tokenizers::Tokenizer, Option<String>)> {
+    let full = dir.join("tokenizer.json");
+    let tokenizer = if full.is_file() {
+        tokenizers::Tokenizer::from_file(&full).map_err(|e| Error::Invalid(format!("{}: {e}", full.display())))?
+    } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+        clip_bpe(dir)?
+    } else {
+        return Err(Error::Invalid(format!(
+            "{}: no tokenizer.json (nor vocab.json and merges.txt)",
+            dir.display()
+        )));
+    };
+    // `"pad_token": "<|endoftext|>"`, or `{"content": ...}` in older files.
+    let pad = ["tokenizer_config.json", "special_tokens_map.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.is_file())
+        .find_map(|p| {
+            let v: serde_json::Value = json(&p).ok()?;
+            let pad = &v["pad_token"];
+            pad.as_str().or_else(|| pad["content"].as_str()).map(String::from)
+        });
+    Ok((tokenizer, pad))
+}
+
+impl ClipText {
+    /// The text transformer of `config`, with the tensors named `text_model.*` in `w`.
+    fn read(
+        c: &TowerConfig,
+        (tokenizer, pad): (tokenizers::Tokenizer, Option<String>),
+        w: &mut Weights,
+    ) -> Result<ClipText> {
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::Invalid(format!(
-                "vision_config: patches of {} do not tile images of {}",
-                vc.patch_size, vc.image_size
+                "text config: {} heads do not divide the width {}",
+                c.num_attention_heads, c.hidden_size
             )));
         }
-        let ((ch, cw), side) = (preprocess.crop_size.sides(), preprocess.size.shortest_edge());
-        if (ch, cw) != (vc.image_size, vc.image_size) || side < vc.image_size {
-            return Err(Error::Invalid(format!(
-                "preprocessor_config.json crops {cw}×{ch} from a shorter side of {side}; the model takes {}×{}",
-                vc.image_size, vc.image_size
-            )));
-        }
-        for (what, t) in [("text", tc), ("vision", vc)] {
-            Activation::parse(&t.hidden_act).map_err(|e| Error::Invalid(format!("{what}_config: {e}")))?;
-        }
+        Activation::parse(&c.hidden_act).map_err(|e| Error::Invalid(format!("text config: {e}")))?;
         // The end-of-text token pads prompts and marks where a text is read.
         let eos = tokenizer
-            .token_to_id("<|endoftext|>")
-            .or(tc.eos_token_id)
-            .ok_or_else(|| Error::Invalid(format!("{}: no <|endoftext|> token", tokenizer_path.display())))?;
-        // Configs written before transformers knew the end token say 2 (OpenAI's CLIP among them); the text is
-        // then read at its largest id, which the end token has in CLIP's vocabulary (as transformers does).
-        let legacy_pooling = tc.eos_token_id == Some(2);
-        let mut w = Weights {
-            tensors: read_weights(&file(dir, "model.safetensors")?)?,
-            device: device.clone(),
+            .token_to_id(EOS)
+            .or(c.eos_token_id)
+            .ok_or_else(|| Error::Invalid(format!("the tokenizer has no {EOS} token")))?;
+        let pad = match pad {
+            Some(p) => tokenizer
+                .token_to_id(&p)
+                .ok_or_else(|| Error::Invalid(format!("the tokenizer has no padding token {p}")))?,
+            None => eos,
         };
-        let (dt, dv, p) = (tc.hidden_size, vc.hidden_size, vc.patch_size);
+        let d = c.hidden_size;
         let vocab = w
             .tensors
             .get("text_model.embeddings.token_embedding.weight")
             .map_or(0, |t| t.shape[0]);
-        let projection = w.tensors.get("text_projection.weight").map_or(0, |t| t.shape[0]);
-        let patches = (vc.image_size / p).pow(2);
-        Ok(Clip {
+        Ok(ClipText {
             tokenizer,
-            preprocess,
-            max_tokens: tc.max_position_embeddings,
+            max_tokens: c.max_position_embeddings,
             eos,
-            legacy_pooling,
-            token_embedding: w.matrix("text_model.embeddings.token_embedding.weight", vocab, dt)?,
-            text_positions: w.matrix(
+            pad,
+            // Configs written before transformers knew the end token say 2 (OpenAI's CLIP among them); the text
+            // is then read at its largest id, which the end token has in CLIP's vocabulary (as transformers does).
+            legacy_pooling: c.eos_token_id == Some(2),
+            token_embedding: w.matrix("text_model.embeddings.token_embedding.weight", vocab, d)?,
+            positions: w.matrix(
                 "text_model.embeddings.position_embedding.weight",
-                tc.max_position_embeddings,
-                dt,
+                c.max_position_embeddings,
+                d,
             )?,
-            text: w.tower("text_model", tc)?,
-            final_ln: w.norm("text_model.final_layer_norm", dt, tc.layer_norm_eps)?,
-            text_projection: w.linear("text_projection", projection, dt, false)?,
-            patch: p,
-            image_size: vc.image_size,
-            patch_embedding: {
-                let data = w.take("vision_model.embeddings.patch_embedding.weight", &[dv, 3, p, p])?;
-                Tensor::<2>::from_data(TensorData::new(data, [dv, 3 * p * p]), device).transpose()
-            },
-            class_embedding: w.vector("vision_model.embeddings.class_embedding", dv)?,
-            vision_positions: w.matrix("vision_model.embeddings.position_embedding.weight", patches + 1, dv)?,
-            // transformers' own spelling of the name.
-            pre_ln: w.norm("vision_model.pre_layrnorm", dv, vc.layer_norm_eps)?,
-            vision: w.tower("vision_model", vc)?,
-            post_ln: w.norm("vision_model.post_layernorm", dv, vc.layer_norm_eps)?,
-            visual_projection: w.linear("visual_projection", projection, dv, false)?,
+            tower: w.tower("text_model", c)?,
+            final_ln: w.norm("text_model.final_layer_norm", d, c.layer_norm_eps)?,
         })
     }
 
-    /// Token ids of `texts`, each with its start and end tokens, padded with the end token to the model's
-    /// length; a text longer than that is an error (CLIP was trained on 77 tokens at most, and a cut text is
-    /// not the text asked about).
+    /// Reads a transformers `CLIPTextModel` folder (config.json, model.safetensors) and the tokenizer folder
+    /// beside it: Stable Diffusion's `text_encoder/` and `tokenizer/`.
+    pub fn load(encoder: &Path, tokenizer: &Path, device: &Device) -> Result<ClipText> {
+        let need = |name: &str| {
+            let p = encoder.join(name);
+            p.is_file().then_some(p.clone()).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: no {name} (a transformers CLIPTextModel folder has config.json and model.safetensors)",
+                    encoder.display()
+                ))
+            })
+        };
+        let config: TowerConfig = json(&need("config.json")?)?;
+        let mut tensors = read_weights(&need("model.safetensors")?)?;
+        // transformers 5 saves a CLIPTextModel without the `text_model.` prefix that older files have.
+        if !tensors.keys().any(|k| k.starts_with("text_model.")) {
+            tensors = tensors
+                .into_iter()
+                .map(|(k, v)| (format!("text_model.{k}"), v))
+                .collect();
+        }
+        let mut w = Weights {
+            tensors,
+            device: device.clone(),
+        };
+        Self::read(&config, read_tokenizer(tokenizer)?, &mut w)
+    }
+
+    /// Width of the hidden states.
+    pub fn width(&self) -> usize {
+        self.token_embedding.dims()[1]
+    }
+
+    /// Tokens per text, padding included.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Token ids of `texts`, each with its start and end tokens, padded to the model's length; a text longer
+    /// than that is an error (CLIP was trained on 77 tokens at most, and a cut text is not the text asked
+    /// about).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         texts
             .iter()
@@ -440,15 +536,15 @@ impl Clip {
                         self.max_tokens
                     )));
                 }
-                ids.resize(self.max_tokens, self.eos);
+                ids.resize(self.max_tokens, self.pad);
                 Ok(ids)
             })
             .collect()
     }
 
-    /// The text encoder's last hidden states, after its final layer norm, [n, positions, width]: what a
-    /// text-conditioned UNet attends to (CLIPTextModel's `last_hidden_state`). With the token ids.
-    pub fn text_hidden(&self, texts: &[&str]) -> Result<(Tensor<3>, Vec<Vec<u32>>)> {
+    /// The last hidden states, after the final layer norm, [n, positions, width]: what a text-conditioned UNet
+    /// attends to (CLIPTextModel's `last_hidden_state`). With the token ids.
+    pub fn hidden(&self, texts: &[&str]) -> Result<(Tensor<3>, Vec<Vec<u32>>)> {
         let ids = self.tokenize(texts)?;
         let (n, l) = (ids.len(), self.max_tokens);
         let device = self.token_embedding.device();
@@ -459,16 +555,15 @@ impl Clip {
             ));
         }
         let index = Tensor::<1, Int>::from_data(TensorData::new(flat, [n * l]), &device);
-        let d = self.token_embedding.dims()[1];
-        let x = self.token_embedding.clone().select(0, index).reshape([n, l, d])
-            + self.text_positions.clone().unsqueeze::<3>();
-        Ok((self.final_ln.forward(self.text.forward(x, true)), ids))
+        let d = self.width();
+        let x =
+            self.token_embedding.clone().select(0, index).reshape([n, l, d]) + self.positions.clone().unsqueeze::<3>();
+        Ok((self.final_ln.forward(self.tower.forward(x, true)), ids))
     }
 
-    /// Projected text embeddings (not normalised), [n, projection]: each text's hidden state at its first end
-    /// token (the pooled output), projected.
-    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor<2>> {
-        let (x, ids) = self.text_hidden(texts)?;
+    /// Each text's hidden state at its first end token (at its largest id for legacy configs), [n, width].
+    fn pooled(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        let (x, ids) = self.hidden(texts)?;
         let [n, l, d] = x.dims();
         let rows: Vec<i64> = ids
             .iter()
@@ -483,7 +578,75 @@ impl Clip {
             })
             .collect();
         let index = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &x.device());
-        let pooled = x.reshape([n * l, d]).select(0, index);
+        Ok(x.reshape([n * l, d]).select(0, index))
+    }
+}
+
+impl Clip {
+    /// Reads a transformers `CLIPModel` folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<Clip> {
+        let config: ClipConfig = json(&file(dir, "config.json")?)?;
+        let preprocess: Preprocess = json(&file(dir, "preprocessor_config.json")?)?;
+        let tokenizer = read_tokenizer(dir)?;
+        let (tc, vc) = (&config.text_config, &config.vision_config);
+        if vc.num_attention_heads == 0 || vc.hidden_size % vc.num_attention_heads != 0 {
+            return Err(Error::Invalid(format!(
+                "vision_config: {} heads do not divide the width {}",
+                vc.num_attention_heads, vc.hidden_size
+            )));
+        }
+        if vc.patch_size == 0 || vc.image_size % vc.patch_size != 0 {
+            return Err(Error::Invalid(format!(
+                "vision_config: patches of {} do not tile images of {}",
+                vc.patch_size, vc.image_size
+            )));
+        }
+        let ((ch, cw), side) = (preprocess.crop_size.sides(), preprocess.size.shortest_edge());
+        if (ch, cw) != (vc.image_size, vc.image_size) || side < vc.image_size {
+            return Err(Error::Invalid(format!(
+                "preprocessor_config.json crops {cw}×{ch} from a shorter side of {side}; the model takes {}×{}",
+                vc.image_size, vc.image_size
+            )));
+        }
+        Activation::parse(&vc.hidden_act).map_err(|e| Error::Invalid(format!("vision_config: {e}")))?;
+        let mut w = Weights {
+            tensors: read_weights(&file(dir, "model.safetensors")?)?,
+            device: device.clone(),
+        };
+        let text = ClipText::read(tc, tokenizer, &mut w)?;
+        let (dt, dv, p) = (tc.hidden_size, vc.hidden_size, vc.patch_size);
+        let projection = w.tensors.get("text_projection.weight").map_or(0, |t| t.shape[0]);
+        let patches = (vc.image_size / p).pow(2);
+        Ok(Clip {
+            text,
+            preprocess,
+            text_projection: w.linear("text_projection", projection, dt, false)?,
+            patch: p,
+            image_size: vc.image_size,
+            patch_embedding: {
+                let data = w.take("vision_model.embeddings.patch_embedding.weight", &[dv, 3, p, p])?;
+                Tensor::<2>::from_data(TensorData::new(data, [dv, 3 * p * p]), device).transpose()
+            },
+            class_embedding: w.vector("vision_model.embeddings.class_embedding", dv)?,
+            vision_positions: w.matrix("vision_model.embeddings.position_embedding.weight", patches + 1, dv)?,
+            // transformers' own spelling of the name.
+            pre_ln: w.norm("vision_model.pre_layrnorm", dv, vc.layer_norm_eps)?,
+            vision: w.tower("vision_model", vc)?,
+            post_ln: w.norm("vision_model.post_layernorm", dv, vc.layer_norm_eps)?,
+            visual_projection: w.linear("visual_projection", projection, dv, false)?,
+        })
+    }
+
+    /// The text side: tokenizer and text transformer.
+    pub fn text(&self) -> &ClipText {
+        &self.text
+    }
+
+    /// Projected text embeddings (not normalised), [n, projection]: each text's pooled hidden state,
+    /// projected.
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor<2>> {
+        let pooled = self.text.pooled(texts)?;
+        let n = pooled.dims()[0];
         let out = self.text_projection.wt.dims()[1];
         Ok(self.text_projection.forward(pooled.unsqueeze::<3>()).reshape([n, out]))
     }
@@ -606,7 +769,7 @@ mod tests {
             .iter()
             .map(|r| r.iter().map(|&x| x as u32).collect())
             .collect();
-        assert_eq!(clip.tokenize(&texts).unwrap(), ids);
+        assert_eq!(clip.text().tokenize(&texts).unwrap(), ids);
 
         let names: Vec<&str> = e["images"]
             .as_array()
@@ -636,7 +799,7 @@ mod tests {
             "{}",
             max_diff(&got_images, &want_images)
         );
-        let (hidden, _) = clip.text_hidden(&texts).unwrap();
+        let (hidden, _) = clip.text().hidden(&texts).unwrap();
         let want_hidden = rows(&e["text_hidden"]).concat();
         let got_hidden = crate::sample::to_vec(hidden.unsqueeze::<4>());
         assert!(
@@ -684,7 +847,7 @@ mod tests {
         let device = crate::device::device();
         let clip = Clip::load(&fixture().join("model"), &device).unwrap();
         let long = "red heart ".repeat(20);
-        let err = clip.tokenize(&[&long]).unwrap_err().to_string();
+        let err = clip.text().tokenize(&[&long]).unwrap_err().to_string();
         assert!(err.contains("at most 16"), "{err}");
         let dir = std::env::temp_dir().join(format!("diffuse-clip-partial-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

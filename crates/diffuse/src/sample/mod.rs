@@ -950,23 +950,23 @@ pub fn draw(
     out
 }
 
-/// The batch size, of 8, 16, … 256 and at most `n`, that denoises the most images per second with `den`: each
-/// candidate is timed as the faster of two calls at the middle level (α̅ = ½), after an untimed call of the
-/// largest (so that buffers are grown before any timing). Images do not depend on the batch size (each has its
-/// own seed), so this only changes the speed.
-pub fn fastest_batch(den: &dyn Denoiser, n: usize, shape: [usize; 3], classes: Option<u32>, device: &Device) -> usize {
+/// The batch size, of 8, 16, … 256 and at most `n`, that denoises the most images per second with `den` and
+/// `cond` (its first items: any conditioning of `n` items): each candidate is timed as the faster of two calls at
+/// the middle level (α̅ = ½), after an untimed call of the largest (so that buffers are grown before any timing).
+/// Images do not depend on the batch size (each has its own seed), so this only changes the speed.
+pub fn fastest_batch(den: &dyn Denoiser, n: usize, shape: [usize; 3], cond: &Cond, device: &Device) -> usize {
     let call = |b: usize| {
         let x = Tensor::<4>::zeros([b, shape[0], shape[1], shape[2]], device);
-        let cond = Cond {
-            classes: classes.map(|c| vec![c; b]),
-            ..Cond::default()
-        };
         let started = std::time::Instant::now();
-        let d = den.denoise(x, Level::vp(0.5), &cond);
+        let d = den.denoise(x, Level::vp(0.5), &cond.slice(0..b));
         let _ = to_vec(d.x0);
         started.elapsed().as_secs_f64() / b as f64
     };
     let largest = n.clamp(1, 256);
+    // Eight or fewer images go in one batch: the first candidate is all of them.
+    if largest <= 8 {
+        return largest;
+    }
     let candidates = std::iter::successors(Some(8.min(largest)), |&b| (b < largest).then(|| (2 * b).min(largest)));
     call(largest);
     candidates

@@ -682,7 +682,7 @@ fn the_fastest_batch_is_a_doubling_of_eight_within_n_and_256() {
     let device = crate::device::device();
     let den = ExactDenoiser::new(&Target::gaussian(0.1, 0.8).unwrap());
     for n in [1, 3, 8, 20, 100, 1000] {
-        let b = fastest_batch(&den, n, [1, 1, 1], None, &device);
+        let b = fastest_batch(&den, n, [1, 1, 1], &Cond::default(), &device);
         // The candidates: 8, 16, … up to min(n, 256), the last one cut to that limit.
         let largest = n.min(256);
         let doubling = b >= 8 && b.is_power_of_two();

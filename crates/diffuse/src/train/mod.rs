@@ -295,6 +295,7 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
 
 fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Result<Summary> {
     cfg.validate()?;
+    cfg.refuse_text("training")?;
     if (data.channels, data.height, data.width) != (cfg.channels, cfg.height, cfg.width) {
         return Err(Error::Data(format!(
             "images are {}×{}×{} but the run expects {}×{}×{}",
