@@ -96,6 +96,7 @@ pub fn draw_labelled(
         images: drawn.images,
         labels: Some(classes),
         class_names: run.config.class_names.clone(),
+        captions: None,
     })
 }
 

@@ -98,6 +98,11 @@ pub fn unet(net: &UNetConfig, bench: &BenchConfig) -> Result<Timing> {
             "benchmark batch size and repeats must be positive".into(),
         ));
     }
+    if net.context_dim.is_some() {
+        return Err(Error::Config(
+            "the benchmark times UNets without a text context (cross-attention is not timed yet)".into(),
+        ));
+    }
     net.validate()?;
     let device = crate::device::train_device_with(bench.checkpointing);
     let model = crate::device::init_seeded(bench.seed, &device, |d| net.init(d).expect("validated"));

@@ -134,6 +134,7 @@ pub fn run(s: &Settings, rows: &[Row]) -> Result<Vec<(Row, Report)>> {
             row.variant, row.sampler, row.steps
         );
         let loaded = run::load(&dir, Weights::Ema, &crate::device::device())?;
+        loaded.config.refuse_text("compare")?;
         let classes = loaded.config.class_names.len();
         let n = if row.guided { (s.n / classes).max(2) } else { s.n };
         let request = Request {

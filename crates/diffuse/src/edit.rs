@@ -277,6 +277,7 @@ impl Editor {
             images: images.to_vec(),
             labels: None,
             class_names: Vec::new(),
+            captions: None,
         };
         Ok(space.encode(&d)?.images)
     }

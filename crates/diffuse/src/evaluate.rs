@@ -112,6 +112,7 @@ pub fn evaluate(
                 images: samples.images.clone(),
                 labels: samples.classes.clone(),
                 class_names: class_names.to_vec(),
+                captions: None,
             };
             clf.score(&drawn, 0.9, Some(reference))
         })

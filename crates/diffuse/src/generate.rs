@@ -1,5 +1,5 @@
 //! Drawing images from a loaded run, the workflow behind `sample`, `eval` and `compare`: a plan, guidance and
-//! classes in; decoded images, the denoising strip, NFE and timings out. The command line only parses flags
+//! classes or prompts' encodings in; decoded images, the denoising strip, NFE and timings out. The command line only parses flags
 //! into a [`Request`].
 
 use crate::denoise::{Cond, Guidance};
@@ -56,6 +56,11 @@ pub struct Samples {
 
 /// Draws the request's images from `run`, decoding latent runs' samples.
 pub fn draw(run: &LoadedRun, req: &Request) -> Result<Samples> {
+    if run.net.takes_context() && req.cond.context.is_none() {
+        return Err(Error::Invalid(
+            "a text-conditioned run draws from prompts' encodings (LoadedRun::encode_prompts)".into(),
+        ));
+    }
     let n = req.cond.items().unwrap_or(req.n);
     if n == 0 {
         return Err(Error::Invalid("--n must be at least 1".into()));

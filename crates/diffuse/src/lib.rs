@@ -80,6 +80,7 @@ pub mod rng;
 pub mod run;
 pub mod safetensors_io;
 pub mod sample;
+pub mod text;
 pub mod train;
 pub mod vae;
 

@@ -8,9 +8,11 @@ use crate::nn::{Net, NetConfig, UNetConfig};
 use crate::objective::Objective;
 use crate::safetensors_io;
 use crate::sample::{Method, Plan, Process, Spec, Walked};
+use crate::text::OwnText;
 use crate::vae::LatentSpace;
 use crate::{Error, Result};
 use burn::prelude::Device;
+use burn::prelude::Tensor;
 use diffuse_math::{BetaSchedule, NoiseSchedule, Prediction, Sde};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -160,16 +162,85 @@ pub enum TextEncoderConfig {
     /// A transformers `CLIPTextModel` folder and its tokenizer's folder, relative to the run (Stable Diffusion's
     /// `text_encoder/` and `tokenizer/`, copied in on import).
     Clip { encoder: String, tokenizer: String },
+    /// The project's own text encoder (`diffuse text train`), copied into the run folder `dir`; frozen while the
+    /// UNet trains.
+    Own { dir: String },
+}
+
+/// The sub-directory of a text-conditioned run trained here holding its text encoder.
+pub const TEXT_DIR: &str = "text";
+
+/// A run's text encoder, loaded.
+pub enum TextEncoder {
+    Clip(Box<ClipText>),
+    Own(Box<OwnText>),
+}
+
+impl TextEncoder {
+    /// Width of the hidden states.
+    pub fn width(&self) -> usize {
+        match self {
+            TextEncoder::Clip(c) => c.width(),
+            TextEncoder::Own(o) => o.width(),
+        }
+    }
+
+    /// The hidden states [n, tokens, width] a text-conditioned UNet attends to.
+    pub fn hidden(&self, texts: &[&str]) -> Result<Tensor<3>> {
+        match self {
+            TextEncoder::Clip(c) => Ok(c.hidden(texts)?.0),
+            TextEncoder::Own(o) => o.hidden(texts),
+        }
+    }
+
+    /// Every text's hidden states and the empty text's, as a context of `texts.len()` items.
+    pub fn context(&self, texts: &[&str], null: &str) -> Result<Context> {
+        let mut items = Vec::new();
+        let mut shape = (0, 0);
+        // In batches, so that a data set's captions do not make one large tensor.
+        for chunk in texts.chunks(256).chain(std::iter::once(&[null][..])) {
+            let h = self.hidden(chunk)?;
+            let [_, len, dim] = h.dims();
+            shape = (len, dim);
+            items.extend(crate::sample::to_vec(h.unsqueeze::<4>()));
+        }
+        let (len, dim) = shape;
+        let null = items.split_off(items.len() - len * dim);
+        Ok(Context { len, dim, items, null })
+    }
 }
 
 impl TextEncoderConfig {
-    pub fn load(&self, dir: &Path, device: &Device) -> Result<ClipText> {
+    pub fn load(&self, dir: &Path, device: &Device) -> Result<TextEncoder> {
         match self {
-            TextEncoderConfig::Clip { encoder, tokenizer } => {
-                ClipText::load(&dir.join(encoder), &dir.join(tokenizer), device)
-            }
+            TextEncoderConfig::Clip { encoder, tokenizer } => Ok(TextEncoder::Clip(Box::new(ClipText::load(
+                &dir.join(encoder),
+                &dir.join(tokenizer),
+                device,
+            )?))),
+            TextEncoderConfig::Own { dir: sub } => Ok(TextEncoder::Own(Box::new(OwnText::load(&dir.join(sub))?))),
         }
     }
+}
+
+/// Makes `cfg` a run conditioned on the text encoder in `text_dir` (a `diffuse text train` folder): its UNet
+/// attends to the encoder's hidden states, and the encoder is copied into `out/text`, so that the run stands
+/// alone.
+pub fn attach_text(cfg: &mut RunConfig, text_dir: &Path, out: &Path) -> Result<()> {
+    let encoder = OwnText::load(text_dir)?;
+    match &mut cfg.net {
+        NetConfig::Unet(u) => u.context_dim = Some(encoder.width()),
+        NetConfig::Mlp(_) => return Err(Error::Config("text conditioning is for images".into())),
+    }
+    cfg.text = Some(TextEncoderConfig::Own { dir: TEXT_DIR.into() });
+    let copy = out.join(TEXT_DIR);
+    std::fs::create_dir_all(&copy).map_err(|e| Error::io(&copy, e))?;
+    for f in [crate::text::META, crate::text::WEIGHTS] {
+        let from = text_dir.join(f);
+        let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+        crate::atomic::write(&copy.join(f), &bytes)?;
+    }
+    Ok(())
 }
 
 fn is_diffusion(o: &Objective) -> bool {
@@ -411,7 +482,8 @@ impl RunConfig {
     pub fn refuse_text(&self, what: &str) -> Result<()> {
         match &self.text {
             Some(_) => Err(Error::Config(format!(
-                "{what} does not take text-conditioned runs yet (sample and edit do, with --prompt)"
+                "{what} does not take text-conditioned runs yet (sample, eval and the edits but restore do, with \
+                 --prompt)"
             ))),
             None => Ok(()),
         }
@@ -539,7 +611,7 @@ pub struct LoadedRun {
     /// Latent runs: the VAE that decodes samples.
     pub latent: Option<LatentSpace>,
     /// Text-conditioned runs: the encoder of prompts.
-    pub text: Option<ClipText>,
+    pub text: Option<TextEncoder>,
 }
 
 impl LoadedRun {
@@ -566,15 +638,10 @@ impl LoadedRun {
     /// The context of a text-conditioned run: each prompt's encoding, and the null one of classifier-free
     /// guidance (`negative`'s; the empty prompt's by default).
     pub fn encode_prompts(&self, prompts: &[&str], negative: &str) -> Result<Context> {
-        let text = self
-            .text
+        self.text
             .as_ref()
-            .ok_or_else(|| Error::Invalid("prompts need a text-conditioned run".into()))?;
-        let (hidden, _) = text.hidden(&[prompts, &[negative]].concat())?;
-        let [n, len, dim] = hidden.dims();
-        let mut items = crate::sample::to_vec(hidden.unsqueeze::<4>());
-        let null = items.split_off((n - 1) * len * dim);
-        Ok(Context { len, dim, items, null })
+            .ok_or_else(|| Error::Invalid("prompts need a text-conditioned run".into()))?
+            .context(prompts, negative)
     }
 
     /// `n` samples of the network's space as images: decoded by the VAE for latent runs, as they are
@@ -627,7 +694,24 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         cond: config.conditioning()?,
         step: checkpoint_step(&contents, &path)?,
         latent: config.latent_space(dir)?,
-        text: config.text.as_ref().map(|t| t.load(dir, device)).transpose()?,
+        text: match &config.text {
+            Some(t) => {
+                let text = t.load(dir, device)?;
+                let want = match &config.net {
+                    NetConfig::Unet(u) => u.context_dim,
+                    NetConfig::Mlp(_) => None,
+                };
+                if want != Some(text.width()) {
+                    return Err(Error::Config(format!(
+                        "{}: the text encoder's width is {}, the UNet's context {want:?}",
+                        dir.display(),
+                        text.width()
+                    )));
+                }
+                Some(text)
+            }
+            None => None,
+        },
         config,
         net,
     })

@@ -10,9 +10,13 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:\n  \
 diffuse import --diffusers ddpm-cifar10-32 --out runs/cifar10 --data folder:cifar10-test\n  \
 diffuse sample --run runs/cifar10 --sampler ddim --steps 50 --n 16 --grid runs/out/cifar10.png\n  \
-diffuse import --diffusers my-unet --scheduler my-scheduler.json --size 64x64 --out runs/mine\n\n\
-DIR is a DDPMPipeline or DDIMPipeline folder (model_index.json, unet/, scheduler/), or a bare UNet2DModel folder \
-(config.json, diffusion_pytorch_model.safetensors) with --scheduler. Weights may be f32, f16 or bf16; they are \
+diffuse import --diffusers my-unet --scheduler my-scheduler.json --size 64x64 --out runs/mine\n  \
+diffuse import --diffusers stable-diffusion-v1-5 --out runs/sd15\n  \
+diffuse sample --run runs/sd15 --prompt \"a red heart\" --guidance 7.5 --steps 20 --n 1 --out-dir runs/out/sd\n\n\
+DIR is a DDPMPipeline or DDIMPipeline folder (model_index.json, unet/, scheduler/), a bare UNet2DModel folder \
+(config.json, diffusion_pytorch_model.safetensors) with --scheduler, or a Stable Diffusion 1.x folder \
+(StableDiffusionPipeline: also vae/, text_encoder/ and tokenizer/), which becomes a latent run that takes \
+--prompt. Weights may be f32, f16 or bf16; they are \
 held in f32. Nothing is downloaded: bring the folder.")]
 pub struct ImportArgs {
     /// The diffusers folder to read.
@@ -24,7 +28,8 @@ pub struct ImportArgs {
     /// A scheduler_config.json for a bare UNet folder (default: diffusers' DDPMScheduler defaults).
     #[arg(long, value_name = "FILE")]
     scheduler: Option<PathBuf>,
-    /// Image size HxW, where the config names none or another size is wanted.
+    /// Image size HxW, where the config names none or another size is wanted (Stable Diffusion: the decoded
+    /// image's, a multiple of 8).
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     size: Option<(usize, usize)>,
     /// The data `eval` measures the model against (its held-out split), e.g. folder:cifar10-test.
@@ -73,17 +78,26 @@ pub fn import(a: ImportArgs) -> anyhow::Result<()> {
     let device = diffuse::device::device();
     let imported = pipeline::import(&a.diffusers, &a.out, &opts, &device)?;
     let cfg = &imported.config;
+    let [c, h, w] = cfg.output_shape();
+    let space = match &cfg.latent {
+        Some(_) => format!(
+            "{}×{}×{} latents of {c}×{h}×{w} images",
+            cfg.channels, cfg.height, cfg.width
+        ),
+        None => format!("{c}×{h}×{w} images"),
+    };
+    let conditioning = match (&cfg.text, cfg.class_names.len()) {
+        (Some(_), _) => "prompts".to_string(),
+        (None, 0) => "no classes".to_string(),
+        (None, k) => format!("{k} classes"),
+    };
     println!(
-        "imported {} into {}: {} parameters, {}×{}×{} images, {} objective predicting {}, {} classes",
+        "imported {} into {}: {} parameters, {space}, {} objective predicting {}, {conditioning}",
         a.diffusers.display(),
         a.out.display(),
         imported.params,
-        cfg.channels,
-        cfg.height,
-        cfg.width,
         cfg.objective.name(),
         cfg.prediction,
-        cfg.class_names.len()
     );
     let plan = cfg.default_sampler()?.plan(&cfg.schedule.build()?)?;
     println!("default sampler: {}", plan.describe());

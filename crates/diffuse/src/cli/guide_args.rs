@@ -11,7 +11,7 @@ pub struct GuideArgs {
     /// (a grid row per class). Without it a conditional model draws unconditionally (the null class).
     #[arg(long)]
     class: Option<String>,
-    /// Text-conditioned runs (Stable Diffusion folders): what to draw. Given several times, --n images of each
+    /// Text-conditioned runs (Stable Diffusion imports, runs trained with --text): what to draw. Given several times, --n images of each
     /// (a grid row per prompt). Without it, the empty prompt (unconditional).
     #[arg(long, value_name = "TEXT")]
     prompt: Vec<String>,
@@ -97,7 +97,9 @@ impl GuideArgs {
     pub fn cond(&self, n: usize, run: &LoadedRun) -> anyhow::Result<(Cond, usize)> {
         if !run.net.takes_context() {
             if !self.prompt.is_empty() || self.negative_prompt.is_some() {
-                bail!("--prompt and --negative-prompt need a text-conditioned run (a Stable Diffusion import)");
+                bail!(
+                    "--prompt and --negative-prompt need a text-conditioned run (a Stable Diffusion import, or trained with --text)"
+                );
             }
             let (classes, rows) = self.classes(n, &run.config.class_names, &run.net)?;
             let cond = Cond {
@@ -111,6 +113,9 @@ impl GuideArgs {
         }
         if self.prompt.is_empty() && self.guided() {
             bail!("--guidance needs --prompt");
+        }
+        if self.negative_prompt.is_some() && !self.guided() {
+            bail!("--negative-prompt steers guidance: give --guidance other than 1");
         }
         let prompts: Vec<&str> = match self.prompt.len() {
             0 => vec![""],

@@ -21,6 +21,7 @@ mod sampler_args;
 mod schedule_cmd;
 mod schedule_flags;
 mod serve;
+mod text_cmd;
 mod train_cmd;
 mod vae_cmd;
 
@@ -73,11 +74,15 @@ enum Command {
     Fid(fid_cmd::FidArgs),
     /// CLIP score: how well images match a prompt, in a user-provided CLIP model's embedding space.
     ClipScore(clip_cmd::ClipScoreArgs),
+    /// Train or apply the project's own text encoder (for text-to-image runs, retrieval and its own score).
+    #[command(subcommand)]
+    Text(text_cmd::TextCommand),
     /// Download the Inception weights, MNIST or Fashion-MNIST into the cache, checking SHA-256.
     Fetch(fetch_cmd::FetchArgs),
     /// Train (or reuse) the five variants on the same data and measure them into one table.
     Compare(compare_cmd::CompareArgs),
-    /// Turn a diffusers DDPMPipeline/DDIMPipeline folder (or a UNet2DModel folder) into a run directory.
+    /// Turn a diffusers DDPMPipeline/DDIMPipeline or StableDiffusionPipeline folder (or a UNet2DModel folder)
+    /// into a run directory.
     Import(diffusers_cmd::ImportArgs),
     /// Write a run as a diffusers DDPMPipeline folder (UNet2DModel and scheduler config).
     Export(diffusers_cmd::ExportArgs),
@@ -102,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench_cmd::bench(a),
         Command::Fid(a) => fid_cmd::fid(a),
         Command::ClipScore(a) => clip_cmd::clip_score(a),
+        Command::Text(c) => text_cmd::text(c),
         Command::Lpips(a) => lpips_cmd::lpips(a),
         Command::Eval(a) => eval_cmd::eval(a),
         Command::Fetch(a) => fetch_cmd::fetch(a),

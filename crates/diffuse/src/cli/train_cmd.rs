@@ -133,6 +133,10 @@ pub struct TrainArgs {
     /// Write a sample grid (samples/step-N.png) every N steps (and at the end); 0: only at the end.
     #[arg(long, default_value_t = 400)]
     sample_every: usize,
+    /// Text-to-image: condition on captions through this text encoder (a `diffuse text train` folder, copied into
+    /// the run and frozen); captions are dropped to the empty one with --label-dropout's probability.
+    #[arg(long, value_name = "DIR")]
+    text: Option<PathBuf>,
     /// Latent diffusion: train on the scaled latents of this VAE (a `diffuse vae train` directory, copied into
     /// the run); samples are decoded to images.
     #[arg(long)]
@@ -183,6 +187,15 @@ fn new_config(a: &TrainArgs, data: &Dataset) -> anyhow::Result<RunConfig> {
             );
         }
         cfg = cfg.conditional(a.label_dropout);
+    }
+    if a.text.is_some() {
+        if a.conditional {
+            bail!("--text and --conditional: a run is conditioned on captions or on classes, not both");
+        }
+        if data.captions.is_none() {
+            bail!("--text needs captioned data (emoji); {} has no captions", data.name);
+        }
+        cfg.train.label_dropout = a.label_dropout;
     }
     cfg.prediction = a.prediction.as_deref().unwrap_or("eps").parse()?;
     cfg.schedule = a.schedule.config()?;
@@ -317,6 +330,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             None => (new_config(&a, &data)?, data),
         }
     };
+    let mut cfg = cfg;
+    if let (Some(dir), false) = (&a.text, a.resume) {
+        run::attach_text(&mut cfg, dir, &a.out)?;
+        cfg.validate()?;
+    }
     let net_params = cfg.net.init(&diffuse::device::device())?.num_params();
     eprintln!(
         "training {} ({} items {}×{}×{}), {} with {net_params} parameters, {} objective, {} of batch {}",

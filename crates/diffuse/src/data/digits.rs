@@ -40,6 +40,7 @@ pub fn load(split: Split) -> Result<Dataset> {
         images,
         labels: Some(labels),
         class_names: (0..10).map(|d| d.to_string()).collect(),
+        captions: None,
     };
     let n = ds.len();
     let indices: Vec<usize> = match split {

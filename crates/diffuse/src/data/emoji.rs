@@ -1,7 +1,7 @@
 //! The emoji sprite sheet (`emoji-noto`: `sheet-clean-32.png` and `emoji.json`): 32×32 RGBA sprites in cells
 //! of 34 pixels (1-pixel border) at (sheet_x, sheet_y), composited onto a background colour; the emoji's
-//! `category` is its label ("Component", five skin-tone swatches, is left out). Every tenth emoji in the
-//! JSON's order is held out as the test split.
+//! `category` is its label ("Component", five skin-tone swatches, is left out) and its lower-cased `name` its
+//! caption. Every tenth emoji in the JSON's order is held out as the test split.
 
 use super::{Dataset, Split, to_unit};
 use crate::{Error, Result};
@@ -14,6 +14,7 @@ const SKIPPED: &str = "Component";
 
 #[derive(Deserialize)]
 struct Entry {
+    name: String,
     sheet_x: usize,
     sheet_y: usize,
     category: String,
@@ -64,6 +65,7 @@ pub fn load(dir: &Path, background: [u8; 3], split: Split) -> Result<Dataset> {
         images: Vec::new(),
         labels: Some(Vec::new()),
         class_names,
+        captions: Some(Vec::new()),
     };
     let kept = entries.iter().filter(|e| e.category != SKIPPED).enumerate();
     for (i, e) in kept {
@@ -93,6 +95,7 @@ pub fn load(dir: &Path, background: [u8; 3], split: Split) -> Result<Dataset> {
         }
         let label = ds.class_names.binary_search(&e.category).expect("a kept category");
         ds.labels.as_mut().expect("labelled").push(label as u32);
+        ds.captions.as_mut().expect("captioned").push(e.name.to_lowercase());
     }
     Ok(ds)
 }

@@ -87,6 +87,7 @@ fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
             images: Vec::new(),
             labels: None,
             class_names: Vec::new(),
+            captions: None,
         });
     }
     let mut ds = Dataset {
@@ -104,6 +105,7 @@ fn load_filtered(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Dataset> {
         } else {
             Vec::new()
         },
+        captions: None,
     };
     for (path, label) in &files {
         let img = crate::imageio::read_png(path, Some(probe.channels))?;

@@ -123,6 +123,7 @@ pub fn load_files(name: &str, images: &Path, labels: Option<&Path>) -> Result<Da
         images: img.data.iter().map(|&v| to_unit(v as f32, 255.0)).collect(),
         labels,
         class_names: (0..num_classes).map(|c| c.to_string()).collect(),
+        captions: None,
     })
 }
 

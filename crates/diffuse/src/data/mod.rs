@@ -29,6 +29,8 @@ pub struct Dataset {
     pub images: Vec<f32>,
     pub labels: Option<Vec<u32>>,
     pub class_names: Vec<String>,
+    /// A caption per image, where the data has them (emoji: their names), for text-conditioned runs.
+    pub captions: Option<Vec<String>>,
 }
 
 /// Which part of a data set to load.
@@ -111,6 +113,13 @@ impl Dataset {
         if let (Some(a), Some(b)) = (self.labels.as_mut(), other.labels) {
             a.extend(b);
         }
+        self.captions = match (self.captions, other.captions) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
         if other.class_names.len() > self.class_names.len() {
             self.class_names = other.class_names;
         }
@@ -122,6 +131,10 @@ impl Dataset {
         Dataset {
             images: self.gather(indices),
             labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+            captions: self
+                .captions
+                .as_ref()
+                .map(|c| indices.iter().map(|&i| c[i].clone()).collect()),
             ..self.clone()
         }
     }

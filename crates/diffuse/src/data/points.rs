@@ -98,6 +98,7 @@ pub fn load(shape: &str, split: Split) -> Result<Dataset> {
         images: points.iter().flatten().map(|&v| v as f32).collect(),
         labels: None,
         class_names: Vec::new(),
+        captions: None,
     })
 }
 

@@ -285,6 +285,14 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
     }
     if let Some(vae) = &vae {
         vae.vae_config(height * factor, width * factor)?;
+        if vae.latent_channels != config.channels {
+            return Err(Error::Config(format!(
+                "{}: the VAE makes {} latent channels, the UNet takes {}",
+                dir.display(),
+                vae.latent_channels,
+                config.channels
+            )));
+        }
         config.latent = Some(LatentConfig {
             vae: run::VAE_DIR.into(),
             scale: vae.scaling_factor,
@@ -306,14 +314,21 @@ fn fresh_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
 }
 
-/// `diffuse import --diffusers DIR --out RUN`: a run directory that `sample`, `edit`, `eval` and `likelihood`
-/// take (its checkpoint holds the one set of weights, as the raw ones, at step 0; `--weights ema` reads them too).
+/// `diffuse import --diffusers DIR --out RUN`: a run directory that `sample`, `edit` and `eval` take, and
+/// `likelihood` for pixel runs (its checkpoint holds the one set of weights, as the raw ones, at step 0;
+/// `--weights ema` reads them too).
 pub fn import(dir: &Path, out: &Path, opts: &ImportOptions, device: &Device) -> Result<Imported> {
+    // Checked first too: reading a Stable Diffusion folder takes a minute.
+    crate::atomic::require_empty_dir(out)?;
+    let existed = out.is_dir();
     let (imported, net) = read(dir, opts, device)?;
     fresh_dir(out)?;
     // The folder was empty or absent: on failure it is left so again.
     write_run(dir, out, &imported, &net).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(out);
+        if existed {
+            let _ = std::fs::create_dir(out);
+        }
     })?;
     Ok(imported)
 }

@@ -166,6 +166,7 @@ fn a_guided_ddim_trajectory_matches_the_pipeline() {
         drawn.images
     };
     let scale = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let mut finals = Vec::new();
     for (negative, want) in [("", "ddim_latents"), ("blue cat", "ddim_neg_latents")] {
         let got = latents(negative);
         let d = max_diff(&got, &e[want].0);
@@ -174,7 +175,14 @@ fn a_guided_ddim_trajectory_matches_the_pipeline() {
             "{want}: differ by {d} (largest {})",
             scale(&e[want].0)
         );
+        finals.push(got);
     }
+    // The negative prompt steers: the two trajectories end apart.
+    assert!(
+        max_diff(&finals[0], &finals[1]) > 0.1,
+        "{}",
+        max_diff(&finals[0], &finals[1])
+    );
     // The same through the library's workflow, decoded by the imported VAE.
     let drawn = generate::draw(
         &run,
@@ -277,7 +285,7 @@ fn broken_sd_folders_are_refused_by_name() {
             Box::new(|| edit_json("unet/config.json", &|v| v["use_linear_projection"] = true.into())),
         ),
         (
-            "attention_head_dim Each([2, 4])",
+            "attention_head_dim [2, 4] is not one positive value",
             Box::new(|| {
                 edit_json("unet/config.json", &|v| {
                     v["attention_head_dim"] = serde_json::json!([2, 4])
@@ -315,10 +323,10 @@ fn broken_sd_folders_are_refused_by_name() {
     std::fs::remove_dir_all(&src).unwrap();
 }
 
-/// Stable Diffusion 1.5's own configs (its unet/config.json keys, diffusers' defaults for the rest) make the
-/// networks with the parameter counts diffusers reports for them (UNet 859,520,964).
+/// Stable Diffusion 1.5's own configs (its unet/ and vae/ config.json keys, diffusers' defaults for the rest)
+/// make networks of the parameter counts diffusers reports for them.
 #[test]
-fn the_sd15_unet_config_has_diffusers_parameter_count() {
+fn the_sd15_configs_have_diffusers_parameter_counts() {
     let json = r#"{"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
         "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false, "cross_attention_dim": 768,
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
@@ -338,5 +346,16 @@ fn the_sd15_unet_config_has_diffusers_parameter_count() {
     let device = crate::device::device();
     let unet = crate::nn::NetConfig::Unet(net).init(&device).unwrap();
     assert_eq!(unet.num_params(), 859_520_964);
+    // Its VAE (vae/config.json of SD 1.5): 83,653,863 parameters in diffusers.
+    let vae = r#"{"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+        "sample_size": 512, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D",
+        "UpDecoderBlock2D"]}"#;
+    std::fs::write(dir.join("config.json"), vae).unwrap();
+    let akl = super::autoencoder_kl::AutoencoderKlConfig::read(&dir).unwrap();
+    assert_eq!(akl.factor(), 8);
+    let vae = akl.vae_config(512, 512).unwrap().init(&device).unwrap();
+    assert_eq!(vae.num_params(), 83_653_863);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,7 +10,8 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The keys of a `UNet2DModel` config.json, with diffusers' defaults (diffusers 0.42).
+/// The keys of a `UNet2DModel` or `UNet2DConditionModel` config.json, with diffusers' defaults (diffusers 0.42;
+/// [`UNet2DModelConfig::read`] puts in UNet2DConditionModel's where they differ).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct UNet2DModelConfig {
     #[serde(rename = "_class_name", default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +55,8 @@ pub struct UNet2DModelConfig {
     pub dropout: f64,
     #[serde(default = "super::default::silu")]
     pub act_fn: String,
-    /// Absent: 8; null: one head per attention block.
+    /// UNet2DModel: channels per head (absent: 8; null: one head per attention block). UNet2DConditionModel: heads
+    /// per block.
     #[serde(default = "eight")]
     pub attention_head_dim: Option<PerLevel>,
     #[serde(default = "groups")]
@@ -104,6 +106,17 @@ impl PerLevel {
     }
 }
 
+/// Whether a config's value means `want`, as diffusers reads it: numbers by value (1 and 1.0), a per-level list
+/// by each of its entries, null as false.
+fn same(v: &Value, want: &Value) -> bool {
+    match (v, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Array(items), w) if !w.is_array() => items.iter().all(|i| same(i, w)),
+        (Value::Null, Value::Bool(false)) => true,
+        (a, b) => a == b,
+    }
+}
+
 /// The two UNet classes, by the `_class_name` of their configs.
 const PIXEL: &str = "UNet2DModel";
 const TEXT: &str = "UNet2DConditionModel";
@@ -122,8 +135,9 @@ fn text_defaults() -> Value {
     })
 }
 
-/// UNet2DConditionModel keys with the only value diffuse's UNet can be (null where the option is off).
-const TEXT_FIXED: [(&str, &str); 19] = [
+/// UNet2DConditionModel keys with the only value diffuse's UNet can be (null where the option is off), compared
+/// by [`same`].
+const TEXT_FIXED: [(&str, &str); 18] = [
     ("use_linear_projection", "false"),
     ("only_cross_attention", "false"),
     ("dual_cross_attention", "false"),
@@ -133,7 +147,6 @@ const TEXT_FIXED: [(&str, &str); 19] = [
     ("encoder_hid_dim_type", "null"),
     ("addition_embed_type", "null"),
     ("addition_time_embed_dim", "null"),
-    ("addition_embed_type_num_heads", "64"),
     ("time_cond_proj_dim", "null"),
     ("timestep_post_act", "null"),
     ("time_embedding_act_fn", "null"),
@@ -194,7 +207,11 @@ const TEXT_BLOCKS: [&str; 3] = ["CrossAttnDownBlock2D", "CrossAttnUpBlock2D", "U
 impl UNet2DModelConfig {
     /// Reads a `UNet2DModel` or `UNet2DConditionModel` config, each with its own class's defaults.
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        let mut v: Value = crate::atomic::read_json(path)?;
+        Self::parse(crate::atomic::read_json(path)?).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// [`UNet2DModelConfig::read`] of a config already parsed.
+    pub fn parse(mut v: Value) -> Result<Self> {
         if v["_class_name"] == TEXT
             && let (Some(obj), Value::Object(defaults)) = (v.as_object_mut(), text_defaults())
         {
@@ -202,7 +219,7 @@ impl UNet2DModelConfig {
                 obj.entry(k).or_insert(d);
             }
         }
-        serde_json::from_value(v).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        serde_json::from_value(v).map_err(|e| Error::Config(e.to_string()))
     }
 
     /// Whether this is a UNet2DConditionModel (Stable Diffusion's), which attends to a text.
@@ -231,7 +248,8 @@ impl UNet2DModelConfig {
     /// The project's UNet of this shape for `height`×`width` images. Everything it cannot express is refused by
     /// its key.
     pub fn unet_config(&self, height: usize, width: usize) -> Result<UNetConfig> {
-        let bad = |m: String| Err(Error::Config(format!("UNet2DModel config: {m}")));
+        let class = self.class_name.as_deref().unwrap_or(PIXEL);
+        let bad = |m: String| Err(Error::Config(format!("{class} config: {m}")));
         if let Some(c) = &self.class_name
             && c != PIXEL
             && c != TEXT
@@ -260,22 +278,29 @@ impl UNet2DModelConfig {
             other => return bad(format!("mid_block_type {other:?} is not supported ({mid})")),
         }
         if let Some((key, want)) = TEXT_FIXED.iter().find(|(key, want)| {
-            self.other
-                .get(*key)
-                .is_some_and(|v| *v != serde_json::from_str::<Value>(want).expect("a JSON value"))
+            let want = serde_json::from_str::<Value>(want).expect("a JSON value");
+            self.other.get(*key).is_some_and(|v| !same(v, &want))
         }) {
             return bad(format!("{key} {} is not supported ({want})", self.other[*key]));
         }
         if text && self.cross_attention_dim.is_none_or(|d| d == 0) {
             return bad("cross_attention_dim must be a positive width".into());
         }
+        if text && self.num_class_embeds.is_some() {
+            // Prompts are the condition; class labels beside them have no null class to guide from here.
+            return bad("num_class_embeds is not supported with cross-attention".into());
+        }
         // UNet2DModel's attention_head_dim is channels per head; UNet2DConditionModel reads it as a head count
         // where num_attention_heads is absent (a naming diffusers keeps for Stable Diffusion's configs).
         let per_level = |v: &Option<PerLevel>, key: &str| match v {
             None => Ok(None),
             Some(p) => p.uniform().filter(|h| *h > 0).map(Some).ok_or_else(|| {
+                let given = match p {
+                    PerLevel::One(v) => v.to_string(),
+                    PerLevel::Each(v) => format!("{v:?}"),
+                };
                 Error::Config(format!(
-                    "UNet config: {key} {p:?} is not one positive value for every level"
+                    "{class} config: {key} {given} is not one positive value for every level"
                 ))
             }),
         };
@@ -636,7 +661,24 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(e(r#"{"_class_name": "UNet2DConditionModel"}"#).contains("not UNet2DModel"));
+        assert!(e(r#"{"_class_name": "UNet2DConditionModel3"}"#).contains("not UNet2DModel or UNet2DConditionModel"));
+        // Values that mean the option's default pass; others are refused by key.
+        let text = |extra: &str| {
+            let json = format!(r#"{{"_class_name": "UNet2DConditionModel", "cross_attention_dim": 8, {extra}}}"#);
+            let cfg = UNet2DModelConfig::parse(serde_json::from_str(&json).unwrap()).unwrap();
+            cfg.unet_config(64, 64).map(|_| ()).map_err(|e| e.to_string())
+        };
+        text(r#""transformer_layers_per_block": [1, 1.0, 1, 1], "only_cross_attention": null"#).unwrap();
+        assert!(
+            text(r#""transformer_layers_per_block": 2"#)
+                .unwrap_err()
+                .contains("transformer_layers_per_block 2")
+        );
+        assert!(
+            text(r#""num_class_embeds": 10"#)
+                .unwrap_err()
+                .contains("num_class_embeds")
+        );
         assert!(e(r#"{"mid_block_type": null}"#).contains("mid_block_type None"));
         assert!(e(r#"{"time_embedding_type": "fourier"}"#).contains("time_embedding_type"));
         assert!(e(r#"{"out_channels": 6}"#).contains("learned variance"));

@@ -1,7 +1,9 @@
 //! CLIP (Radford et al. 2021) read from a transformers `CLIPModel` folder, for the CLIP score (Hessel et al.
 //! 2021): the vision transformer, the text transformer and their projections, inference only, with the
-//! folder's own tokenizer (`tokenizer.json`, read by the `tokenizers` crate) and image preprocessing
-//! (`preprocessor_config.json`). The weights stay tensors by their transformers names; nothing here trains.
+//! folder's own tokenizer (`tokenizer.json`, or CLIP's BPE built from `vocab.json` and `merges.txt`, both read by
+//! the `tokenizers` crate) and image preprocessing (`preprocessor_config.json`); and its text side alone
+//! ([`ClipText`]), the text encoder of Stable Diffusion 1.x. The weights stay tensors by their transformers
+//! names; nothing here trains.
 
 use crate::diffusers::read_weights;
 use crate::safetensors_io::NamedTensor;

@@ -3,6 +3,7 @@
 
 pub mod classifier_net;
 pub mod clip;
+pub mod dual;
 pub mod inception;
 pub mod lpips;
 pub mod mlp;

@@ -10,7 +10,7 @@ mod ema;
 pub(crate) mod log;
 
 use crate::data::Dataset;
-use crate::denoise::LevelInput;
+use crate::denoise::{Cond, Context, LevelInput};
 use crate::forward::{add_noise, column};
 use crate::nn::Net;
 use crate::run::{self, CHECKPOINT_FILE, RunConfig};
@@ -224,9 +224,18 @@ struct Batch {
     target: Tensor<4>,
     /// Per-item loss weights, where the objective weighs levels unequally.
     weight: Option<Tensor<4>>,
+    /// Text runs: each item's caption encoding, or the empty caption's.
+    context: Option<Tensor<3>>,
 }
 
-fn batch(cfg: &RunConfig, data: &Dataset, cond: &LevelInput, step: usize, device: &Device) -> Result<Batch> {
+fn batch(
+    cfg: &RunConfig,
+    data: &Dataset,
+    cond: &LevelInput,
+    text: Option<&Context>,
+    step: usize,
+    device: &Device,
+) -> Result<Batch> {
     let mut r = rng::stream(cfg.train.seed ^ TRAIN_STREAM, step as u64);
     let b = cfg.train.batch_size;
     let idx: Vec<usize> = (0..b).map(|_| r.random_range(0..data.len())).collect();
@@ -265,12 +274,28 @@ fn batch(cfg: &RunConfig, data: &Dataset, cond: &LevelInput, step: usize, device
             Ok(Tensor::from_data(TensorData::new(l, [b]), device))
         })
         .transpose()?;
+    // Captions are dropped to the empty one as labels are to the null class, drawn after them.
+    let context = text.map(|c| {
+        let per = c.len * c.dim;
+        let items: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| {
+                if r.random::<f64>() < cfg.train.label_dropout {
+                    c.null.clone()
+                } else {
+                    c.items[i * per..(i + 1) * per].to_vec()
+                }
+            })
+            .collect();
+        Tensor::<3>::from_data(TensorData::new(items, [b, c.len, c.dim]), device)
+    });
     Ok(Batch {
         input,
         t,
         classes,
         target,
         weight,
+        context,
     })
 }
 
@@ -295,7 +320,11 @@ pub fn train(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Res
 
 fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Options) -> Result<Summary> {
     cfg.validate()?;
-    cfg.refuse_text("training")?;
+    if matches!(cfg.text, Some(run::TextEncoderConfig::Clip { .. })) {
+        return Err(Error::Config(
+            "training a Stable Diffusion import is not supported (text runs train with diffuse's own encoder)".into(),
+        ));
+    }
     if (data.channels, data.height, data.width) != (cfg.channels, cfg.height, cfg.width) {
         return Err(Error::Data(format!(
             "images are {}×{}×{} but the run expects {}×{}×{}",
@@ -315,6 +344,18 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
         fresh(cfg, &device)?
     };
     let resumed_from = (s.step > 0).then_some(s.step);
+    // Text runs: every caption's encoding by the frozen encoder, once.
+    let text = match &cfg.text {
+        Some(t) => {
+            let caps = data
+                .captions
+                .as_ref()
+                .ok_or_else(|| Error::Data(format!("{} has no captions for a text-conditioned run", data.name)))?;
+            let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+            Some(t.load(out, &crate::device::device())?.context(&caps, "")?)
+        }
+        None => None,
+    };
     let params = s.model.num_params();
     let bar = crate::progress::bar(cfg.train.steps, s.step, "steps", opts.progress);
     let started = Instant::now();
@@ -335,8 +376,9 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
             classes,
             target,
             weight,
-        } = batch(cfg, data, &cond, step, &device)?;
-        let pred = s.model.forward(input, tt, classes);
+            context,
+        } = batch(cfg, data, &cond, text.as_ref(), step, &device)?;
+        let pred = s.model.forward_with(input, tt, classes, context);
         let loss = match weight {
             Some(w) => ((pred - target).square() * w).mean(),
             None => (pred - target).square().mean(),
@@ -376,7 +418,7 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
             save(cfg, out, &s)?;
         }
         if last || (t.sample_every > 0 && s.step % t.sample_every == 0) {
-            preview(cfg, &schedule, &cond, &s.ema, out, s.step)?;
+            preview(cfg, &schedule, &cond, text.as_ref(), &s.ema, out, s.step)?;
         }
     }
     bar.finish_and_clear();
@@ -391,11 +433,13 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
     })
 }
 
-/// A grid of 64 EMA samples by the run's default sampler (fixed seed 0, so grids of successive steps compare).
+/// A grid of 64 EMA samples by the run's default sampler (fixed seed 0, so grids of successive steps compare);
+/// text runs draw a row for each of the first eight captions.
 fn preview(
     cfg: &RunConfig,
     schedule: &NoiseSchedule,
     cond: &LevelInput,
+    text: Option<&Context>,
     ema: &Net,
     out: &Path,
     step: usize,
@@ -407,6 +451,17 @@ fn preview(
     let points = cfg.is_points();
     // 64 images in a grid, or 2,048 points in one picture.
     let n = if points { 2048 } else { 64 };
+    let conditioning = Cond {
+        classes: None,
+        context: text.map(|c| {
+            let per = c.len * c.dim;
+            let rows = c.items.len() / per;
+            let items = (0..8)
+                .flat_map(|row| c.items[(row % rows) * per..(row % rows + 1) * per].repeat(8))
+                .collect();
+            Context { items, ..c.clone() }
+        }),
+    };
     let images = sample::draw(
         &den,
         &plan,
@@ -415,7 +470,7 @@ fn preview(
         [c, h, w],
         n,
         None,
-        &Default::default(),
+        &conditioning,
         &[],
         &device,
         &mut |_| {},
