@@ -225,6 +225,75 @@ impl OwnText {
     }
 }
 
+/// How well a text run draws a set of captions: its samples measured by this encoder against the set's
+/// captions, and by a classifier where one is given.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PromptReport {
+    pub guidance: f64,
+    pub captions: usize,
+    pub images: usize,
+    /// Mean text–image score (100 · max(cos, 0)) of each image against its own caption.
+    pub score: f64,
+    /// Share of images whose own caption ranks first, and within the first five, among the set's captions.
+    pub top1: f64,
+    pub top5: f64,
+    /// Mean 1 − cos between the embeddings of two images of the same caption: 0 when they are all alike.
+    pub diversity: f64,
+    /// Share of images the classifier puts in their caption's class (the emoji's category).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_accuracy: Option<f64>,
+}
+
+/// Measures `per` images of each caption (`images`, caption by caption; `per` 1 for real images) against the
+/// captions; `classes` are each caption's class and `predicted` each image's class by a classifier.
+pub fn measure(
+    enc: &OwnText,
+    captions: &[String],
+    images: &[f32],
+    shape: [usize; 3],
+    per: usize,
+    guidance: f64,
+    classes: Option<(&[u32], &[u32])>,
+) -> Result<PromptReport> {
+    let m = captions.len();
+    let n = m * per;
+    let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let t = enc.embed_texts(&texts)?;
+    let i = enc.embed_images(images, shape);
+    let sim = crate::sample::to_vec(i.clone().matmul(t.transpose()).unsqueeze::<4>());
+    let own = crate::sample::to_vec(i.clone().matmul(i.transpose()).unsqueeze::<4>());
+    let (mut score, mut hits, mut div, mut pairs) = (0.0, [0usize; 2], 0.0, 0usize);
+    for img in 0..n {
+        let k = img / per;
+        let row = &sim[img * m..(img + 1) * m];
+        score += 100.0 * row[k].max(0.0) as f64;
+        // Equal captions (two emoji of one name) count as the same match.
+        let rank = (0..m)
+            .filter(|&j| captions[j] != captions[k] && row[j] > row[k])
+            .count();
+        hits[0] += usize::from(rank == 0);
+        hits[1] += usize::from(rank < 5);
+        for other in (img + 1)..(k + 1) * per {
+            div += 1.0 - own[img * n + other] as f64;
+            pairs += 1;
+        }
+    }
+    let class_accuracy = classes.map(|(want, got)| {
+        let right = (0..n).filter(|&img| got[img] == want[img / per]).count();
+        right as f64 / n.max(1) as f64
+    });
+    Ok(PromptReport {
+        guidance,
+        captions: m,
+        images: n,
+        score: score / n.max(1) as f64,
+        top1: hits[0] as f64 / n.max(1) as f64,
+        top5: hits[1] as f64 / n.max(1) as f64,
+        diversity: if pairs > 0 { div / pairs as f64 } else { 0.0 },
+        class_accuracy,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +334,18 @@ mod tests {
         );
         assert!(s[0] > s[1], "the zero matches its own caption best: {s:?}");
         assert!(s.iter().all(|&x| (0.0..=100.0).contains(&x)));
+        // The real images measured as samples of their own captions: the same ranks as the retrieval; two
+        // copies of each are alike (no diversity).
+        let caps = data.captions.clone().unwrap();
+        let r = measure(&enc, &caps, &data.images, [1, 8, 8], 1, 1.0, None).unwrap();
+        assert_eq!((r.top1, r.top5, r.images), (meta.train.image_to_text_top1, 1.0, 8));
+        let twice: Vec<f32> = data.images.chunks(64).flat_map(|c| c.repeat(2)).collect();
+        let labels: Vec<u32> = (0..8).collect();
+        let predicted: Vec<u32> = (0..16).map(|i| if i < 2 { 1 } else { i / 2 }).collect();
+        let r2 = measure(&enc, &caps, &twice, [1, 8, 8], 2, 1.0, Some((&labels, &predicted))).unwrap();
+        assert_eq!((r2.top1, r2.images), (r.top1, 16));
+        assert!(r2.diversity.abs() < 1e-6 && (r2.score - r.score).abs() < 1e-3, "{r2:?}");
+        assert_eq!(r2.class_accuracy, Some(14.0 / 16.0));
         // A folder is never written over.
         assert!(train(&data, &data, &out, 1, 1).is_err());
         std::fs::remove_dir_all(&out).unwrap();
