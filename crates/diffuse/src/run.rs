@@ -193,6 +193,14 @@ impl TextEncoder {
         }
     }
 
+    /// The words of `text` the encoder does not know (the project's own encoder maps them all to one token).
+    pub fn unknown_words(&self, text: &str) -> Vec<String> {
+        match self {
+            TextEncoder::Clip(_) => Vec::new(),
+            TextEncoder::Own(o) => o.meta.config.vocab.unknown(text),
+        }
+    }
+
     /// Every text's hidden states and the empty text's, as a context of `texts.len()` items.
     pub fn context(&self, texts: &[&str], null: &str) -> Result<Context> {
         let mut items = Vec::new();
@@ -697,10 +705,7 @@ pub fn load(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> 
         text: match &config.text {
             Some(t) => {
                 let text = t.load(dir, device)?;
-                let want = match &config.net {
-                    NetConfig::Unet(u) => u.context_dim,
-                    NetConfig::Mlp(_) => None,
-                };
+                let want = config.net.context_dim();
                 if want != Some(text.width()) {
                     return Err(Error::Config(format!(
                         "{}: the text encoder's width is {}, the UNet's context {want:?}",

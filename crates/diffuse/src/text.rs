@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub const META: &str = "text_encoder.json";
 pub const WEIGHTS: &str = "weights.safetensors";
-/// Tokens per caption: the start token and up to 15 words (the longest emoji name has 10).
+/// Tokens per caption: the start token and up to 15 words (the longest emoji name has 11).
 pub const MAX_TOKENS: usize = 16;
 
 /// How well images find their own caption among a set's captions, and captions their image: the share whose
@@ -79,6 +79,13 @@ pub fn train(train: &Dataset, test: &Dataset, out: &Path, steps: usize, seed: u6
     }
     let config = DualConfig::new(Vocab::of(caps, MAX_TOKENS), train.channels);
     config.validate()?;
+    // Every caption fits, checked before the first step rather than at the step that draws a long one.
+    for (i, c) in caps.iter().chain(captions(test)?).enumerate() {
+        config
+            .vocab
+            .tokenize(c)
+            .map_err(|e| Error::Data(format!("caption {i}: {e}")))?;
+    }
     crate::atomic::require_empty_dir(out)?;
     let device = crate::device::train_device();
     let mut net = crate::device::init_seeded(seed, &device, |d| config.init(d));
@@ -86,7 +93,7 @@ pub fn train(train: &Dataset, test: &Dataset, out: &Path, steps: usize, seed: u6
     let b = 128.min(train.len());
     for step in 0..steps {
         let mut r = rng::stream(seed, step as u64);
-        // Distinct items, so that no caption of the batch is another's positive.
+        // Distinct items (two emoji of one name, rare, are still each other's negatives).
         let mut idx: Vec<usize> = Vec::with_capacity(b);
         while idx.len() < b {
             let i = r.random_range(0..train.len());
@@ -182,16 +189,6 @@ impl OwnText {
         Tensor::cat(chunks, 0)
     }
 
-    /// The project's text–image score of each image against the text of the same row: 100 · max(cos, 0), as the
-    /// CLIP score is defined (Hessel et al. 2021), with this encoder in place of CLIP.
-    pub fn scores(images: &Tensor<2>, texts: &Tensor<2>) -> Vec<f32> {
-        let cos = (images.clone() * texts.clone()).sum_dim(1);
-        crate::sample::to_vec(cos.unsqueeze::<4>())
-            .into_iter()
-            .map(|c| 100.0 * c.max(0.0))
-            .collect()
-    }
-
     /// Retrieval among all of `data`'s pairs.
     pub fn retrieval(&self, data: &Dataset) -> Result<Retrieval> {
         let caps = captions(data)?;
@@ -200,9 +197,10 @@ impl OwnText {
         let i = self.embed_images(&data.images, [data.channels, data.height, data.width]);
         let sim = crate::sample::to_vec(i.matmul(t.transpose()).unsqueeze::<4>());
         let n = caps.len();
-        // The rank of the match: how many candidates score above it. Equal captions count as the same match.
+        // The rank of the match: how many other captions score at least as high (a tie counts against it, so that
+        // captions the encoder cannot tell apart do not count as found). Equal captions are the same match.
         let rank = |row: &dyn Fn(usize) -> f32, own: usize, same: &dyn Fn(usize) -> bool| {
-            (0..n).filter(|&j| !same(j) && row(j) > row(own)).count()
+            (0..n).filter(|&j| !same(j) && row(j) >= row(own)).count()
         };
         let (mut i2t, mut t2i) = ([0usize; 2], [0usize; 2]);
         for k in 0..n {
@@ -229,7 +227,8 @@ impl OwnText {
 /// captions, and by a classifier where one is given.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PromptReport {
-    pub guidance: f64,
+    /// None for real images.
+    pub guidance: Option<f64>,
     pub captions: usize,
     pub images: usize,
     /// Mean text–image score (100 · max(cos, 0)) of each image against its own caption.
@@ -252,11 +251,26 @@ pub fn measure(
     images: &[f32],
     shape: [usize; 3],
     per: usize,
-    guidance: f64,
+    guidance: Option<f64>,
     classes: Option<(&[u32], &[u32])>,
 ) -> Result<PromptReport> {
     let m = captions.len();
     let n = m * per;
+    if per == 0 || images.len() != n * shape.iter().product::<usize>() {
+        return Err(Error::Invalid(format!(
+            "{} values are not {per} images of {shape:?} for each of {m} captions",
+            images.len()
+        )));
+    }
+    if let Some((want, got)) = classes
+        && (want.len() != m || got.len() != n)
+    {
+        return Err(Error::Invalid(format!(
+            "{} classes for {m} captions and {} predictions for {n} images",
+            want.len(),
+            got.len()
+        )));
+    }
     let texts: Vec<&str> = captions.iter().map(String::as_str).collect();
     let t = enc.embed_texts(&texts)?;
     let i = enc.embed_images(images, shape);
@@ -267,9 +281,9 @@ pub fn measure(
         let k = img / per;
         let row = &sim[img * m..(img + 1) * m];
         score += 100.0 * row[k].max(0.0) as f64;
-        // Equal captions (two emoji of one name) count as the same match.
+        // Equal captions (two emoji of one name) are the same match; a tie with another counts against it.
         let rank = (0..m)
-            .filter(|&j| captions[j] != captions[k] && row[j] > row[k])
+            .filter(|&j| captions[j] != captions[k] && row[j] >= row[k])
             .count();
         hits[0] += usize::from(rank == 0);
         hits[1] += usize::from(rank < 5);
@@ -328,7 +342,7 @@ mod tests {
         let enc = OwnText::load(&out).unwrap();
         assert_eq!(enc.retrieval(&data).unwrap(), meta.train);
         let i = enc.embed_images(&data.images[..64], [1, 8, 8]);
-        let s = OwnText::scores(
+        let s = crate::nn::clip::scores(
             &i.clone().repeat_dim(0, 2),
             &enc.embed_texts(&["the digit zero", "the digit one"]).unwrap(),
         );
@@ -337,12 +351,21 @@ mod tests {
         // The real images measured as samples of their own captions: the same ranks as the retrieval; two
         // copies of each are alike (no diversity).
         let caps = data.captions.clone().unwrap();
-        let r = measure(&enc, &caps, &data.images, [1, 8, 8], 1, 1.0, None).unwrap();
+        let r = measure(&enc, &caps, &data.images, [1, 8, 8], 1, None, None).unwrap();
         assert_eq!((r.top1, r.top5, r.images), (meta.train.image_to_text_top1, 1.0, 8));
         let twice: Vec<f32> = data.images.chunks(64).flat_map(|c| c.repeat(2)).collect();
         let labels: Vec<u32> = (0..8).collect();
         let predicted: Vec<u32> = (0..16).map(|i| if i < 2 { 1 } else { i / 2 }).collect();
-        let r2 = measure(&enc, &caps, &twice, [1, 8, 8], 2, 1.0, Some((&labels, &predicted))).unwrap();
+        let r2 = measure(
+            &enc,
+            &caps,
+            &twice,
+            [1, 8, 8],
+            2,
+            Some(1.0),
+            Some((&labels, &predicted)),
+        )
+        .unwrap();
         assert_eq!((r2.top1, r2.images), (r.top1, 16));
         assert!(r2.diversity.abs() < 1e-6 && (r2.score - r.score).abs() < 1e-3, "{r2:?}");
         assert_eq!(r2.class_accuracy, Some(14.0 / 16.0));

@@ -1,27 +1,8 @@
 //! Text-to-image as a user runs it: the project's own text encoder trained on the emoji names, a UNet trained to
 //! attend to it, prompts when sampling, and clear errors where text does not apply.
 
-use std::path::PathBuf;
-
 mod common;
-use common::{fails, ok, s, tmp, train_tiny};
-
-/// The emoji sprites of the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after
-/// saying that the test skips.
-fn emoji() -> Option<String> {
-    let dir = std::env::var_os("DIFFUSE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/emoji-noto");
-    if dir.exists() {
-        return Some(format!("emoji:{}", dir.display()));
-    }
-    eprintln!(
-        "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
-        dir.display()
-    );
-    None
-}
+use common::{emoji, fails, ok, s, tmp, train_tiny};
 
 fn pngs(dir: &std::path::Path) -> Vec<Vec<u8>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -79,8 +60,14 @@ fn a_text_model_trains_on_emoji_names_and_samples_prompts() {
     assert_eq!(cfg["net"]["context_dim"], 64);
     assert_eq!(cfg["train"]["label_dropout"], 0.1);
     assert!(run.join("text/weights.safetensors").exists());
-    // Resuming keeps the encoder it was trained with.
+    // Resuming keeps the encoder it was trained with; another cannot be swapped in.
+    let weights = std::fs::read(run.join("text/weights.safetensors")).unwrap();
+    fails(
+        &["train", "--resume", "--out", s(&run), "--text", s(&enc), "--steps", "4"],
+        "--text is for a new run",
+    );
     ok(&["train", "--resume", "--out", s(&run), "--steps", "4", "--quiet"]);
+    assert_eq!(std::fs::read(run.join("text/weights.safetensors")).unwrap(), weights);
 
     let draw = |dir: &str, extra: &[&str]| {
         let o = root.join(dir);

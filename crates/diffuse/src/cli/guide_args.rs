@@ -122,6 +122,16 @@ impl GuideArgs {
             _ => self.prompt.iter().map(String::as_str).collect(),
         };
         let negative = self.negative_prompt.as_deref().unwrap_or("");
+        if let Some(text) = &run.text {
+            for p in prompts.iter().chain([&negative]) {
+                let unknown = text.unknown_words(p);
+                if !unknown.is_empty() {
+                    eprintln!(
+                        "warning: the text encoder does not know {unknown:?} in {p:?} (read as one unknown word)"
+                    );
+                }
+            }
+        }
         let context = run.encode_prompts(&prompts, negative)?.repeat_each(n);
         let cond = Cond {
             classes: None,

@@ -162,7 +162,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         &data.images,
         shape,
         1,
-        f64::NAN,
+        None,
         real.as_deref().map(|p| (&labels[..], p)),
     )?;
     println!("{}", line("real images", &r));
@@ -193,7 +193,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
             &drawn.images,
             shape,
             a.per,
-            g,
+            Some(g),
             got.as_deref().map(|p| (&labels[..], p)),
         )?;
         println!("{}", line(&format!("guidance {g}"), &r));
@@ -257,7 +257,7 @@ pub fn text(c: TextCommand) -> anyhow::Result<()> {
             }
             let images = enc.embed_images(&pixels, shape.context("an image")?);
             let t = enc.embed_texts(&[a.prompt.as_str()])?.repeat_dim(0, files.len());
-            let scores = OwnText::scores(&images, &t);
+            let scores = diffuse::nn::clip::scores(&images, &t);
             let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
             if a.json {
                 let per: Vec<_> = files

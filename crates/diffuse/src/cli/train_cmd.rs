@@ -111,7 +111,8 @@ pub struct TrainArgs {
     /// Train a class-conditional model on the data's labels (for classifier-free guidance).
     #[arg(long)]
     conditional: bool,
-    /// Probability that a label is replaced by the null class during training (conditional models).
+    /// Probability that a label is replaced by the null class (conditional models), or a caption by the empty one
+    /// (--text), during training.
     #[arg(long, default_value_t = 0.1)]
     label_dropout: f64,
     /// Hidden width of the MLP (point data).
@@ -331,9 +332,13 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         }
     };
     let mut cfg = cfg;
-    if let (Some(dir), false) = (&a.text, a.resume) {
-        run::attach_text(&mut cfg, dir, &a.out)?;
-        cfg.validate()?;
+    match (&a.text, a.resume) {
+        (Some(_), true) => bail!("--text is for a new run; a resumed run keeps the encoder in its text/"),
+        (Some(dir), false) => {
+            run::attach_text(&mut cfg, dir, &a.out)?;
+            cfg.validate()?;
+        }
+        (None, _) => {}
     }
     let net_params = cfg.net.init(&diffuse::device::device())?.num_params();
     eprintln!(

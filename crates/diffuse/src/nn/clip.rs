@@ -707,15 +707,20 @@ impl Clip {
         self.visual_projection.forward(pooled).reshape([n, out])
     }
 
-    /// The CLIP score of each image–text pair: 100 · max(cos(image, text), 0) (Hessel et al. 2021).
+    /// The CLIP score of each image–text pair: see [`scores`].
     pub fn scores(&self, images: &Tensor<2>, texts: &Tensor<2>) -> Vec<f32> {
-        let unit = |t: Tensor<2>| t.clone() / t.square().sum_dim(1).sqrt();
-        let cos = (unit(images.clone()) * unit(texts.clone())).sum_dim(1);
-        crate::sample::to_vec(cos.unsqueeze::<4>())
-            .into_iter()
-            .map(|c| 100.0 * c.max(0.0))
-            .collect()
+        scores(images, texts)
     }
+}
+
+/// The score of each row's image–text pair of embeddings (normalised here): 100 · max(cos(image, text), 0), the
+/// CLIP score of Hessel et al. 2021 with CLIP's embeddings, the project's own score with its encoder's.
+pub fn scores(images: &Tensor<2>, texts: &Tensor<2>) -> Vec<f32> {
+    let cos = (super::dual::unit(images.clone()) * super::dual::unit(texts.clone())).sum_dim(1);
+    crate::sample::to_vec(cos.unsqueeze::<4>())
+        .into_iter()
+        .map(|c| 100.0 * c.max(0.0))
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,12 +32,26 @@ pub fn words(text: &str) -> Vec<String> {
 
 /// The words a text encoder knows, each with its token id (from 3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "VocabFile")]
 pub struct Vocab {
     pub words: Vec<String>,
     /// Tokens per text, the start token and padding included.
     pub max_tokens: usize,
     #[serde(skip)]
     index: HashMap<String, u32>,
+}
+
+/// A vocabulary as written: the index is rebuilt from the words when read.
+#[derive(Deserialize)]
+struct VocabFile {
+    words: Vec<String>,
+    max_tokens: usize,
+}
+
+impl From<VocabFile> for Vocab {
+    fn from(f: VocabFile) -> Vocab {
+        Vocab::new(f.words, f.max_tokens)
+    }
 }
 
 impl Vocab {
@@ -91,10 +105,12 @@ impl Vocab {
         Ok((ids, used))
     }
 
-    /// How many of `text`'s words the vocabulary knows, and how many words it has.
-    pub fn known(&self, text: &str) -> (usize, usize) {
-        let w = words(text);
-        (w.iter().filter(|w| self.index.contains_key(*w)).count(), w.len())
+    /// The words of `text` the vocabulary does not know (they all become one token).
+    pub fn unknown(&self, text: &str) -> Vec<String> {
+        words(text)
+            .into_iter()
+            .filter(|w| !self.index.contains_key(w))
+            .collect()
     }
 }
 
@@ -302,12 +318,12 @@ mod tests {
             (vec![START, 5, 3, UNKNOWN, PAD], 4)
         );
         assert_eq!(v.tokenize("").unwrap(), (vec![START, PAD, PAD, PAD, PAD], 1));
-        assert_eq!(v.known("red cat"), (1, 2));
+        assert_eq!(v.unknown("red cat"), ["cat"]);
         let err = v.tokenize("red red red red red").unwrap_err().to_string();
         assert!(err.contains("5 words") && err.contains("at most 4"), "{err}");
-        // The index is rebuilt from the words, as a loaded encoder does.
+        // The index is rebuilt from the words when read back.
         let back: Vocab = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
-        let back = Vocab::new(back.words, back.max_tokens);
+        assert_eq!(back, v);
         assert_eq!(back.tokenize("blue heart").unwrap(), v.tokenize("blue heart").unwrap());
     }
 
@@ -334,8 +350,14 @@ mod tests {
             .fold(0.0, f32::max);
         assert!(d < 1e-5, "{d}");
         assert!(h[..3 * 64] != h[per..per + 3 * 64]);
-        // The embeddings are the pooled states of the words, whatever follows them.
-        let e = net.text.embed(ids(&["red heart"]), &[3]);
-        assert_eq!(e.dims(), [1, 64]);
+        // Padding is masked: the states of "red heart" are those of its three tokens alone, without padding.
+        let unpadded = Tensor::<2, Int>::from_data(TensorData::new(vec![START as i64, 3, 4], [1, 3]), &device);
+        let bare = crate::sample::to_vec(net.text.hidden(unpadded).unsqueeze::<4>());
+        let d = bare
+            .iter()
+            .zip(&alone[..3 * 64])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-5, "padding leaks into the words' states by {d}");
     }
 }

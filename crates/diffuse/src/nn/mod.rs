@@ -123,6 +123,14 @@ impl NetConfig {
         }
     }
 
+    /// Width of the context a text-conditioned network attends to.
+    pub fn context_dim(&self) -> Option<usize> {
+        match self {
+            NetConfig::Unet(c) => c.context_dim,
+            NetConfig::Mlp(_) => None,
+        }
+    }
+
     pub fn init(&self, device: &Device) -> Result<Net> {
         self.validate()?;
         Ok(match self {

@@ -61,6 +61,7 @@ impl Posterior {
 /// Image i draws its noise from stream i of the editor's seed, whatever batch it is in.
 pub fn restore(ed: &Editor, op: &Degradation, y: &[f32], n: usize, method: Posterior) -> Result<Vec<f32>> {
     let run = &ed.run;
+    run.config.refuse_text("restoration")?;
     if run.latent.is_some() {
         return Err(Error::Invalid(
             "restoration works in pixel space; this is a latent run".into(),

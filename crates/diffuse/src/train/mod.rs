@@ -333,6 +333,27 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
     }
     let cond = cfg.conditioning()?;
     let schedule = cfg.schedule.build()?;
+    // Text runs: every caption's encoding by the frozen encoder, once, before anything is written.
+    let text = match &cfg.text {
+        Some(t) => {
+            let caps = data
+                .captions
+                .as_ref()
+                .ok_or_else(|| Error::Data(format!("{} has no captions for a text-conditioned run", data.name)))?;
+            let encoder = t.load(out, &crate::device::device())?;
+            if cfg.net.context_dim() != Some(encoder.width()) {
+                return Err(Error::Config(format!(
+                    "{}: the text encoder's width is {}, the UNet's context {:?}",
+                    out.display(),
+                    encoder.width(),
+                    cfg.net.context_dim()
+                )));
+            }
+            let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+            Some(encoder.context(&caps, "")?)
+        }
+        None => None,
+    };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     crate::atomic::remove_leftovers(out)?; // a killed run's half-written files
     cfg.write(out)?; // on resume this records an extended step count
@@ -344,18 +365,6 @@ fn train_in_precision(cfg: &RunConfig, data: &Dataset, out: &Path, opts: &Option
         fresh(cfg, &device)?
     };
     let resumed_from = (s.step > 0).then_some(s.step);
-    // Text runs: every caption's encoding by the frozen encoder, once.
-    let text = match &cfg.text {
-        Some(t) => {
-            let caps = data
-                .captions
-                .as_ref()
-                .ok_or_else(|| Error::Data(format!("{} has no captions for a text-conditioned run", data.name)))?;
-            let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
-            Some(t.load(out, &crate::device::device())?.context(&caps, "")?)
-        }
-        None => None,
-    };
     let params = s.model.num_params();
     let bar = crate::progress::bar(cfg.train.steps, s.step, "steps", opts.progress);
     let started = Instant::now();

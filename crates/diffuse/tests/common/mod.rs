@@ -61,3 +61,20 @@ pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value
     ok(&[&base[..], &["--base-channels", "8", "--heads", "2", "--quiet"], extra].concat());
     serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
 }
+
+/// The emoji sprites of the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after
+/// saying that the test skips.
+pub fn emoji() -> Option<String> {
+    let dir = std::env::var_os("DIFFUSE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join("data/emoji-noto");
+    if dir.exists() {
+        return Some(format!("emoji:{}", dir.display()));
+    }
+    eprintln!(
+        "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
+        dir.display()
+    );
+    None
+}
