@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 [ -e "$OUT/emoji-clf" ] || $BIN classifier train --data emoji --out "$OUT/emoji-clf" --steps 1000
 [ -e "$OUT/emoji-words/checkpoint.safetensors" ] ||
     $BIN train --data emoji --text "$OUT/emoji-text" --out "$OUT/emoji-words" --time-budget 1800 --quiet
-$BIN text eval --encoder "$OUT/emoji-text" --run "$OUT/emoji-words" --split test --per 4 --guidance 0,1,3,5 \
+$BIN text eval --encoder "$OUT/emoji-text" --run "$OUT/emoji-words" --split test --per 2 --guidance 0,1,3 \
     --classifier "$OUT/emoji-clf" --grid "$OUT/held-out.png" --json-out "$OUT/held-out.json"
-$BIN text eval --encoder "$OUT/emoji-text" --run "$OUT/emoji-words" --split train --per 1 --guidance 3 \
+$BIN text eval --encoder "$OUT/emoji-text" --run "$OUT/emoji-words" --split train --limit 190 --per 2 --guidance 3 \
     --classifier "$OUT/emoji-clf" --grid "$OUT/train.png" --json-out "$OUT/train.json"

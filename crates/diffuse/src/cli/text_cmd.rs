@@ -59,6 +59,9 @@ pub struct EvalArgs {
     /// Images per caption.
     #[arg(long, default_value_t = 4)]
     per: usize,
+    /// At most this many of the split's captions, evenly spaced through it.
+    #[arg(long)]
+    limit: Option<usize>,
     /// Guidance scales to draw at (0: the empty caption only, a baseline).
     #[arg(long, value_delimiter = ',', default_value = "0,1,3")]
     guidance: Vec<f64>,
@@ -116,6 +119,11 @@ fn line(what: &str, r: &text::PromptReport) -> String {
 fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let enc = OwnText::load(&a.encoder)?;
     let data = Dataset::load(&a.data, a.split)?;
+    let data = match a.limit {
+        Some(0) => bail!("--limit must be at least 1"),
+        Some(k) if k < data.len() => data.subset(&(0..k).map(|i| i * data.len() / k).collect::<Vec<_>>()),
+        _ => data,
+    };
     println!("{}: {}", data.name, describe(&enc.retrieval(&data)?));
     let Some(run_dir) = &a.run else { return Ok(()) };
     if a.per == 0 || a.guidance.iter().any(|g| !(0.0..=100.0).contains(g)) {
