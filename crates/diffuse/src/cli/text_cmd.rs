@@ -82,15 +82,8 @@ pub struct EvalArgs {
 pub struct ScoreArgs {
     #[arg(long)]
     encoder: PathBuf,
-    /// A PNG, or a folder of PNGs.
-    #[arg(long)]
-    images: PathBuf,
-    /// The text every image is scored against.
-    #[arg(long)]
-    prompt: String,
-    /// Print every image's score as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    scored: super::clip_cmd::ScoredImages,
 }
 
 fn describe(r: &Retrieval) -> String {
@@ -243,14 +236,7 @@ pub fn text(c: TextCommand) -> anyhow::Result<()> {
         }
         TextCommand::Eval(a) => eval(a)?,
         TextCommand::Score(a) => {
-            let files = if a.images.is_file() {
-                vec![a.images.clone()]
-            } else {
-                diffuse::imageio::png_files(&a.images)?
-            };
-            if files.is_empty() {
-                bail!("{}: no PNG images", a.images.display());
-            }
+            let files = a.scored.files()?;
             let enc = OwnText::load(&a.encoder)?;
             let channels = enc.meta.config.image_channels;
             let mut pixels = Vec::new();
@@ -259,30 +245,15 @@ pub fn text(c: TextCommand) -> anyhow::Result<()> {
                 let img = diffuse::imageio::read_png(f, Some(channels))?;
                 let s = [img.channels, img.height, img.width];
                 if *shape.get_or_insert(s) != s {
-                    bail!("{}: images of different sizes", a.images.display());
+                    bail!("{}: images of different sizes", a.scored.images.display());
                 }
                 pixels.extend(img.pixels.iter().map(|&p| diffuse::data::to_unit(p as f32, 255.0)));
             }
             let images = enc.embed_images(&pixels, shape.context("an image")?);
-            let t = enc.embed_texts(&[a.prompt.as_str()])?.repeat_dim(0, files.len());
+            let t = enc.embed_texts(&[a.scored.prompt.as_str()])?.repeat_dim(0, files.len());
             let scores = diffuse::nn::clip::scores(&images, &t);
-            let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
-            if a.json {
-                let per: Vec<_> = files
-                    .iter()
-                    .zip(&scores)
-                    .map(|(f, s)| serde_json::json!({"image": f.display().to_string(), "score": s}))
-                    .collect();
-                let v = serde_json::json!({"prompt": a.prompt, "mean": mean, "images": per});
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "text score (diffuse's own encoder {}, not CLIP) of {} images against {:?}: mean {mean:.2}",
-                    a.encoder.display(),
-                    scores.len(),
-                    a.prompt
-                );
-            }
+            let what = format!("text score (diffuse's own encoder {}, not CLIP)", a.encoder.display());
+            a.scored.report(&what, &files, &scores)?;
         }
     }
     Ok(())
