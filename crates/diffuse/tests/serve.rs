@@ -371,6 +371,41 @@ fn studio_jobs_are_the_command_lines_bit_for_bit() {
     );
 }
 
+/// A Stable Diffusion import (the tiny fixture pipeline) samples a prompt and a negative prompt, as its command
+/// line does; a prompt with characters outside the limits is refused with the request.
+#[test]
+fn a_text_run_samples_a_prompt_as_its_command_line_does() {
+    let runs = tmp("studio-text").join("runs");
+    let pipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/pipe");
+    ok(&["import", "--diffusers", s(&pipe), "--out", s(&runs.join("sd"))]);
+    let studio = Studio::start(&runs, &[]);
+    let settings = json!({"prompt": "red heart", "negative-prompt": "blue cat", "guidance": 4, "steps": 5, "n": 2});
+    let id = studio.submit(&json!({"kind": "sample", "run": "sd", "settings": settings}));
+    let done = studio.wait(id);
+    assert_eq!(done["state"], "done", "{done}");
+    let job = runs.join("serve").join(format!("job-{id:06}"));
+    let recorded: Value = serde_json::from_slice(&std::fs::read(job.join("settings.json")).unwrap()).unwrap();
+    let again = tmp("studio-text-cli");
+    let words: Vec<String> = recorded["command"].as_array().unwrap()[1..]
+        .iter()
+        .map(|w| w.as_str().unwrap().replace(s(&job), s(&again)))
+        .collect();
+    assert!(words.contains(&"--prompt=red heart".to_string()), "{words:?}");
+    ok(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    for name in ["00000.png", "00001.png"] {
+        let served = studio.file(&format!("/files/jobs/job-{id:06}/images/{name}"));
+        assert_eq!(
+            served,
+            std::fs::read(again.join("images").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let bad = json!({"kind": "sample", "run": "sd", "settings": {"prompt": "a \"quoted\" heart"}});
+    let (status, body) = studio.json("POST", "/api/jobs", &bad);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("prompt"), "{body}");
+}
+
 #[test]
 fn hostile_requests_get_json_errors_and_write_nothing() {
     let base = tmp("hostile");

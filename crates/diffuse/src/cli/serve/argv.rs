@@ -37,6 +37,8 @@ enum Rule {
     DataSet,
     /// A named mask shape (`box:x,y,w,h`, `left-half`, `center:r`).
     Mask,
+    /// Free text within every value's limits (a prompt).
+    Text,
 }
 
 /// A flag a request may set, and what its value may be.
@@ -72,6 +74,8 @@ const SAMPLER: &[Flag] = &[
 /// Flags of drawing from a run (`DrawArgs` less the run and the sampler).
 const DRAW: &[Flag] = &[
     Flag("class", Rule::Word),
+    Flag("prompt", Rule::Text),
+    Flag("negative-prompt", Rule::Text),
     Flag("guidance", Rule::Number(0.0, 100.0)),
     Flag("guidance-interval", Rule::List(2, 1e4)),
     Flag("guidance-rescale", Rule::Number(0.0, 1.0)),
@@ -243,6 +247,7 @@ fn check(name: &str, rule: Rule, text: &str) -> Result<(), String> {
             "{name}: a named mask (box:x,y,w,h, left-half, center:r); draw or upload a PNG"
         )),
         Rule::Word => known_name(name, text),
+        Rule::Text => Ok(()),
     }
 }
 

@@ -62,7 +62,11 @@ function selectRun(r, li) {
     s.replaceChildren(new Option('none (unconditional)', ''), ...names.map((n, i) => new Option(`${i}: ${n}`, String(i))));
     if (names.length) s.append(new Option('all (a row each)', 'all'));
   });
-  $$('fieldset.guide').forEach(f => f.disabled = names.length === 0);
+  // Class-conditional runs take a class, text runs (Stable Diffusion imports, --text runs) a prompt.
+  const text = Boolean(r.config.text);
+  $$('fieldset.guide').forEach(f => f.disabled = names.length === 0 && !text);
+  $$('.for-classes').forEach(l => l.hidden = text);
+  $$('.for-text').forEach(l => { l.hidden = !text; if (!text) l.querySelector('input').value = ''; });
   const data = typeof r.config.data === 'string' ? r.config.data : '';
   $('#edit-form [name=data]').placeholder = /^[a-z-]+$/.test(data) ? data : 'digits';
   resetCanvas();
@@ -85,7 +89,9 @@ function settings(form, skip = []) {
     if (el.value === '') continue;
     out[el.name] = el.type === 'number' || el.type === 'range' ? Number(el.value) : el.value;
   }
-  if (out.class === undefined) { delete out.guidance; delete out['guidance-interval']; delete out['guidance-rescale']; }
+  if (out.class === undefined && out.prompt === undefined) {
+    delete out.guidance; delete out['guidance-interval']; delete out['guidance-rescale']; delete out['negative-prompt'];
+  }
   return out;
 }
 
