@@ -54,6 +54,32 @@ pub fn collect<M: Module>(module: &M) -> BTreeMap<String, NamedTensor> {
     c.out
 }
 
+/// The parameters' paths, ids and shapes, with no values: a freshly built network stays uninitialised (its
+/// random values are never made), which is all an import needs to rename weights into it.
+pub fn shapes<M: Module>(module: &M) -> BTreeMap<String, NamedTensor> {
+    struct Shapes(Vec<String>, BTreeMap<String, NamedTensor>);
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let shape = p.lazy_shape().to_vec();
+            let t = NamedTensor {
+                id: p.id.val(),
+                shape,
+                data: Vec::new(),
+            };
+            self.1.insert(self.0.join("."), t);
+        }
+    }
+    let mut s = Shapes(Vec::new(), BTreeMap::new());
+    module.visit(&mut s);
+    s.1
+}
+
 struct Load<'a> {
     path: Vec<String>,
     src: &'a BTreeMap<String, NamedTensor>,

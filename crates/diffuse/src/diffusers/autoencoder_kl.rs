@@ -208,7 +208,8 @@ pub fn load(dir: &Path, height: usize, width: usize, device: &Device) -> Result<
     let path = dir.join(WEIGHTS);
     let theirs = super::read_weights(&path)?;
     let vae = cfg.init(device)?;
-    let src = super::import(&safetensors_io::collect(&vae), &theirs, source, &path)?;
+    let src = super::import(&safetensors_io::shapes(&vae), &theirs, source, &path)?;
+    drop(theirs);
     let vae = safetensors_io::load(vae, &src, false, &path)?;
     Ok((akl, cfg, vae))
 }

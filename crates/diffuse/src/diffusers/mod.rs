@@ -116,7 +116,8 @@ fn fits(theirs: &[usize], want: &[usize]) -> bool {
 }
 
 /// Renames, transposes and stacks diffusers tensors into our parameter layout, checking that every tensor of
-/// the file is used and every parameter found with its shape.
+/// the file is used and every parameter found with its shape (`ours` gives names and shapes; its values, if any,
+/// are not read: [`crate::safetensors_io::shapes`] makes it without initialising the network).
 pub fn import(
     ours: &BTreeMap<String, NamedTensor>,
     theirs: &BTreeMap<String, NamedTensor>,
@@ -154,7 +155,7 @@ pub fn import(
             }
             Source::Stacked(names) => {
                 let want = torch_shape(&mine.shape, Layout::Flat, true);
-                let mut all = Vec::with_capacity(mine.data.len());
+                let mut all = Vec::with_capacity(mine.shape.iter().product());
                 for n in &names {
                     all.extend_from_slice(&fetch(n, &want, key)?.data);
                 }

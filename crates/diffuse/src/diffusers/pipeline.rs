@@ -222,7 +222,9 @@ pub fn read(dir: &Path, opts: &ImportOptions, device: &Device) -> Result<(Import
     let weights = weights_file(&unet_dir)?;
     let theirs = super::read_weights(&weights)?;
     let net = net_cfg.init(device)?;
-    let src = super::import(&safetensors_io::collect(&net), &theirs, names::source, &weights)?;
+    let src = super::import(&safetensors_io::shapes(&net), &theirs, names::source, &weights)?;
+    // Held once: the file's tensors go before the network takes the renamed ones.
+    drop(theirs);
     let net = Net::UNet(safetensors_io::load(net, &src, false, &weights)?);
     let class_names = match (net_cfg.num_classes, &opts.class_names, &ours) {
         (None, _, _) => Vec::new(),
