@@ -153,6 +153,16 @@ def finish_tokenizer_folder(tok_dir, src_dir):
     write_tokenizer_configs(tok_dir)
 
 
+def save_pipeline(out, vae, text_encoder, tokenizer, unet, src_tok):
+    """The models as a StableDiffusionPipeline folder with SD 1.5's scheduler and tokenizer files."""
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=sd15_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    finish_tokenizer_folder(os.path.join(out, 'tokenizer'), src_tok)
+    shutil.rmtree(src_tok)
+
+
 def sd15_scheduler():
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
                               num_train_timesteps=1000, steps_offset=1, skip_prk_steps=True, set_alpha_to_one=False)
@@ -198,12 +208,7 @@ def tiny(out):
         for model in (unet, vae, text_encoder):
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=sd15_scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(pipe_dir, safe_serialization=True)
-    finish_tokenizer_folder(os.path.join(pipe_dir, 'tokenizer'), src_tok)
-    shutil.rmtree(src_tok)
+    save_pipeline(pipe_dir, vae, text_encoder, tokenizer, unet, src_tok)
 
     # Everything below is computed with the pipeline as loaded back from disk.
     pipe = StableDiffusionPipeline.from_pretrained(pipe_dir, torch_dtype=torch.float32)
@@ -296,12 +301,7 @@ def sd15(out):
         norm_num_groups=32, layers_per_block=2, sample_size=512, act_fn='silu', scaling_factor=0.18215)
     for name, model in (('unet', unet), ('vae', vae), ('text_encoder', text_encoder)):
         print(f'{name} parameters: {sum(p.numel() for p in model.parameters())}')
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=sd15_scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(out, safe_serialization=True)
-    finish_tokenizer_folder(os.path.join(out, 'tokenizer'), src_tok)
-    shutil.rmtree(src_tok)
+    save_pipeline(out, vae, text_encoder, tokenizer, unet, src_tok)
     print(f'{out}: {size_of(out)} bytes in all')
 
 

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 mod common;
-use common::{diffuse, fails, ok, s, tmp, train_tiny};
+use common::{diffuse, fails, ok, s, shared, tmp, train_tiny};
 
 /// A tiny trained DDPM run shared by the tests of this file (the classic recipe, whose discrete schedule the
 /// sampler and editing tests walk).
@@ -1394,17 +1394,9 @@ fn serve(dir: PathBuf) -> String {
 
 #[test]
 fn fetch_checks_sha256_against_a_local_mirror() {
-    let shared = std::env::var_os("DIFFUSE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let mnist = shared.join("data/mnist");
-    if !mnist.is_dir() {
-        eprintln!(
-            "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
-            mnist.display()
-        );
+    let Some(mnist) = shared("data/mnist") else {
         return;
-    }
+    };
     let dir = tmp("fetch");
     let cache = dir.join("cache");
     let good = serve(mnist.clone());
@@ -1429,7 +1421,7 @@ fn fetch_checks_sha256_against_a_local_mirror() {
     ] {
         std::fs::copy(mnist.join(f), bad_dir.join(f)).unwrap();
     }
-    let fashion = shared.join("data/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+    let fashion = mnist.with_file_name("fashion-mnist").join("t10k-labels-idx1-ubyte.gz");
     std::fs::copy(fashion, bad_dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
     let fresh = dir.join("fresh");
     let bad = serve(bad_dir);
@@ -1446,10 +1438,7 @@ fn fetch_checks_sha256_against_a_local_mirror() {
 
 #[test]
 fn fid_compares_folders_and_statistics_and_names_missing_weights() {
-    let weights = std::env::var_os("DIFFUSE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("weights/fid_inception_2015-12-05_features.safetensors");
+    let weights = shared("weights/fid_inception_2015-12-05_features.safetensors");
     let dir = tmp("fid");
     let (a, b) = (dir.join("a"), dir.join("b"));
     for (out, seed) in [(&a, "1"), (&b, "2")] {
@@ -1485,13 +1474,9 @@ fn fid_compares_folders_and_statistics_and_names_missing_weights() {
     );
     fails(&["fid", s(&a)], "--save-stats");
     fails(&["fid", s(&a), "no-such-set"], "neither a folder");
-    if !weights.is_file() {
-        eprintln!(
-            "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
-            weights.display()
-        );
+    let Some(weights) = weights else {
         return;
-    }
+    };
     let w = s(&weights);
     let same: serde_json::Value =
         serde_json::from_str(&ok(&["fid", s(&a), s(&a), "--inception", w, "--json", "--quiet"])).unwrap();

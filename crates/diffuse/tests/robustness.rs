@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_diffuse");
 
 fn tmp(name: &str) -> PathBuf {
@@ -42,31 +44,11 @@ fn assert_no_crash(o: &Output, what: &str) -> bool {
     false
 }
 
-/// A tiny UNet on the digits, checkpointed every 2 steps.
+/// The tests' tiny UNet on the digits, checkpointed every 2 steps.
 fn train_args(out: &Path, steps: usize) -> Vec<String> {
-    let v = [
-        "train",
-        "--data",
-        "digits",
-        "--out",
-        s(out),
-        "--steps",
-        &steps.to_string(),
-        "--batch-size",
-        "8",
-        "--base-channels",
-        "8",
-        "--heads",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--sample-every",
-        "0",
-        "--seed",
-        "5",
-        "--quiet",
-    ];
-    v.iter().map(|a| a.to_string()).collect()
+    let mut v = common::tiny_args(out, steps);
+    v.extend(["--checkpoint-every", "2", "--sample-every", "0", "--seed", "5"].map(String::from));
+    v
 }
 
 /// Trains the tiny run of [`train_args`] into `out`, which must succeed.

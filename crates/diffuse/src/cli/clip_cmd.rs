@@ -91,7 +91,10 @@ pub fn clip_score(a: ClipScoreArgs) -> anyhow::Result<()> {
             pixels.extend(clip.pixels(&img.to_rgb8()));
         }
         let images = clip.embed_pixels(&pixels, chunk.len());
-        scores.extend(clip.scores(&images, &text.clone().repeat_dim(0, chunk.len())));
+        scores.extend(diffuse::nn::clip::scores(
+            &images,
+            &text.clone().repeat_dim(0, chunk.len()),
+        ));
     }
     a.scored.report("CLIP score", &files, &scores)
 }

@@ -706,11 +706,6 @@ impl Clip {
         let out = self.visual_projection.wt.dims()[1];
         self.visual_projection.forward(pooled).reshape([n, out])
     }
-
-    /// The CLIP score of each image–text pair: see [`scores`].
-    pub fn scores(&self, images: &Tensor<2>, texts: &Tensor<2>) -> Vec<f32> {
-        scores(images, texts)
-    }
 }
 
 /// The score of each row's image–text pair of embeddings (normalised here): 100 · max(cos(image, text), 0), the
@@ -828,7 +823,7 @@ mod tests {
         let [n, d] = images.dims();
         for (i, want_row) in want_scores.iter().enumerate() {
             let image_i = images.clone().narrow(0, i, 1).repeat_dim(0, texts.len());
-            let got = clip.scores(&image_i, &text);
+            let got = scores(&image_i, &text);
             assert!(
                 max_diff(&got, want_row) < 1e-3,
                 "image {i}: {got:?} against {want_row:?}"
@@ -841,7 +836,7 @@ mod tests {
         let ours = clip.embed_pixels(&pixels, names.len());
         for (i, want_row) in want_scores.iter().enumerate() {
             let image_i = ours.clone().narrow(0, i, 1).repeat_dim(0, texts.len());
-            let got = clip.scores(&image_i, &text);
+            let got = scores(&image_i, &text);
             let d = max_diff(&got, want_row);
             // Measured: 0.017 points for wide.png (2026-12-01).
             assert!(d < if names[i] == "wide.png" { 0.1 } else { 1e-3 }, "{}: {d}", names[i]);

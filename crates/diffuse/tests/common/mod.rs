@@ -44,10 +44,10 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Trains a tiny UNet (8 base channels, batch 8) on the digits into `out`; returns its config.json.
-pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value {
+/// The arguments of a tiny UNet's training on the digits (8 base channels, 2 heads, batch 8) into `out`.
+pub fn tiny_args(out: &Path, steps: usize) -> Vec<String> {
     let steps = steps.to_string();
-    let base = [
+    let words = [
         "train",
         "--data",
         "digits",
@@ -57,24 +57,41 @@ pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value
         &steps,
         "--batch-size",
         "8",
+        "--base-channels",
+        "8",
+        "--heads",
+        "2",
+        "--quiet",
     ];
-    ok(&[&base[..], &["--base-channels", "8", "--heads", "2", "--quiet"], extra].concat());
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// Trains the tiny UNet of [`tiny_args`] into `out`; returns its config.json.
+pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> serde_json::Value {
+    let args = tiny_args(out, steps);
+    let words: Vec<&str> = args.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    ok(&words);
     serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap()
 }
 
-/// The emoji sprites of the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after
-/// saying that the test skips.
-pub fn emoji() -> Option<String> {
-    let dir = std::env::var_os("DIFFUSE_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/emoji-noto");
-    if dir.exists() {
-        return Some(format!("emoji:{}", dir.display()));
+/// A path inside the shared folder (../shared beside the checkout, or $DIFFUSE_SHARED), or None after saying
+/// that the test skips.
+pub fn shared(sub: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("DIFFUSE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .join(sub);
+    if path.exists() {
+        return Some(path);
     }
     eprintln!(
         "SKIP: {} not found (set DIFFUSE_SHARED to the shared folder)",
-        dir.display()
+        path.display()
     );
     None
+}
+
+/// The emoji sprites of the shared folder as a `--data` spec, or None after saying that the test skips.
+pub fn emoji() -> Option<String> {
+    shared("data/emoji-noto").map(|dir| format!("emoji:{}", dir.display()))
 }
