@@ -31,10 +31,10 @@ fn main() {
         (64, 32, 8, 32, 3, 1),
         (64, 64, 4, 64, 3, 1),
     ] {
-        // `cargo bench -p diffuse --bench kernels -- BATCH` times only the layers of that batch size.
-        if let Some(only) = std::env::args().nth(1).and_then(|a| a.parse::<usize>().ok())
-            && only != batch
-        {
+        // `cargo bench -p diffuse --bench kernels -- BATCH [SIZE]` times only the layers of that batch size (and
+        // image size).
+        let arg = |i| std::env::args().nth(i).and_then(|a| a.parse::<usize>().ok());
+        if arg(1).is_some_and(|b| b != batch) || arg(2).is_some_and(|s| s != hw) {
             continue;
         }
         let s = ConvShape {

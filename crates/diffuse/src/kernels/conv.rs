@@ -15,6 +15,7 @@
 
 use super::matmul::{Mat, Precision, Weights, matmul, packed_lanes, parallel};
 use super::packed::{self, Lanes, Packed};
+use super::winograd;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -334,6 +335,9 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], s: &ConvShape, precision
     assert_eq!(x.len(), s.batch * s.image_in());
     assert_eq!(weight.len(), s.cout * s.k());
     assert_eq!(bias.len(), s.cout);
+    if winograd::applies(s, precision) {
+        return winograd::forward(x, weight, Some(bias), s);
+    }
     let (p, k) = (s.pixels(), s.k());
     let par = inner_parallelism(s.batch);
     let w = Weights::new(Mat::new(weight, s.cout, k), precision);
@@ -371,6 +375,14 @@ pub fn backward(
     let (p, k) = (s.pixels(), s.k());
     // At most eight partial sums: their count depends on the batch only, never on the threads.
     let chunk = s.batch.div_ceil(8).max(1);
+    let db = bias_gradient(dy, s, chunk);
+    if winograd::applies(s, precision) {
+        let dx = match input_gradient_as_convolution(weight, s).filter(|_| need_dx) {
+            Some((flipped, st)) => winograd::forward(dy, &flipped, None, &st),
+            None => vec![0f32; x.len()],
+        };
+        return (dx, winograd::weight_gradient(x, dy, s), db);
+    }
     let par = inner_parallelism(s.batch.div_ceil(chunk));
     let w = Mat::new(weight, s.cout, k);
     let transposed = input_gradient_as_convolution(weight, s).filter(|_| need_dx);
@@ -388,17 +400,14 @@ pub fn backward(
         .filter(|_| input_conv.is_some() || !need_dx)
         .zip(packed_lanes(precision));
     let mut dx = vec![0f32; x.len()];
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(chunk * s.image_in())
         .zip(x.par_chunks(chunk * s.image_in()))
         .zip(dy.par_chunks(chunk * s.image_out()))
         .map(|((dxc, xc), dyc)| {
-            let (mut dw, mut db) = (vec![0f32; s.cout * k], vec![0f32; s.cout]);
+            let mut dw = vec![0f32; s.cout * k];
             let images = dxc.chunks_mut(s.image_in()).zip(xc.chunks(s.image_in()));
             for (i, ((dxb, xb), dyb)) in images.zip(dyc.chunks(s.image_out())).enumerate() {
-                for (d, row) in db.iter_mut().zip(dyb.chunks_exact(p)) {
-                    *d += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
-                }
                 if s.pointwise() {
                     let g = Mat::new(dyb, s.cout, p);
                     matmul(&mut dw, k, g, Mat::new(xb, k, p).t(), i > 0, par, precision);
@@ -429,24 +438,47 @@ pub fn backward(
                     convolve_image(dyb, flipped, st, win.as_ref(), dxb, par);
                 }
             }
-            (dw, db)
+            dw
         })
         .collect();
-    let (mut dw, mut db) = (vec![0f32; s.cout * k], vec![0f32; s.cout]);
-    for (pw, pb) in &partials {
-        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    (dx, sum(&partials, s.cout * k), db)
+}
+
+/// ∂L/∂bias: per image, each channel's sum in f64; summed in f32 over `chunk` images at a time, then over the
+/// chunks, in that fixed order.
+fn bias_gradient(dy: &[f32], s: &ConvShape, chunk: usize) -> Vec<f32> {
+    let p = s.pixels();
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(chunk * s.image_out())
+        .map(|dyc| {
+            let mut db = vec![0f32; s.cout];
+            for dyb in dyc.chunks(s.image_out()) {
+                for (d, row) in db.iter_mut().zip(dyb.chunks_exact(p)) {
+                    *d += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
+                }
+            }
+            db
+        })
+        .collect();
+    sum(&partials, s.cout)
+}
+
+/// The sum of `len`-entry partial sums, in their order.
+pub(super) fn sum(partials: &[Vec<f32>], len: usize) -> Vec<f32> {
+    let mut total = vec![0f32; len];
+    for p in partials {
+        total.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
-    (dx, dw, db)
+    total
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::bf16;
 
     /// The convolution and its gradients by direct summation, in f64.
-    fn direct(x: &[f32], w: &[f32], b: &[f32], dy: &[f32], s: &ConvShape) -> [Vec<f64>; 4] {
+    pub(crate) fn direct(x: &[f32], w: &[f32], b: &[f32], dy: &[f32], s: &ConvShape) -> [Vec<f64>; 4] {
         let (oh, ow) = s.out_hw();
         let mut y = vec![0f64; s.batch * s.cout * oh * ow];
         let (mut dx, mut dw, mut db) = (vec![0f64; x.len()], vec![0f64; w.len()], vec![0f64; b.len()]);
@@ -548,7 +580,7 @@ mod tests {
     }
 
     /// f32, and bf16 where this CPU has it.
-    fn precisions() -> Vec<Precision> {
+    pub(crate) fn precisions() -> Vec<Precision> {
         if bf16::available() {
             vec![Precision::F32, Precision::Bf16]
         } else {

@@ -152,39 +152,6 @@ fn backward_group(g: Group, xg: &[f32], dyg: &[f32], dxg: &mut [f32], dgs: &mut 
     }
 }
 
-/// Defines `fn $name(args)` that runs `$body` compiled for AVX-512 or AVX2 when the CPU has them (picked at run
-/// time; the build targets baseline x86-64), else for the baseline.
-macro_rules! multiversion {
-    (fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
-        fn $name($($a: $t),*) {
-            #[inline(always)]
-            fn body($($a: $t),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-                unsafe fn v4($($a: $t),*) { body($($a),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($a: $t),*) { body($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `v4` is compiled for.
-                    return unsafe { v4($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above, for `v3`.
-                    return unsafe { v3($($a),*) };
-                }
-            }
-            body($($a),*)
-        }
-    };
-}
-
 multiversion! {
     fn forward_group_isa(g: Group, xg: &[f32], yg: &mut [f32]) { forward_group(g, xg, yg) }
 }

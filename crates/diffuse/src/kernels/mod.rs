@@ -7,11 +7,46 @@
 //! modules (the same parameters, so checkpoints do not change) and fall back to burn's composition on every
 //! other device (the GPU), dtype or layer configuration.
 
+/// Defines `fn $name(args)` that runs `$body` compiled for AVX-512 or AVX2 when the CPU has them (picked at run
+/// time; the build targets baseline x86-64), else for the baseline.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($a: $t),*) {
+            #[inline(always)]
+            fn body($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn v4($($a: $t),*) { body($($a),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($a: $t),*) { body($($a),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+
 pub mod bf16;
 pub mod conv;
 pub mod group_norm;
 pub mod matmul;
 pub mod packed;
+pub mod winograd;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
