@@ -612,6 +612,50 @@ pub fn matmul_with(
     accumulate: bool,
     parallel: bool,
 ) {
+    let panel = panels(|cols, k0, k1, out| {
+        pack_b(cols, k0, k1, out);
+        &out[..]
+    });
+    matmul_panels(dst, dst_stride, a, n, panel, accumulate, parallel);
+}
+
+/// [`matmul`] of an f32 `a` with a B already packed: `b` holds its panels of [`NR`] columns one after the other,
+/// each as `[k][NR]` over the whole of k (the last panel's lanes beyond `n` are never stored, whatever they hold).
+pub fn matmul_prepacked(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: &Packed,
+    n: usize,
+    b: &[f32],
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(a.lanes == Lanes::F32 && b.len() >= n.div_ceil(NR) * a.k * NR);
+    // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a u32.
+    let b: &[u32] = unsafe { std::slice::from_raw_parts(b.as_ptr().cast(), b.len()) };
+    let panel = panels(|cols, k0, k1, _| &b[(cols.start / NR * a.k + k0) * NR..][..(k1 - k0) * NR]);
+    matmul_panels(dst, dst_stride, a, n, panel, accumulate, parallel);
+}
+
+/// Fixes a panel source's signature: `panel(columns, k0, k1, buffer)` is the B panel of those columns over k in
+/// `k0..k1`, packed into `buffer` or borrowed from elsewhere.
+fn panels<F>(f: F) -> F
+where
+    F: for<'b> Fn(Range<usize>, usize, usize, &'b mut Vec<u32>) -> &'b [u32] + Sync,
+{
+    f
+}
+
+/// The product over the B panels that `panel` gives (see [`panels`]).
+fn matmul_panels(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: &Packed,
+    n: usize,
+    panel_of: impl for<'b> Fn(Range<usize>, usize, usize, &'b mut Vec<u32>) -> &'b [u32] + Sync,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (m, k, p) = (a.m, a.k, per_lane(a.lanes));
     assert!(n <= dst_stride && dst.len() >= m.saturating_sub(1) * dst_stride + n);
     if m == 0 || n == 0 {
@@ -631,9 +675,9 @@ pub fn matmul_with(
         let k1 = (k0 + a.kc).min(k);
         let depth = (k1 - k0).div_ceil(p);
         let add = accumulate || k0 > 0;
-        let panel = |j0: usize, packed_b: &mut Vec<u32>| {
+        let panel = |j0: usize, buf: &mut Vec<u32>| {
             let cols = NR.min(n - j0);
-            pack_b(j0..j0 + cols, k0, k1, packed_b);
+            let packed_b = panel_of(j0..j0 + cols, k0, k1, buf);
             debug_assert_eq!(packed_b.len(), depth * NR);
             for (ip, ap) in packed_a.chunks_exact(depth * MR).enumerate() {
                 let tile = Tile {

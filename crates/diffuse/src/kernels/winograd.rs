@@ -25,7 +25,7 @@ use std::ops::{Add, Mul, Neg, Sub};
 
 /// About how many tiles a group takes (whole images, at least one: a 32×32 image's 256, or eight 8×8 ones): 128
 /// tiles of 128 channels transform to 1 MB. 64 and 256 measured within a few percent of it (kernel bench).
-const GROUP_TILES: usize = if cfg!(test) { 20 } else { 128 };
+const GROUP_TILES: usize = if cfg!(test) { 40 } else { 128 };
 /// Fewer channels than this on either side leave the products too thin to pay for the transforms (the 3-channel
 /// first and last layers; thinner ones were not measured).
 const MIN_CHANNELS: usize = 16;
@@ -145,17 +145,28 @@ fn transform_weights(weight: &[f32], s: &ConvShape) -> Vec<Packed> {
         .collect()
 }
 
-/// The 16 rows (one per ξ) of `stride` entries each in `out`, from entry `at`.
-fn rows_of(out: &mut [f32], stride: usize, at: usize) -> [&mut [f32]; 16] {
-    let mut rows = out.chunks_exact_mut(stride).map(|r| &mut r[at..]);
-    std::array::from_fn(|_| rows.next().expect("16 rows"))
+/// Where a plane's transformed tiles go in a buffer: entry (ξ, tile t) at `base + ξ·xi + (t / 32)·panel + t % 32`.
+/// With `panel` 32 the tiles are contiguous (`[c][ξ][tile]`, one channel's block per `base`); otherwise they are
+/// the packed product's panels of 32 columns (`[ξ][panel][c][32]`, `base` the channel's lane offset), so the
+/// product reads them without packing.
+#[derive(Clone, Copy)]
+pub struct Dest {
+    base: usize,
+    xi: usize,
+    panel: usize,
+}
+
+impl Dest {
+    fn at(&self, xi: usize, t: usize) -> usize {
+        self.base + xi * self.xi + t / 32 * self.panel + t % 32
+    }
 }
 
 /// The plane transforms on sixteen tiles at a time. They run only where [`applies`] found the packed kernels,
 /// so on CPUs with AVX-512.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Lane, build, input_1d, output_1d, output_1d_adjoint, rows_of, two_d};
+    use super::{Dest, Lane, build, input_1d, output_1d, output_1d_adjoint, two_d};
     use std::arch::x86_64::*;
     use std::ops::{Add, Mul, Neg, Sub};
 
@@ -227,47 +238,64 @@ mod simd {
         }
     }
 
-    /// `even[i] = row[2i]` and `odd[i + 1] = row[2i + 1]`: a row's columns as the tiles read them. The entries
-    /// it does not write (`odd[0]`, and the last of each for some widths) are the same for every row of a plane,
-    /// so they stay zero from the allocation.
+    /// A row's 32-pixel chunk `c` as its even and odd pixels, `(row[32c + 2i], row[32c + 2i + 1])` for lane i,
+    /// zero beyond the row.
     #[inline(always)]
-    fn split(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    fn split(row: &[f32], c: usize) -> (Block, Block) {
+        let chunk = row.get(32 * c..).unwrap_or(&[]);
+        let n = chunk.len().min(32);
+        let (lo, hi) = (
+            Block::load(chunk, n.min(16)),
+            Block::load(chunk.get(16..).unwrap_or(&[]), n.saturating_sub(16)),
+        );
         // SAFETY (intrinsics): inlined into the `avx512f` functions below.
-        let (evens, odds) = unsafe {
+        unsafe {
+            let evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+            let odds = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
             (
-                _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
-                _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1),
+                Block(_mm512_permutex2var_ps(lo.0, evens, hi.0)),
+                Block(_mm512_permutex2var_ps(lo.0, odds, hi.0)),
             )
-        };
-        for (c, chunk) in row.chunks(32).enumerate() {
-            let (lo, hi) = (
-                Block::load(chunk, chunk.len().min(16)),
-                Block::load(chunk.get(16..).unwrap_or(&[]), chunk.len().saturating_sub(16)),
-            );
-            let (e, o) = unsafe {
-                (
-                    _mm512_permutex2var_ps(lo.0, evens, hi.0),
-                    _mm512_permutex2var_ps(lo.0, odds, hi.0),
-                )
-            };
-            Block(e).store(&mut even[16 * c..], chunk.len().div_ceil(2));
-            Block(o).store(&mut odd[16 * c + 1..], chunk.len() / 2);
         }
     }
 
-    /// `dst.copy_from_slice(src)` in registers: the rows of small images are a few entries long, too short for a
-    /// call to `memcpy` each.
+    /// Lanes `shift..16` of `a` followed by lanes `0..shift` of `b`.
     #[inline(always)]
-    fn copy(src: &[f32], dst: &mut [f32]) {
-        for (s, d) in src.chunks(16).zip(dst.chunks_mut(16)) {
-            Block::load(s, s.len()).store(d, s.len());
+    fn align<const SHIFT: i32>(a: Block, b: Block) -> Block {
+        // SAFETY (intrinsic): as in `split`.
+        Block(unsafe {
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<SHIFT>(
+                _mm512_castps_si512(b.0),
+                _mm512_castps_si512(a.0),
+            ))
+        })
+    }
+
+    /// Stores the first `n` lanes of `b`, tiles `t..t + n` of transform `xi`, where `dest` puts them: split where
+    /// the tiles cross from one panel of 32 into the next.
+    #[inline(always)]
+    fn store_tiles(b: Block, out: &mut [f32], dest: Dest, xi: usize, t: usize, n: usize) {
+        let first = if dest.panel == 32 { n } else { n.min(32 - t % 32) };
+        b.store(&mut out[dest.at(xi, t)..], first);
+        if first < n {
+            // SAFETY (intrinsics): as in `split`.
+            let rest = unsafe {
+                let lanes = _mm512_add_epi32(
+                    _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                    _mm512_set1_epi32(first as i32),
+                );
+                Block(_mm512_permutexvar_ps(lanes, b.0))
+            };
+            rest.store(&mut out[dest.at(xi, t + first)..], n - first);
         }
     }
 
     /// `taps[(r·K + k)·T + ty·cols + tx] = plane[2ty + r − pad][2tx + k − pad]` for the 2×2-strided tiles of
     /// `R × K` pixels of a plane (`h × w`, `rows × cols` tiles, `T = rows·cols`), zero outside the plane, with
     /// `pad` 1 (the input, K = 4) or 0 (the output gradient, K = 2): the tiles' pixels laid out so that the
-    /// transforms run over sixteen consecutive tiles, across tile rows, with full registers.
+    /// transforms run over sixteen consecutive tiles, across tile rows, with full registers. Each row is split
+    /// into its even and odd pixels in registers, sixteen tiles at a time, and written to the tap rows that read
+    /// it; padding is written as zeros, so the buffer is reused without clearing.
     #[inline(always)]
     fn gather_taps<const R: usize, const K: usize>(
         plane: &[f32],
@@ -277,26 +305,26 @@ mod simd {
     ) {
         let (rows, cols) = (h.div_ceil(2), w.div_ceil(2));
         let t = rows * cols;
-        taps.clear();
         taps.resize(R * K * t, 0.0);
-        let (mut even, mut odd) = (vec![0f32; cols + 1], vec![0f32; cols + 1]);
-        for y in 0..h {
-            split(&plane[y * w..][..w], &mut even, &mut odd);
-            // Column 2tx + k − pad: with pad 1, k = 0..4 reads odd[tx], even[tx], odd[tx + 1], even[tx + 1]; with
-            // pad 0, k = 0..2 reads even[tx], odd[tx + 1].
-            let line = |k: usize| match (pad, k % 2) {
-                (1, 0) => &odd[k / 2..][..cols],
-                (1, _) => &even[k / 2..][..cols],
-                (_, 0) => &even[..cols],
-                _ => &odd[1..][..cols],
-            };
-            // Row y is row r = y + pad − 2ty of the tiles ty with 0 ≤ r < R.
-            for ty in (y + pad).saturating_sub(R - 1).div_ceil(2)..rows {
-                let Some(r) = (y + pad).checked_sub(2 * ty).filter(|&r| r < R) else {
-                    break;
-                };
-                for k in 0..K {
-                    copy(line(k), &mut taps[(r * K + k) * t + ty * cols..][..cols]);
+        let zero = Block::splat(0.0);
+        for ty in 0..rows {
+            for r in 0..R {
+                let y = (2 * ty + r).checked_sub(pad).filter(|&y| y < h);
+                let row = y.map(|y| &plane[y * w..][..w]);
+                let (mut prev_odd, mut next) = (zero, row.map_or((zero, zero), |row| split(row, 0)));
+                for c in 0..cols.div_ceil(16) {
+                    let ((even, odd), n) = (next, 16.min(cols - 16 * c));
+                    next = row.map_or((zero, zero), |row| split(row, c + 1));
+                    // Tile tx = 16c + i reads pixel 2tx + k − pad: with pad 1, k = 0..4 are odd[i − 1], even[i],
+                    // odd[i], even[i + 1]; with pad 0, k = 0..2 are even[i], odd[i].
+                    let lines: [Block; K] = match pad {
+                        1 => build(|k| [align::<15>(prev_odd, odd), even, odd, align::<1>(even, next.0)][k]),
+                        _ => build(|k| [even, odd][k]),
+                    };
+                    for (k, line) in lines.iter().enumerate() {
+                        line.store(&mut taps[(r * K + k) * t + ty * cols + 16 * c..], n);
+                    }
+                    prev_odd = odd;
                 }
             }
         }
@@ -312,19 +340,18 @@ mod simd {
         plane: &[f32],
         hw: (usize, usize),
         out: &mut [f32],
-        stride: usize,
+        dest: Dest,
         at: usize,
         taps: &mut Vec<f32>,
     ) {
         gather_taps::<4, 4>(plane, hw, 1, taps);
         let t = taps.len() / 16;
-        let out = rows_of(out, stride, at);
         for t0 in (0..t).step_by(16) {
             let n = 16.min(t - t0);
             let d: [[Block; 4]; 4] = build(|r| build(|k| Block::load(&taps[(4 * r + k) * t + t0..], n)));
             let v = two_d(d, input_1d, input_1d);
             for xi in 0..16 {
-                v[xi / 4][xi % 4].store(&mut out[xi][t0..], n);
+                store_tiles(v[xi / 4][xi % 4], out, dest, xi, at + t0, n);
             }
         }
     }
@@ -339,19 +366,18 @@ mod simd {
         plane: &[f32],
         hw: (usize, usize),
         out: &mut [f32],
-        stride: usize,
+        dest: Dest,
         at: usize,
         taps: &mut Vec<f32>,
     ) {
         gather_taps::<2, 2>(plane, hw, 0, taps);
         let t = taps.len() / 4;
-        let out = rows_of(out, stride, at);
         for t0 in (0..t).step_by(16) {
             let n = 16.min(t - t0);
             let g: [[Block; 2]; 2] = build(|r| build(|k| Block::load(&taps[(2 * r + k) * t + t0..], n)));
             let m = two_d(g, output_1d_adjoint, output_1d_adjoint);
             for xi in 0..16 {
-                m[xi / 4][xi % 4].store(&mut out[xi][t0..], n);
+                store_tiles(m[xi / 4][xi % 4], out, dest, xi, at + t0, n);
             }
         }
     }
@@ -405,6 +431,7 @@ mod simd {
 /// The transforms of one plane, on CPUs with AVX-512 (the only ones [`applies`] lets reach them).
 #[cfg(target_arch = "x86_64")]
 mod planes {
+    use super::Dest;
     macro_rules! checked {
         ($name:ident($($a:ident: $t:ty),*)) => {
             pub fn $name($($a: $t),*) {
@@ -415,15 +442,15 @@ mod planes {
         };
     }
     type Hw = (usize, usize);
-    checked!(input_plane(plane: &[f32], hw: Hw, out: &mut [f32], stride: usize, at: usize, taps: &mut Vec<f32>));
-    checked!(output_gradient_plane(plane: &[f32], hw: Hw, out: &mut [f32], stride: usize, at: usize, taps: &mut Vec<f32>));
+    checked!(input_plane(plane: &[f32], hw: Hw, out: &mut [f32], dest: Dest, at: usize, taps: &mut Vec<f32>));
+    checked!(output_gradient_plane(plane: &[f32], hw: Hw, out: &mut [f32], dest: Dest, at: usize, taps: &mut Vec<f32>));
     checked!(output_plane(m: &[f32], stride: usize, at: usize, bias: f32, hw: Hw, plane: &mut [f32], tiles: &mut Vec<f32>));
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod planes {
     type Hw = (usize, usize);
-    pub fn input_plane(_: &[f32], _: Hw, _: &mut [f32], _: usize, _: usize, _: &mut Vec<f32>) {
+    pub fn input_plane(_: &[f32], _: Hw, _: &mut [f32], _: super::Dest, _: usize, _: &mut Vec<f32>) {
         unreachable!("Winograd's convolutions only run where the packed kernels do")
     }
     pub use input_plane as output_gradient_plane;
@@ -451,28 +478,62 @@ fn each_chunk(par: bool, data: &mut [f32], size: usize, f: impl Fn(usize, &mut [
     }
 }
 
-/// A plane transform: `(plane, (h, w), out, stride, at, scratch)`.
-type PlaneFn = fn(&[f32], (usize, usize), &mut [f32], usize, usize, &mut Vec<f32>);
+/// A plane transform: `(plane, (h, w), out, dest, first tile, scratch)`.
+type PlaneFn = fn(&[f32], (usize, usize), &mut [f32], Dest, usize, &mut Vec<f32>);
 
-/// Transforms the tiles of a group of images (`images`: `[n, c, h, w]`) with `plane_fn` into `out`,
-/// `[c][ξ][tile]`.
+/// How a group's transformed tiles are laid out (see [`Dest`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `[c][ξ][tile]`: channels in parallel.
+    Channels,
+    /// `[ξ][panel][c][32]`, the product's B panels (a channel's lanes are strided, so one thread writes them).
+    Panels,
+}
+
+/// Transforms the tiles of a group of images (`images`: `[n, c, h, w]`) with `plane_fn` into `out`, laid out as
+/// `layout`; returns the group's tile count.
 fn transform_group(
     images: &[f32],
     (c, h, w): (usize, usize, usize),
     tiles: &Tiles,
-    plane_fn: PlaneFn,
+    (plane_fn, layout): (PlaneFn, Layout),
     out: &mut Vec<f32>,
     par: bool,
-) {
+) -> usize {
     let n = images.len() / (c * h * w);
     let t = n * tiles.per_image();
-    out.resize(c * 16 * t, 0.0);
-    each_chunk(par, out, 16 * t, |ch, block, scratch| {
-        for i in 0..n {
-            let plane = &images[(i * c + ch) * h * w..][..h * w];
-            plane_fn(plane, (h, w), block, t, i * tiles.per_image(), scratch);
+    let plane = |i: usize, ch: usize| &images[(i * c + ch) * h * w..][..h * w];
+    match layout {
+        Layout::Channels => {
+            out.resize(c * 16 * t, 0.0);
+            let dest = Dest {
+                base: 0,
+                xi: t,
+                panel: 32,
+            };
+            each_chunk(par, out, 16 * t, |ch, block, scratch| {
+                for i in 0..n {
+                    plane_fn(plane(i, ch), (h, w), block, dest, i * tiles.per_image(), scratch);
+                }
+            });
         }
-    });
+        Layout::Panels => {
+            let panels = t.div_ceil(packed::NR);
+            out.resize(16 * panels * c * packed::NR, 0.0);
+            let mut scratch = Vec::new();
+            for ch in 0..c {
+                let dest = Dest {
+                    base: ch * packed::NR,
+                    xi: panels * c * packed::NR,
+                    panel: c * packed::NR,
+                };
+                for i in 0..n {
+                    plane_fn(plane(i, ch), (h, w), out, dest, i * tiles.per_image(), &mut scratch);
+                }
+            }
+        }
+    }
+    t
 }
 
 thread_local! {
@@ -504,12 +565,12 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -
     let mut y = vec![0f32; s.batch * s.cout * hw];
     let group = |yg: &mut [f32], xg: &[f32], par: bool| {
         with_scratch(|v, m| {
-            transform_group(xg, (s.cin, s.height, s.width), &tiles, input_plane, v, par);
-            let t = xg.len() / (s.cin * hw) * tiles.per_image();
+            let input = (input_plane as PlaneFn, Layout::Panels);
+            let t = transform_group(xg, (s.cin, s.height, s.width), &tiles, input, v, par);
+            let per_xi = v.len() / 16;
             m.resize(16 * s.cout * t, 0.0);
             each_chunk(par, m, s.cout * t, |xi, mx, _| {
-                let b = Mat::strided(&v[xi * t..], s.cin, t, 16 * t);
-                packed::matmul(mx, t, &u[xi], b, false, false);
+                packed::matmul_prepacked(mx, t, &u[xi], t, &v[xi * per_xi..][..per_xi], false, false);
             });
             each_chunk(par, yg, hw, |p, plane, scratch| {
                 let (i, co) = (p / s.cout, p % s.cout);
@@ -546,10 +607,10 @@ pub fn weight_gradient(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
             with_scratch(|v, g| {
                 let xg = &x[first * s.cin * hw..][..n * s.cin * hw];
                 let dyg = &dy[first * s.cout * hw..][..n * s.cout * hw];
-                transform_group(xg, (s.cin, s.height, s.width), &tiles, input_plane, v, par);
-                let shape = (s.cout, s.height, s.width);
-                transform_group(dyg, shape, &tiles, output_gradient_plane, g, par);
-                let t = n * tiles.per_image();
+                let input = (input_plane as PlaneFn, Layout::Channels);
+                let t = transform_group(xg, (s.cin, s.height, s.width), &tiles, input, v, par);
+                let output = (output_gradient_plane as PlaneFn, Layout::Channels);
+                transform_group(dyg, (s.cout, s.height, s.width), &tiles, output, g, par);
                 let add = first > images.start;
                 each_chunk(par, &mut du, pairs, |xi, dux, _| {
                     let a = Packed::new(Mat::strided(&g[xi * t..], s.cout, t, 16 * t), Lanes::F32);
@@ -636,7 +697,7 @@ mod tests {
 
     /// Forward, input and weight gradients through [`conv::forward`] and [`conv::backward`], which choose this
     /// algorithm for these shapes, against direct f64 sums: odd and even sizes, images smaller than a tile,
-    /// groups cut mid-batch (20 tiles in tests) and a batch across the partial sums.
+    /// groups cut mid-batch (40 tiles in tests) and a batch across the partial sums.
     #[test]
     fn convolutions_match_direct_summation() {
         let mut rng = crate::rng::stream(11, 0);
@@ -644,6 +705,7 @@ mod tests {
             (3, 16, (7, 8), 17),
             (2, 24, (8, 8), 16),
             (17, 16, (3, 5), 16),
+            (9, 16, (5, 5), 16), // nine tiles an image: images cross the product's panels of 32
             (2, 16, (1, 1), 16),
             (3, 16, (1, 2), 20),
             (1, 33, (11, 6), 18),
