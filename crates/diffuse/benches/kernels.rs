@@ -30,6 +30,11 @@ fn main() {
         // The default digits network's layers (training batch 64): as many multiply-adds at 4×4 as at 8×8.
         (64, 32, 8, 32, 3, 1),
         (64, 64, 4, 64, 3, 1),
+        (64, 64, 8, 64, 3, 1),
+        (64, 32, 16, 32, 3, 1),
+        (64, 32, 28, 32, 3, 1),
+        (64, 64, 14, 64, 3, 1),
+        (64, 64, 7, 64, 3, 1),
     ] {
         // `cargo bench -p diffuse --bench kernels -- BATCH [SIZE]` times only the layers of that batch size (and
         // image size).
