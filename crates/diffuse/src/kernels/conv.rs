@@ -178,13 +178,13 @@ fn col2im(cols: &[f32], s: &ConvShape, rows: Range<usize>, x: &mut [f32]) {
 }
 
 thread_local! {
-    /// Column buffers kept per thread between calls: a fresh one per call would be zeroed and faulted in again
-    /// (a 64-channel 32×32 image's columns take 2.4 MB).
+    /// Column buffers (and Winograd's transformed tiles) kept per thread between calls: a fresh one per call would
+    /// be zeroed and faulted in again (a 64-channel 32×32 image's columns take 2.4 MB).
     static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Runs `f` with this thread's two scratch buffers (fresh ones if they are already in use further up the stack).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut pair) => {
             let (a, b) = &mut *pair;
