@@ -16,8 +16,8 @@
 //! f32 runs F(4×4, 3×3) on wide images and F(2×2, 3×3) on the others ([`large_tiles`]); F(4×4)'s transforms
 //! multiply by up to 8 and 1/24, which f32 absorbs (the tests bound the error against direct f64 sums). Tiles are
 //! taken a group of whole images at a time, so that a group's transformed tiles stay in the caches; groups run in
-//! parallel, or, when there are fewer groups than threads, the products (and the channels of the other transforms)
-//! do. The transforms themselves, on sixteen tiles per AVX-512 register, are in `simd`.
+//! parallel, or, when there are fewer groups than threads, the channels of the transforms and the products do.
+//! The transforms themselves, on sixteen tiles per AVX-512 register, are in `simd`.
 
 use super::conv::{ConvShape, with_scratch};
 use super::matmul::{Mat, Precision};
@@ -85,7 +85,7 @@ impl Variant<4, 6> for F4 {
 }
 
 /// About how many transformed entries per channel a group takes (whole images, at least one): 128 tiles of
-/// F(2×2) or 57 of F(4×4), so 128 channels transform to 1 MB. Half and twice this measured within a few percent.
+/// F(2×2) or 56 of F(4×4), so 128 channels transform to 1 MB. Half and twice this measured within a few percent.
 const GROUP_ENTRIES: usize = if cfg!(test) { 640 } else { 2048 };
 /// Fewer channels than this on either side leave the products too thin to pay for the transforms (the 3-channel
 /// first and last layers; thinner ones were not measured).
@@ -95,8 +95,8 @@ const MIN_CHANNELS: usize = 16;
 /// against direct): 64 channels at 14×14 5.1 / 11.1 against 5.8 / 12.7, but at 8×8 2.0 / 4.4 against 1.6 / 3.9
 /// and at 7×7 1.8 / 4.0 against 1.6 / 3.5.
 const MIN_SIDE: usize = 14;
-/// The most transformed entries of one group (16 MB): larger images (latents of 64×64 and more with hundreds of
-/// channels) keep the direct path rather than leave the caches.
+/// The most transformed entries of one group's input or output (16 MB each): larger images keep the direct path
+/// rather than leave the caches (F(4×4) at 64×64 up to 455 channels; at 128×128 up to 113).
 const MAX_GROUP: usize = 1 << 22;
 
 /// Whether shape `s` runs with Winograd's algorithm in `precision`: a 3×3 kernel, stride 1, padding 1, enough
@@ -118,6 +118,8 @@ pub fn applies(s: &ConvShape, precision: Precision) -> bool {
 
 /// The convolution's output, `[batch, cout, h, w]`, for a shape [`applies`] accepts.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> Vec<f32> {
+    check(s, &[(x, s.cin), (weight, 0)]);
+    assert!(bias.is_none_or(|b| b.len() == s.cout));
     match large_tiles(s) {
         true => forward_with::<4, 6, F4>(x, weight, bias, s),
         false => forward_with::<2, 4, F2>(x, weight, bias, s),
@@ -127,9 +129,26 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -
 /// The weight gradient `[cout, cin, 3, 3]` from the input `x` and the output gradient `dy`, for a shape
 /// [`applies`] accepts.
 pub fn weight_gradient(x: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
+    check(s, &[(x, s.cin), (dy, s.cout)]);
     match large_tiles(s) {
         true => weight_gradient_with::<4, 6, F4>(x, dy, s),
         false => weight_gradient_with::<2, 4, F2>(x, dy, s),
+    }
+}
+
+/// Asserts the shape is one this module computes and each `(tensor, channels)` holds `[batch, channels, h, w]`
+/// (channels 0: the weights, `[cout, cin, 3, 3]`).
+fn check(s: &ConvShape, tensors: &[(&[f32], usize)]) {
+    let same = s.kh == 3 && s.kw == 3 && s.stride == 1 && s.pad_h == 1 && s.pad_w == 1;
+    assert!(
+        same && s.height > 0 && s.width > 0,
+        "Winograd's convolutions are 3×3, stride 1, padding 1: {s:?}"
+    );
+    for &(data, c) in tensors {
+        match c {
+            0 => assert_eq!(data.len(), s.cout * s.cin * 9, "the weights of {s:?}"),
+            c => assert_eq!(data.len(), s.batch * c * s.height * s.width, "a tensor of {s:?}"),
+        }
     }
 }
 
@@ -377,7 +396,7 @@ mod planes {
 use planes::{input_plane, output_gradient_plane, output_plane};
 
 /// Runs `f(i, chunk, scratch)` on the `size`-entry chunks of `data`, in parallel when `par`, with a scratch
-/// buffer per thread.
+/// buffer per piece of work rayon splits off.
 fn each_chunk(par: bool, data: &mut [f32], size: usize, f: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync) {
     match par {
         true => data
@@ -469,12 +488,19 @@ fn forward_with<const M: usize, const A: usize, W: Variant<M, A>>(
     let mut y = vec![0f32; s.batch * s.cout * hw];
     let group = |yg: &mut [f32], xg: &[f32], par: bool| {
         with_scratch(|v, m| {
-            let input = (input_plane::<M, A, W> as PlaneFn<M, A>, Layout::Panels);
+            // The product's panels are written by one thread (a channel's lanes are strided), so where the group's
+            // work is split over the threads the tiles are laid out by channel and packed by the product.
+            let layout = if par { Layout::Channels } else { Layout::Panels };
+            let input = (input_plane::<M, A, W> as PlaneFn<M, A>, layout);
             let t = transform_group::<M, A>(xg, (s.cin, s.height, s.width), &tiles, input, v, par);
             let per_xi = v.len() / (A * A);
             m.resize(A * A * s.cout * t, 0.0);
-            each_chunk(par, m, s.cout * t, |xi, mx, _| {
-                packed::matmul_prepacked(mx, t, &u[xi], t, &v[xi * per_xi..][..per_xi], false, false);
+            each_chunk(par, m, s.cout * t, |xi, mx, _| match layout {
+                Layout::Panels => packed::matmul_prepacked(mx, t, &u[xi], t, &v[xi * per_xi..][..per_xi], false, false),
+                Layout::Channels => {
+                    let b = Mat::strided(&v[xi * t..], s.cin, t, A * A * t);
+                    packed::matmul(mx, t, &u[xi], b, false, false)
+                }
             });
             each_chunk(par, yg, hw, |p, plane, scratch| {
                 let (i, co) = (p / s.cout, p % s.cout);

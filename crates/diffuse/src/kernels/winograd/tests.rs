@@ -66,7 +66,7 @@ fn shape(batch: usize, cin: usize, (h, w): (usize, usize), cout: usize) -> ConvS
 /// Odd and even sizes, images smaller than a tile, groups cut mid-batch (640 entries in tests), images
 /// crossing the product's panels of 32 tiles, a full register of tile columns and a tail, and a batch across
 /// the partial sums.
-const SHAPES: [(usize, usize, (usize, usize), usize); 11] = [
+const SHAPES: [(usize, usize, (usize, usize), usize); 13] = [
     (3, 16, (7, 8), 17),
     (2, 24, (8, 8), 16),
     (17, 16, (3, 5), 16),
@@ -78,6 +78,8 @@ const SHAPES: [(usize, usize, (usize, usize), usize); 11] = [
     (2, 16, (5, 70), 16),
     (1, 16, (32, 32), 16),
     (0, 16, (4, 4), 16),
+    (2, 16, (6, 11), 16), // a width of 4k + 3
+    (20, 16, (9, 9), 16), // several groups summed inside each partial sum
 ];
 
 /// Forward, input and weight gradients through [`conv::forward`] and [`conv::backward`], which choose
@@ -93,10 +95,11 @@ fn convolutions_match_direct_summation() {
         (1, 16, (33, 32), 18),
         (2, 16, (14, 70), 16),
     ] {
-        let s = shape(batch, cin, hw, cout);
-        if !applies(&s, Precision::F32) {
+        if !Lanes::F32.available() {
             return eprintln!("skipped: no AVX-512 on this CPU, so no Winograd convolutions either");
         }
+        let s = shape(batch, cin, hw, cout);
+        assert!(applies(&s, Precision::F32), "{s:?}");
         let x = crate::rng::normals(&mut rng, batch * cin * hw.0 * hw.1);
         let w = crate::rng::normals(&mut rng, cout * cin * 9);
         let b = crate::rng::normals(&mut rng, cout);
@@ -169,4 +172,33 @@ fn small_thin_strided_unpadded_and_bf16_layers_keep_the_direct_path() {
     };
     assert!(!applies(&unpadded, Precision::F32));
     assert!(!applies(&shape(1, 512, (128, 128), 512), Precision::F32));
+}
+
+/// Groups in parallel (one thread: every group count reaches it) and the work inside a group in parallel (eight
+/// threads, six groups) give the same bits, in both algorithms, forward and backward.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    if !Lanes::F32.available() {
+        return eprintln!("skipped: no AVX-512 on this CPU, so no Winograd convolutions either");
+    }
+    let mut rng = crate::rng::stream(17, 0);
+    for hw in [(16, 16), (32, 32)] {
+        let s = shape(6, 16, hw, 16);
+        assert!(applies(&s, Precision::F32));
+        let x = crate::rng::normals(&mut rng, 6 * 16 * hw.0 * hw.1);
+        let w = crate::rng::normals(&mut rng, 16 * 16 * 9);
+        let dy = crate::rng::normals(&mut rng, 6 * 16 * hw.0 * hw.1);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                (
+                    forward(&x, &w, None, &s),
+                    conv::backward(&x, &w, &dy, &s, true, Precision::F32),
+                )
+            })
+        };
+        let (y1, g1) = run(1);
+        let (y8, g8) = run(8);
+        assert!(y1 == y8 && g1 == g8, "{s:?}");
+    }
 }
