@@ -37,19 +37,47 @@ pub(crate) fn check_sizes(what: &str, sizes: &[(&str, usize, usize)]) -> Result<
     }
 }
 
-/// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
 /// Scaled dot-product attention of heads laid out [b, heads, n, d]: softmax(q kᵀ/√d + mask) v, the one
 /// attention of the UNet's self-attention, the spatial transformer and CLIP.
 pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<Tensor<4>>) -> Tensor<4> {
-    let d = q.dims()[3];
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
-    let scores = match mask {
-        Some(m) => scores + m,
-        None => scores,
-    };
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
+    attention_in_blocks(q, k, v, mask, MAX_SCORES)
 }
 
+/// The most attention scores held at once (16 MB of f32). Stable Diffusion's 64×64 latents attend over 4,096
+/// pixels with 8 heads: half a gigabyte of scores per image, which the allocator maps, zeroes and returns on every
+/// call; blocks of queries this small are reused from the heap instead.
+const MAX_SCORES: usize = 1 << 22;
+
+/// [`attention`], its queries taken in blocks whose scores hold at most `max_scores` entries (without a mask:
+/// the masked callers, CLIP's text, attend over 77 tokens).
+fn attention_in_blocks(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4>>,
+    max_scores: usize,
+) -> Tensor<4> {
+    let ([b, h, n, d], m) = (q.dims(), k.dims()[2]);
+    let rows = (max_scores / (b * h * m).max(1)).max(1);
+    if mask.is_some() || rows >= n {
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());
+        let scores = match mask {
+            Some(m) => scores + m,
+            None => scores,
+        };
+        return burn::tensor::activation::softmax(scores, 3).matmul(v);
+    }
+    let blocks = (0..n)
+        .step_by(rows)
+        .map(|i| {
+            let block = q.clone().slice([0..b, 0..h, i..(i + rows).min(n), 0..d]);
+            attention_in_blocks(block, k.clone(), v.clone(), None, usize::MAX)
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+/// The largest group count ≤ `max` that divides `channels` (GroupNorm needs an exact split).
 pub fn groups_for(channels: usize, max: usize) -> usize {
     (1..=max.min(channels))
         .rev()
@@ -223,4 +251,25 @@ pub(crate) fn downsample(c: usize, pad: DownsamplePad, device: &Device) -> Conv2
         .with_stride([2, 2])
         .with_padding(padding)
         .init(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queries in blocks (of 5 rows, and of 1) give what attention over all of them at once gives, to f32 rounding.
+    #[test]
+    fn attention_in_blocks_equals_attention_at_once() {
+        let device = crate::device::train_device();
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<4>::random([2, 3, 23, 8], normal, &device);
+        let k = Tensor::<4>::random([2, 3, 17, 8], normal, &device);
+        let v = Tensor::<4>::random([2, 3, 17, 8], normal, &device);
+        let whole = attention_in_blocks(q.clone(), k.clone(), v.clone(), None, usize::MAX);
+        for rows in [5, 1] {
+            let blocks = attention_in_blocks(q.clone(), k.clone(), v.clone(), None, rows * 2 * 3 * 17);
+            let diff: f32 = (blocks - whole.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "blocks of {rows} queries: {diff}");
+        }
+    }
 }
